@@ -1,0 +1,156 @@
+"""The data contract: the four input tables, their columns and the rules each row must meet.
+
+The pandera schemas are the single source of truth. The SQL types used to read files
+(``duckdb_type``) and the checks run on every row are both derived from them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pandera.pandas as pa
+
+KNOWN_EVENT_TYPES: tuple[str, ...] = (
+    "email_sent",
+    "email_open",
+    "email_click",
+    "site_visit",
+    "app_session",
+    "cart_add",
+    "support_contact",
+    "content_download",
+    "unsubscribe",
+)
+
+UTC_TIMESTAMP = pd.DatetimeTZDtype(unit="us", tz="UTC")
+
+
+def _non_empty() -> pa.Check:
+    return pa.Check(lambda s: s.str.strip().str.len() > 0, name="not_empty")
+
+
+def _finite() -> pa.Check:
+    # Nulls are the nullable rule's business; this one rejects inf and -inf.
+    return pa.Check(lambda s: s.isna() | np.isfinite(s), name="finite")
+
+
+def _key() -> pa.Column:
+    return pa.Column(str, _non_empty(), nullable=False)
+
+
+def _timestamp(nullable: bool = False, required: bool = True) -> pa.Column:
+    return pa.Column(UTC_TIMESTAMP, nullable=nullable, required=required)
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """One contract table: its schema, whether a data folder must hold it, its time column."""
+
+    name: str
+    schema: pa.DataFrameSchema
+    required: bool
+    time_column: str
+    unique_key: tuple[str, ...] = ()
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.schema.columns)
+
+    @property
+    def required_columns(self) -> list[str]:
+        return [n for n, c in self.schema.columns.items() if c.required]
+
+
+TRANSACTIONS = TableSpec(
+    name="transactions",
+    schema=pa.DataFrameSchema(
+        {
+            "customer_id": _key(),
+            "order_id": _key(),
+            "ordered_at": _timestamp(),
+            # Negative amounts are returns: they net off spend but are not orders.
+            "amount": pa.Column(float, _finite(), nullable=False),
+            "channel": pa.Column(str, nullable=True, required=False),
+        },
+        name="transactions",
+    ),
+    required=True,
+    time_column="ordered_at",
+)
+
+EVENTS = TableSpec(
+    name="events",
+    schema=pa.DataFrameSchema(
+        {
+            "customer_id": _key(),
+            "occurred_at": _timestamp(),
+            "event_type": pa.Column(str, _non_empty(), nullable=False),
+        },
+        name="events",
+    ),
+    required=False,
+    time_column="occurred_at",
+)
+
+CUSTOMERS = TableSpec(
+    name="customers",
+    schema=pa.DataFrameSchema(
+        {
+            "customer_id": _key(),
+            "signed_up_at": _timestamp(nullable=True, required=False),
+            # A missing column means consent is handled upstream; a null value means no consent.
+            "profiling_consent": pa.Column("boolean", nullable=True, required=False),
+            "marketing_consent": pa.Column("boolean", nullable=True, required=False),
+        },
+        name="customers",
+    ),
+    required=False,
+    time_column="signed_up_at",
+    unique_key=("customer_id",),
+)
+
+EXPOSURES = TableSpec(
+    name="exposures",
+    schema=pa.DataFrameSchema(
+        {
+            "customer_id": _key(),
+            "campaign_id": pa.Column(str, _non_empty(), nullable=False),
+            "exposed_at": _timestamp(),
+            "treatment": pa.Column(float, pa.Check.isin([0.0, 1.0]), nullable=False),
+        },
+        name="exposures",
+    ),
+    required=False,
+    time_column="exposed_at",
+    unique_key=("customer_id", "campaign_id"),
+)
+
+class ContractError(ValueError):
+    """Input data breaks the contract; the message names table, column, rule and rows."""
+
+
+TABLES: dict[str, TableSpec] = {
+    t.name: t for t in (TRANSACTIONS, EVENTS, CUSTOMERS, EXPOSURES)
+}
+
+
+def duckdb_type(spec: TableSpec, column: str) -> str:
+    """The SQL type a contract column is read as."""
+    dtype = str(spec.schema.columns[column].dtype)
+    if dtype.startswith("datetime64"):
+        return "TIMESTAMPTZ"
+    if dtype.startswith(("str", "object")):
+        return "VARCHAR"
+    return {"float64": "DOUBLE", "boolean": "BOOLEAN"}[dtype]
+
+
+def parse_rule(sql_type: str) -> str:
+    """The rule name reported when a raw value cannot be read as ``sql_type``."""
+    return {
+        "TIMESTAMPTZ": "parse as timestamp",
+        "DOUBLE": "parse as number",
+        "BOOLEAN": "parse as boolean",
+        "VARCHAR": "parse as text",
+    }[sql_type]

@@ -1,0 +1,110 @@
+"""Finding the contract tables in a data folder and reading them, typed, with DuckDB."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+from features.contract import TABLES, ContractError, TableSpec, duckdb_type
+
+FORMATS = ("parquet", "csv")
+
+
+@dataclass(frozen=True)
+class TableSource:
+    """The files holding one contract table (one file, or every file of a folder)."""
+
+    spec: TableSpec
+    files: tuple[Path, ...]
+    format: str
+
+    @property
+    def label(self) -> str:
+        return self.spec.name
+
+    def raw_scan(self, with_filename: bool = False) -> str:
+        """SQL reading the files as they are (CSV as text, so nothing is guessed)."""
+        paths = "[" + ", ".join(_quote(str(f)) for f in self.files) + "]"
+        filename = ", filename = true" if with_filename else ""
+        if self.format == "csv":
+            return (f"read_csv({paths}, header = true, all_varchar = true, "
+                    f"union_by_name = true{filename})")
+        return f"read_parquet({paths}, union_by_name = true{filename})"
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _files_in(folder: Path) -> tuple[list[Path], str]:
+    by_format = {fmt: sorted(folder.glob(f"*.{fmt}")) for fmt in FORMATS}
+    found = [fmt for fmt in FORMATS if by_format[fmt]]
+    if len(found) != 1:
+        kinds = "both .parquet and .csv files" if found else "no .parquet or .csv files"
+        raise ContractError(f"{folder}: holds {kinds}; a table folder needs files of one format")
+    return by_format[found[0]], found[0]
+
+
+def find_table(data_dir: Path, spec: TableSpec) -> TableSource | None:
+    """The files of one table in ``data_dir``: ``NAME.parquet``, ``NAME.csv`` or folder ``NAME/``."""
+    candidates = [data_dir / f"{spec.name}.{fmt}" for fmt in FORMATS] + [data_dir / spec.name]
+    present = [c for c in candidates if c.exists()]
+    if len(present) > 1:
+        names = ", ".join(p.name for p in present)
+        raise ContractError(f"{spec.name}: found {names} in {data_dir}; keep exactly one")
+    if not present:
+        if spec.required:
+            raise ContractError(
+                f"{spec.name}: no {spec.name}.parquet, {spec.name}.csv or {spec.name}/ folder "
+                f"in {data_dir}"
+            )
+        return None
+    path = present[0]
+    if path.is_dir():
+        files, fmt = _files_in(path)
+        return TableSource(spec, tuple(files), fmt)
+    return TableSource(spec, (path,), path.suffix.lstrip("."))
+
+
+def find_tables(data_dir: Path) -> dict[str, TableSource]:
+    """Every contract table present in ``data_dir`` (transactions must be there)."""
+    if not data_dir.is_dir():
+        raise ContractError(f"--data {data_dir}: not a folder")
+    found = {name: find_table(data_dir, spec) for name, spec in TABLES.items()}
+    return {name: src for name, src in found.items() if src is not None}
+
+
+def present_columns(con: duckdb.DuckDBPyConnection, source: TableSource) -> list[str]:
+    """Column names in the files, checked against the contract's required columns."""
+    try:
+        described = con.sql(f"DESCRIBE SELECT * FROM {source.raw_scan()}").fetchall()
+    except duckdb.Error as err:
+        raise ContractError(f"{source.label}: cannot read {source.files[0]}: {err}") from err
+    columns = [row[0] for row in described]
+    missing = [c for c in source.spec.required_columns if c not in columns]
+    if missing:
+        raise ContractError(
+            f"{source.label}: missing required column {', '.join(repr(m) for m in missing)} "
+            f"(found: {', '.join(columns)})"
+        )
+    return columns
+
+
+def typed_columns_sql(spec: TableSpec, present: list[str]) -> list[str]:
+    """Select-list items casting each contract column to its type (NULL when absent)."""
+    items = []
+    for column in spec.columns:
+        sql_type = duckdb_type(spec, column)
+        if column in present:
+            items.append(f'TRY_CAST("{column}" AS {sql_type}) AS "{column}"')
+        else:
+            items.append(f'NULL::{sql_type} AS "{column}"')
+    return items
+
+
+def typed_relation_sql(con: duckdb.DuckDBPyConnection, source: TableSource) -> str:
+    """A parenthesised query giving the table with contract columns and types."""
+    items = typed_columns_sql(source.spec, present_columns(con, source))
+    return f"(SELECT {', '.join(items)} FROM {source.raw_scan()})"

@@ -1,0 +1,297 @@
+"""Row-level validation of the contract tables, streamed in batches so memory stays bounded.
+
+Each raw value is cast by DuckDB (one parser for validation and feature building); values
+that do not parse, and typed rows that break a pandera rule, are reported with the file and
+row they came from. By default a bad row stops the job; in quarantine mode bad rows go to a
+rejects file with their reason and the clean rows go on.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pandera.pandas as pa
+import pyarrow as pyarrow
+import pyarrow.parquet as pq
+
+from features.contract import KNOWN_EVENT_TYPES, ContractError, TableSpec, duckdb_type, parse_rule
+from features.sources import TableSource, present_columns, typed_columns_sql
+
+BATCH_ROWS = 500_000
+EXAMPLES_PER_PROBLEM = 3
+RAW = "__raw_"
+FILE = "__file"
+
+Progress = Callable[[str, int], None]
+
+
+class OnBadRows(str, Enum):
+    stop = "stop"
+    quarantine = "quarantine"
+
+
+@dataclass
+class Problem:
+    """One (column, rule) that rows break: how many rows, and a few of them."""
+
+    count: int = 0
+    examples: list[str] = field(default_factory=list)
+
+
+def _rows(n: int) -> str:
+    return f"{n:,} row" if n == 1 else f"{n:,} rows"
+
+
+@dataclass
+class TableReport:
+    """What validating one table found."""
+
+    table: str
+    rows: int = 0
+    bad_rows: int = 0
+    problems: dict[tuple[str, str], Problem] = field(default_factory=dict)
+    unknown_event_types: dict[str, int] = field(default_factory=dict)
+    rejects_file: Path | None = None
+
+    def add(self, column: str, rule: str, where: str, value: object) -> None:
+        problem = self.problems.setdefault((column, rule), Problem())
+        problem.count += 1
+        if len(problem.examples) < EXAMPLES_PER_PROBLEM:
+            shown = "null" if value is None or value is pd.NA or value != value else repr(value)
+            problem.examples.append(f"{where}: {shown}")
+
+    def describe(self) -> str:
+        lines = [f"{self.table}: {_rows(self.bad_rows)} of {self.rows:,} break the contract"]
+        for (column, rule), problem in self.problems.items():
+            lines.append(
+                f"  - column '{column}', rule '{rule}': {_rows(problem.count)}, "
+                f"e.g. {'; '.join(problem.examples)}"
+            )
+        return "\n".join(lines)
+
+
+@dataclass
+class ValidatedTable:
+    """A table that passed validation: SQL giving its clean typed rows, and the report."""
+
+    spec: TableSpec
+    relation: str
+    report: TableReport
+
+
+def _check_query(source: TableSource, present: list[str]) -> str:
+    spec = source.spec
+    items = typed_columns_sql(spec, present)
+    for column in present_contract_columns(spec, present):
+        sql_type = duckdb_type(spec, column)
+        if sql_type != "VARCHAR":
+            items.append(
+                f'CASE WHEN "{column}" IS NOT NULL AND TRY_CAST("{column}" AS {sql_type}) IS NULL '
+                f'THEN CAST("{column}" AS VARCHAR) END AS "{RAW}{column}"'
+            )
+    multi = len(source.files) > 1
+    if multi:
+        items.append(f'filename AS "{FILE}"')
+    return f"SELECT {', '.join(items)} FROM {source.raw_scan(with_filename=multi)}"
+
+
+def present_contract_columns(spec: TableSpec, present: list[str]) -> list[str]:
+    return [c for c in spec.columns if c in present]
+
+
+def _parse_failures(df: pd.DataFrame, spec: TableSpec) -> list[tuple[int, str, str, object]]:
+    failures = []
+    for raw_column in (c for c in df.columns if c.startswith(RAW)):
+        column = raw_column[len(RAW):]
+        rule = parse_rule(duckdb_type(spec, column))
+        bad = df[raw_column].dropna()
+        failures += [(int(pos), column, rule, value) for pos, value in bad.items()]
+    return failures
+
+
+def _schema_failures(df: pd.DataFrame, spec: TableSpec) -> list[tuple[int, str, str, object]]:
+    try:
+        spec.schema.validate(df[spec.columns], lazy=True)
+    except pa.errors.SchemaErrors as err:
+        cases = err.failure_cases
+        whole_table = cases[cases["index"].isna()]
+        if len(whole_table):
+            first = whole_table.iloc[0]
+            raise ContractError(
+                f"{spec.name}: column '{first['column']}' fails rule '{first['check']}' "
+                f"({first['failure_case']})"
+            ) from None
+        return [
+            (int(row["index"]), str(row["column"]), str(row["check"]), row["failure_case"])
+            for _, row in cases.iterrows()
+        ]
+    return []
+
+
+def _duplicate_failures(
+    df: pd.DataFrame, spec: TableSpec, seen: set[str]
+) -> list[tuple[int, str, str, object]]:
+    if not spec.unique_key:
+        return []
+    keys = df[spec.unique_key[0]].astype(str)
+    for column in spec.unique_key[1:]:
+        keys = keys + " / " + df[column].astype(str)
+    duplicate = keys.duplicated() | keys.isin(seen)
+    seen.update(keys[~duplicate])
+    rule = f"unique ({', '.join(spec.unique_key)})"
+    return [(int(pos), spec.unique_key[-1], rule, key) for pos, key in keys[duplicate].items()]
+
+
+def row_failures(
+    df: pd.DataFrame, spec: TableSpec, seen_keys: set[str]
+) -> pd.DataFrame:
+    """One row per (row position, column) that breaks a rule; parse failures take precedence."""
+    failures = _parse_failures(df, spec) + _schema_failures(df, spec)
+    failures += _duplicate_failures(df, spec, seen_keys)
+    frame = pd.DataFrame(failures, columns=["pos", "column", "rule", "value"])
+    # A value that did not parse is also null and of the wrong type: report only the parse.
+    return frame.drop_duplicates(subset=["pos", "column"], keep="first")
+
+
+class _RowLabels:
+    """Turns batch positions into 'row N' (or 'FILE row N'), counting rows per file."""
+
+    def __init__(self) -> None:
+        self.seen: Counter[str] = Counter()
+
+    def labels(self, df: pd.DataFrame, positions: pd.Series) -> dict[int, str]:
+        files = df[FILE] if FILE in df.columns else pd.Series("", index=df.index)
+        in_file = files.groupby(files).cumcount() + 1
+        out = {}
+        for pos in positions.unique():
+            name = files.iat[pos]
+            row = self.seen[name] + int(in_file.iat[pos])
+            out[int(pos)] = f"{Path(name).name} row {row}" if name else f"row {row}"
+        self.seen.update(files.value_counts().to_dict())
+        return out
+
+
+class _Quarantine:
+    """Writes clean rows to a staging Parquet file and bad rows to a rejects CSV."""
+
+    def __init__(self, spec: TableSpec, staging: Path, rejects: Path) -> None:
+        self.spec, self.staging, self.rejects = spec, staging, rejects
+        self.writer: pq.ParquetWriter | None = None
+        self.rejects_written = False
+
+    def write(self, batch: pyarrow.RecordBatch, df: pd.DataFrame, failures: pd.DataFrame,
+              labels: dict[int, str]) -> None:
+        bad = failures["pos"].unique()
+        keep = ~df.index.isin(bad)
+        clean = pyarrow.Table.from_batches([batch]).select(self.spec.columns).filter(keep)
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.staging, clean.schema)
+        self.writer.write_table(clean)
+        if len(bad):
+            self._write_rejects(df, failures, labels)
+
+    def _write_rejects(self, df: pd.DataFrame, failures: pd.DataFrame,
+                       labels: dict[int, str]) -> None:
+        rows = df.loc[failures["pos"].unique(), self.spec.columns].astype("string")
+        for raw_column in (c for c in df.columns if c.startswith(RAW)):
+            raw = df.loc[rows.index, raw_column].dropna()
+            rows.loc[raw.index, raw_column[len(RAW):]] = raw.astype("string")
+        reasons = failures.assign(
+            text="column '" + failures["column"] + "': " + failures["rule"]
+        ).groupby("pos")["text"].agg("; ".join)
+        rows["_where"] = [labels[p] for p in rows.index]
+        rows["_reason"] = reasons.reindex(rows.index).to_numpy()
+        rows.to_csv(self.rejects, mode="a", header=not self.rejects_written, index=False)
+        self.rejects_written = True
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def validate_table(
+    con: duckdb.DuckDBPyConnection,
+    source: TableSource,
+    on_bad_rows: OnBadRows,
+    staging_dir: Path,
+    rejects_dir: Path | None = None,
+    progress: Progress | None = None,
+) -> ValidatedTable:
+    """Check every row of one table against the contract, in batches."""
+    spec = source.spec
+    present = present_columns(con, source)
+    report = TableReport(spec.name)
+    labels, seen_keys = _RowLabels(), set()
+    quarantine = None
+    if on_bad_rows is OnBadRows.quarantine:
+        rejects_dir = rejects_dir or staging_dir
+        rejects_dir.mkdir(parents=True, exist_ok=True)
+        report.rejects_file = rejects_dir / f"{spec.name}.rejects.csv"
+        report.rejects_file.unlink(missing_ok=True)
+        quarantine = _Quarantine(spec, staging_dir / f"{spec.name}.parquet", report.rejects_file)
+    reader = con.sql(_check_query(source, present)).to_arrow_reader(BATCH_ROWS)
+    bool_types = {pyarrow.bool_(): pd.BooleanDtype()}.get
+    for batch in reader:
+        df = batch.to_pandas(types_mapper=bool_types)
+        failures = row_failures(df, spec, seen_keys)
+        where = labels.labels(df, failures["pos"])
+        for row in failures.itertuples():
+            report.add(row.column, row.rule, where[row.pos], row.value)
+        report.rows += len(df)
+        report.bad_rows += failures["pos"].nunique()
+        if quarantine is not None:
+            quarantine.write(batch, df, failures, where)
+        if progress is not None:
+            progress(spec.name, len(df))
+    if quarantine is not None:
+        quarantine.close()
+    if report.bad_rows and quarantine is None:
+        raise ContractError(report.describe())
+    relation = f"(SELECT {', '.join(typed_columns_sql(spec, present))} FROM {source.raw_scan()})"
+    if report.bad_rows:
+        relation = f"read_parquet('{quarantine.staging}')"
+    else:
+        report.rejects_file = None
+    if spec.name == "events":
+        report.unknown_event_types = unknown_event_types(con, relation)
+    return ValidatedTable(spec, relation, report)
+
+
+def unknown_event_types(con: duckdb.DuckDBPyConnection, events: str) -> dict[str, int]:
+    """Counts of event types outside the contract's list (ignored by the features)."""
+    known = ", ".join(f"'{t}'" for t in KNOWN_EVENT_TYPES)
+    rows = con.sql(
+        f"SELECT event_type, count(*) FROM {events} WHERE event_type NOT IN ({known}) "
+        "GROUP BY event_type ORDER BY count(*) DESC, event_type"
+    ).fetchall()
+    return {name: count for name, count in rows}
+
+
+def validate_tables(
+    con: duckdb.DuckDBPyConnection,
+    sources: dict[str, TableSource],
+    on_bad_rows: OnBadRows,
+    staging_dir: Path,
+    rejects_dir: Path | None = None,
+    progress: Progress | None = None,
+) -> dict[str, ValidatedTable]:
+    """Validate every table; report the problems of all tables at once."""
+    validated, errors = {}, []
+    for name, source in sources.items():
+        try:
+            validated[name] = validate_table(
+                con, source, on_bad_rows, staging_dir, rejects_dir, progress
+            )
+        except ContractError as err:
+            errors.append(str(err))
+    if errors:
+        hint = ("Nothing was written. Fix the rows, or rerun with --on-bad-rows quarantine "
+                "to set bad rows aside and go on.")
+        raise ContractError("\n".join(errors + [hint]))
+    return validated
