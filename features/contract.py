@@ -53,6 +53,8 @@ class TableSpec:
     required: bool
     time_column: str
     unique_key: tuple[str, ...] = ()
+    # SQL values for optional columns that a file does not have at all.
+    absent_defaults: tuple[tuple[str, str], ...] = ()
 
     @property
     def columns(self) -> list[str]:
@@ -109,6 +111,7 @@ CUSTOMERS = TableSpec(
     required=False,
     time_column="signed_up_at",
     unique_key=("customer_id",),
+    absent_defaults=(("profiling_consent", "TRUE"), ("marketing_consent", "TRUE")),
 )
 
 EXPOSURES = TableSpec(

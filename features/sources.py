@@ -95,13 +95,20 @@ def present_columns(con: duckdb.DuckDBPyConnection, source: TableSource) -> list
 def typed_columns_sql(spec: TableSpec, present: list[str]) -> list[str]:
     """Select-list items casting each contract column to its type (NULL when absent)."""
     items = []
+    defaults = dict(spec.absent_defaults)
     for column in spec.columns:
         sql_type = duckdb_type(spec, column)
         if column in present:
             items.append(f'TRY_CAST("{column}" AS {sql_type}) AS "{column}"')
         else:
-            items.append(f'NULL::{sql_type} AS "{column}"')
+            items.append(f'CAST({defaults.get(column, "NULL")} AS {sql_type}) AS "{column}"')
     return items
+
+
+def empty_relation_sql(spec: TableSpec) -> str:
+    """A parenthesised query with the table's typed columns and no rows."""
+    items = typed_columns_sql(spec, present=[])
+    return f"(SELECT {', '.join(items)} WHERE false)"
 
 
 def typed_relation_sql(con: duckdb.DuckDBPyConnection, source: TableSource) -> str:

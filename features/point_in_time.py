@@ -1,0 +1,219 @@
+"""Point-in-time features on DuckDB: one row per customer, using only rows before ``as_of``.
+
+The query works on any typed relations with the contract's columns: validated files for
+batch jobs (DuckDB streams them, spilling to disk when they outgrow memory) or in-memory
+frames of recent history for online scoring. One query, so the two cannot drift.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import duckdb
+
+from features.contract import KNOWN_EVENT_TYPES, TABLES
+from features.registry import (
+    CHANNELS,
+    EVENT_WINDOWS,
+    FEATURE_SET_VERSION,
+    FEATURES,
+    ORDER_WINDOWS,
+)
+from features.sources import empty_relation_sql
+
+
+def connect(memory_limit: str | None = None, temp_dir: Path | None = None,
+            threads: int | None = None) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection set up for the contract: UTC, bounded memory, spill folder."""
+    con = duckdb.connect()
+    con.sql("SET TimeZone = 'UTC'")
+    if memory_limit:
+        con.sql(f"SET memory_limit = '{memory_limit}'")
+    if temp_dir:
+        con.sql(f"SET temp_directory = '{temp_dir}'")
+    if threads:
+        con.sql(f"SET threads = {int(threads)}")
+    return con
+
+
+class _Cutoff:
+    """SQL snippets relative to the cutoff T."""
+
+    def __init__(self, as_of: date) -> None:
+        self.date = as_of.isoformat()
+        self.t = f"TIMESTAMPTZ '{self.date} 00:00:00+00'"
+
+    def since(self, days: int) -> str:
+        return f"({self.t} - INTERVAL {int(days)} DAY)"
+
+    def days_before(self, expr: str) -> str:
+        return f"((epoch({self.t}) - epoch({expr})) / 86400.0)"
+
+
+def _ctes(tables: dict[str, str], c: _Cutoff) -> str:
+    known = ", ".join(f"'{e}'" for e in KNOWN_EVENT_TYPES)
+    order_counts = ",\n".join(
+        f"count(*) FILTER (WHERE ordered_at >= {c.since(d)}) AS orders_{d}d" for d in ORDER_WINDOWS
+    )
+    spend_sums = ",\n".join(
+        f"sum(amount) FILTER (WHERE ordered_at >= {c.since(d)}) AS spend_{d}d"
+        for d in ORDER_WINDOWS
+    )
+    channel_counts = ",\n".join(
+        f"count(*) FILTER (WHERE lower(channel) = '{ch}') AS n_{ch}" for ch in CHANNELS
+    )
+    event_counts = ",\n".join(
+        f"count(*) FILTER (WHERE occurred_at >= {c.since(d)}) AS n_{d}d" for d in EVENT_WINDOWS
+    )
+    event_pivot = ",\n".join(
+        [f"max(n_{d}d) FILTER (WHERE event_type = '{e}') AS {e}_{d}d"
+         for e in KNOWN_EVENT_TYPES for d in EVENT_WINDOWS]
+        + [c.days_before(f"max(last_at) FILTER (WHERE event_type = '{e}')") + f" AS days_since_{e}"
+           for e in KNOWN_EVENT_TYPES]
+    )
+    return f"""
+tx AS (
+    SELECT customer_id, order_id, ordered_at, amount, channel
+    FROM {tables['transactions']} WHERE ordered_at < {c.t}),
+orders AS (
+    -- An order is a distinct order_id; several non-negative lines make one order.
+    SELECT customer_id, order_id, min(ordered_at) AS ordered_at, sum(amount) AS amount,
+           min(channel) AS channel
+    FROM tx WHERE amount >= 0 GROUP BY customer_id, order_id),
+money AS (
+    -- Returns net off spend in the window where they happen.
+    SELECT customer_id, ordered_at, amount FROM orders
+    UNION ALL SELECT customer_id, ordered_at, amount FROM tx WHERE amount < 0),
+order_stats AS (
+    SELECT customer_id,
+           {c.days_before('max(ordered_at)')} AS recency_days,
+           min(ordered_at) AS first_order_at,
+           max(ordered_at) AS last_order_at,
+           {order_counts},
+           count(*) AS orders_total,
+           count(channel) AS n_with_channel,
+           {channel_counts},
+           count(DISTINCT lower(channel)) AS channels_used
+    FROM orders GROUP BY customer_id),
+spend_stats AS (
+    SELECT customer_id,
+           {spend_sums},
+           sum(amount) AS spend_total,
+           sum(amount) FILTER (WHERE ordered_at >= {c.since(180)} AND ordered_at < {c.since(90)})
+               AS spend_prev_90d
+    FROM money GROUP BY customer_id),
+purchase_days AS (
+    SELECT DISTINCT customer_id, date_trunc('day', ordered_at) AS day FROM orders),
+gaps AS (
+    SELECT customer_id,
+           (epoch(day) - epoch(lag(day) OVER (PARTITION BY customer_id ORDER BY day))) / 86400.0
+               AS gap
+    FROM purchase_days),
+gap_stats AS (
+    SELECT customer_id, avg(gap) AS gap_mean_days, stddev_pop(gap) AS gap_std_days
+    FROM gaps WHERE gap IS NOT NULL GROUP BY customer_id),
+ev AS (
+    SELECT customer_id, occurred_at, event_type
+    FROM {tables['events']} WHERE occurred_at < {c.t} AND event_type IN ({known})),
+event_stats AS (
+    SELECT customer_id, event_type, {event_counts}, max(occurred_at) AS last_at
+    FROM ev GROUP BY customer_id, event_type),
+event_wide AS (
+    SELECT customer_id,
+           {event_pivot}
+    FROM event_stats GROUP BY customer_id),
+abandoned AS (
+    SELECT ev.customer_id, count(*) AS cart_adds_without_order_30d
+    FROM ev LEFT JOIN order_stats o ON o.customer_id = ev.customer_id
+    WHERE ev.event_type = 'cart_add' AND ev.occurred_at >= {c.since(30)}
+      AND (o.last_order_at IS NULL OR ev.occurred_at > o.last_order_at)
+    GROUP BY ev.customer_id),
+signups AS (
+    SELECT customer_id, min(signed_up_at) AS signed_up_at
+    FROM {tables['customers']} WHERE signed_up_at < {c.t} GROUP BY customer_id),
+no_consent AS (
+    SELECT customer_id FROM {tables['customers']} WHERE profiling_consent IS NOT TRUE),
+population AS (
+    (SELECT customer_id FROM tx UNION SELECT customer_id FROM ev
+     UNION SELECT customer_id FROM signups)
+    EXCEPT SELECT customer_id FROM no_consent)"""
+
+
+def _expressions(c: _Cutoff) -> dict[str, str]:
+    exprs = {
+        "recency_days": "o.recency_days",
+        "tenure_days": c.days_before("least(s.signed_up_at, o.first_order_at)"),
+        "orders_total": "coalesce(o.orders_total, 0)",
+        "spend_total": "coalesce(m.spend_total, 0)",
+        "spend_prev_90d": "coalesce(m.spend_prev_90d, 0)",
+        "aov_365d": "m.spend_365d / nullif(o.orders_365d, 0)",
+        "aov_total": "m.spend_total / nullif(o.orders_total, 0)",
+        "gap_mean_days": "g.gap_mean_days",
+        "gap_std_days": "g.gap_std_days",
+        "overdue_ratio": "o.recency_days / nullif(g.gap_mean_days, 0)",
+        "spend_trend_90d": (
+            "(coalesce(m.spend_90d, 0) - coalesce(m.spend_prev_90d, 0)) / nullif("
+            "abs(coalesce(m.spend_90d, 0)) + abs(coalesce(m.spend_prev_90d, 0)), 0)"
+        ),
+        "channel_share_other": (
+            f"(o.n_with_channel - {' - '.join(f'o.n_{ch}' for ch in CHANNELS)})"
+            " / nullif(o.n_with_channel, 0)"
+        ),
+        "channels_used": "coalesce(o.channels_used, 0)",
+        "email_open_rate_90d": "e.email_open_90d / nullif(e.email_sent_90d, 0)",
+        "email_click_rate_90d": "e.email_click_90d / nullif(e.email_sent_90d, 0)",
+        "cart_adds_without_order_30d": "coalesce(a.cart_adds_without_order_30d, 0)",
+        "unsubscribed": "CASE WHEN e.days_since_unsubscribe IS NULL THEN 0 ELSE 1 END",
+    }
+    for d in ORDER_WINDOWS:
+        exprs[f"orders_{d}d"] = f"coalesce(o.orders_{d}d, 0)"
+        exprs[f"spend_{d}d"] = f"coalesce(m.spend_{d}d, 0)"
+    for ch in CHANNELS:
+        exprs[f"channel_share_{ch}"] = f"o.n_{ch} / nullif(o.n_with_channel, 0)"
+    for e in KNOWN_EVENT_TYPES:
+        for d in EVENT_WINDOWS:
+            exprs[f"{e}_{d}d"] = f"coalesce(e.{e}_{d}d, 0)"
+        exprs[f"days_since_{e}"] = f"e.days_since_{e}"
+    return exprs
+
+
+def feature_query(tables: dict[str, str], as_of: date) -> str:
+    """SQL for the feature table as of ``as_of`` from typed contract relations.
+
+    ``tables`` maps table names to SQL relations; transactions is required, other tables
+    default to empty ones.
+    """
+    relations = {name: empty_relation_sql(spec) for name, spec in TABLES.items()}
+    relations.update(tables)
+    c = _Cutoff(as_of)
+    exprs = _expressions(c)
+    # KeyError here means the registry lists a feature this engine does not compute.
+    select = ",\n    ".join(f"CAST({exprs[f.name]} AS DOUBLE) AS {f.name}" for f in FEATURES)
+    return f"""WITH {_ctes(relations, c)}
+SELECT p.customer_id, DATE '{c.date}' AS as_of,
+    {select}
+FROM population p
+LEFT JOIN order_stats o ON o.customer_id = p.customer_id
+LEFT JOIN spend_stats m ON m.customer_id = p.customer_id
+LEFT JOIN gap_stats g ON g.customer_id = p.customer_id
+LEFT JOIN event_wide e ON e.customer_id = p.customer_id
+LEFT JOIN abandoned a ON a.customer_id = p.customer_id
+LEFT JOIN signups s ON s.customer_id = p.customer_id
+ORDER BY p.customer_id"""
+
+
+def write_features(con: duckdb.DuckDBPyConnection, query: str, out: Path, as_of: date) -> int:
+    """Write the feature table to Parquet or CSV (by suffix) atomically; return its rows."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    if out.suffix == ".csv":
+        options = "FORMAT csv, HEADER true"
+    else:
+        options = (f"FORMAT parquet, KV_METADATA {{feature_set_version: '{FEATURE_SET_VERSION}', "
+                   f"as_of: '{as_of.isoformat()}'}}")
+    con.sql(f"COPY ({query}) TO '{tmp}' ({options})")
+    rows = con.sql(f"SELECT count(*) FROM read_{'csv' if out.suffix == '.csv' else 'parquet'}"
+                   f"('{tmp}')").fetchall()[0][0]
+    tmp.replace(out)
+    return rows

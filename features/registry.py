@@ -1,0 +1,90 @@
+"""The feature registry: every feature's stable name, meaning, window and version.
+
+Training and serving both read feature names and order from here, so a model can only be
+fed the columns it was trained on. A feature keeps its name for as long as it keeps its
+meaning; a change of meaning is a new name or a new version.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from features.contract import KNOWN_EVENT_TYPES
+
+FEATURE_SET_VERSION = "1"
+
+ORDER_WINDOWS = (30, 90, 365)
+EVENT_WINDOWS = (7, 30, 90)
+CHANNELS = ("web", "store", "app")
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One model input: windows are [as_of - window_days, as_of); None means all history."""
+
+    name: str
+    description: str
+    window_days: int | None = None
+    group: str = "purchase"
+    version: str = FEATURE_SET_VERSION
+
+
+def _purchase_features() -> list[Feature]:
+    feats = [
+        Feature("recency_days", "Days since the last order (NaN if none)."),
+        Feature("tenure_days", "Days since sign-up or first order, whichever is earlier."),
+    ]
+    for days in ORDER_WINDOWS:
+        feats.append(Feature(f"orders_{days}d", f"Orders in the last {days} days.", days))
+    feats.append(Feature("orders_total", "Orders over all history."))
+    for days in ORDER_WINDOWS:
+        feats.append(Feature(f"spend_{days}d", f"Spend net of returns, last {days} days.", days))
+    feats += [
+        Feature("spend_total", "Spend net of returns over all history."),
+        Feature("spend_prev_90d", "Spend net of returns in the 90 days before the last 90.", 180),
+        Feature("aov_365d", "Average order value, last 365 days (NaN if no order).", 365),
+        Feature("aov_total", "Average order value over all history (NaN if no order)."),
+        Feature("gap_mean_days", "Mean days between distinct purchase days (NaN if < 2)."),
+        Feature("gap_std_days", "Spread (population std) of days between purchase days."),
+        Feature("overdue_ratio", "recency_days / gap_mean_days: above 1 means overdue."),
+        Feature("spend_trend_90d",
+                "(spend_90d - spend_prev_90d) / (|spend_90d| + |spend_prev_90d|), in [-1, 1].",
+                180),
+    ]
+    for channel in CHANNELS + ("other",):
+        feats.append(Feature(f"channel_share_{channel}",
+                             f"Share of orders placed in channel '{channel}' (NaN if none).",
+                             group="channel"))
+    feats.append(Feature("channels_used", "Distinct order channels used.", group="channel"))
+    return feats
+
+
+def _event_features() -> list[Feature]:
+    feats = []
+    for event in KNOWN_EVENT_TYPES:
+        for days in EVENT_WINDOWS:
+            feats.append(Feature(f"{event}_{days}d", f"'{event}' events in the last {days} days.",
+                                 days, group="engagement"))
+        feats.append(Feature(f"days_since_{event}", f"Days since the last '{event}' (NaN if none).",
+                             group="engagement"))
+    return feats + [
+        Feature("email_open_rate_90d", "email_open_90d / email_sent_90d (NaN if none sent).", 90,
+                group="engagement"),
+        Feature("email_click_rate_90d", "email_click_90d / email_sent_90d (NaN if none sent).",
+                90, group="engagement"),
+        Feature("cart_adds_without_order_30d",
+                "Cart adds in the last 30 days made after the last order.", 30,
+                group="engagement"),
+        Feature("unsubscribed", "1 if the customer ever unsubscribed, else 0.",
+                group="engagement"),
+    ]
+
+
+FEATURES: tuple[Feature, ...] = tuple(_purchase_features() + _event_features())
+FEATURES_BY_NAME: dict[str, Feature] = {f.name: f for f in FEATURES}
+ID_COLUMNS = ("customer_id", "as_of")
+
+
+def feature_names() -> list[str]:
+    """Feature column names, in the order models receive them."""
+    return [f.name for f in FEATURES]
