@@ -161,8 +161,8 @@ def _expressions(c: _Cutoff) -> dict[str, str]:
             " / nullif(o.n_with_channel, 0)"
         ),
         "channels_used": "coalesce(o.channels_used, 0)",
-        "email_open_rate_90d": "e.email_open_90d / nullif(e.email_sent_90d, 0)",
-        "email_click_rate_90d": "e.email_click_90d / nullif(e.email_sent_90d, 0)",
+        "email_open_rate_90d": "coalesce(e.email_open_90d, 0) / nullif(e.email_sent_90d, 0)",
+        "email_click_rate_90d": "coalesce(e.email_click_90d, 0) / nullif(e.email_sent_90d, 0)",
         "cart_adds_without_order_30d": "coalesce(a.cart_adds_without_order_30d, 0)",
         "unsubscribed": "CASE WHEN e.days_since_unsubscribe IS NULL THEN 0 ELSE 1 END",
     }

@@ -1,0 +1,173 @@
+"""The ``churn`` command: one front for generating data, building features and (soon) more."""
+
+from __future__ import annotations
+
+import time
+from datetime import date
+from pathlib import Path
+from typing import Annotated
+
+import duckdb
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
+from rich.progress import TimeElapsedColumn
+from rich.table import Table
+
+from features.contract import ContractError
+from features.job import FeaturesJobConfig, FeaturesJobResult, check_output_path, run_features
+from features.synthetic import GenerateConfig, as_of_default, generate
+from features.validation import OnBadRows
+
+app = typer.Typer(
+    help=(
+        "Churn and spend-uplift models for marketing teams.\n\n"
+        "Start with `churn demo`: it generates a synthetic customer base and builds "
+        "point-in-time features from it. Then point `churn features` at your own data: "
+        "a folder holding transactions.csv|parquet and, optionally, events, customers "
+        "and exposures (or folders of that name with many files)."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+out_console = Console()
+err_console = Console(stderr=True)
+
+
+def _iso_date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(f"'{text}' is not an ISO date such as 2026-06-01") from None
+
+
+def _fail(message: str) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
+
+
+def _progress() -> Progress:
+    return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                    MofNCompleteColumn(), TimeElapsedColumn(), console=err_console,
+                    transient=True)
+
+
+def _generate(cfg: GenerateConfig, out: Path, fmt: str) -> dict[str, int]:
+    with _progress() as bar:
+        task = bar.add_task("Generating customers", total=cfg.customers)
+        return generate(cfg, out, fmt, progress=lambda n: bar.advance(task, n))
+
+
+def _features(cfg: FeaturesJobConfig) -> FeaturesJobResult:
+    with _progress() as bar:
+        tasks: dict[str, int] = {}
+
+        def on_rows(table: str, rows: int) -> None:
+            if table not in tasks:
+                tasks[table] = bar.add_task(f"Validating {table}", total=None)
+            bar.advance(tasks[table], rows)
+
+        bar.add_task("Building features", total=None)
+        return run_features(cfg, progress=on_rows)
+
+
+def _print_features_summary(result: FeaturesJobResult, cfg: FeaturesJobConfig) -> None:
+    table = Table(title="Input tables", title_justify="left")
+    for column in ("table", "rows", "bad rows", "notes"):
+        table.add_column(column, justify="right" if "rows" in column else "left")
+    for report in result.reports:
+        notes = []
+        if report.rejects_file is not None:
+            notes.append(f"rejects in {report.rejects_file}")
+        if report.unknown_event_types:
+            listed = ", ".join(f"{k} ({v:,})" for k, v in report.unknown_event_types.items())
+            notes.append(f"unknown event types ignored: {listed}")
+        table.add_row(report.table, f"{report.rows:,}", f"{report.bad_rows:,}", "; ".join(notes))
+    out_console.print(table)
+    out_console.print(
+        f"Features as of {cfg.as_of}: {result.rows:,} customers x {result.feature_count} "
+        f"features -> {cfg.out} ({result.seconds:.1f} s)", highlight=False, soft_wrap=True)
+
+
+@app.command("generate")
+def generate_command(
+    out: Annotated[Path, typer.Option(help="Folder to write the tables into.")],
+    customers: Annotated[int, typer.Option(min=1, help="How many customers.")] = 10_000,
+    seed: Annotated[int, typer.Option(help="Random seed: same seed, same data.")] = 7,
+    start: Annotated[str, typer.Option(help="First day of history (ISO date).")] = "2023-01-01",
+    end: Annotated[str, typer.Option(help="Day after the last day of history.")] = "2026-01-01",
+    fmt: Annotated[str, typer.Option("--format", help="parquet or csv.")] = "parquet",
+) -> None:
+    """Generate a synthetic customer base: the four contract tables plus ground truth.
+
+    Writes transactions, events, customers and exposures in the data contract's form, and
+    ground_truth.parquet with each customer's true purchase rate, churn hazard, departure
+    date and true campaign effect on spend.
+    """
+    if fmt not in ("parquet", "csv"):
+        raise typer.BadParameter("use parquet or csv", param_hint="--format")
+    first, last = _iso_date(start), _iso_date(end)
+    if (last - first).days < 365:
+        raise typer.BadParameter("history must cover at least a year", param_hint="--end")
+    cfg = GenerateConfig(customers=customers, seed=seed, start=first, end=last)
+    started = time.perf_counter()
+    rows = _generate(cfg, out, fmt)
+    listed = ", ".join(f"{name} {n:,}" for name, n in rows.items())
+    out_console.print(f"Wrote {listed} rows to {out} in {time.perf_counter() - started:.1f} s",
+                      highlight=False, soft_wrap=True)
+
+
+@app.command("features")
+def features_command(
+    data: Annotated[Path, typer.Option(help="Folder holding the contract tables.")],
+    as_of: Annotated[str, typer.Option(help="Cutoff date: only rows before it are used.")],
+    out: Annotated[Path, typer.Option(help="Feature file to write (.parquet or .csv).")],
+    on_bad_rows: Annotated[OnBadRows, typer.Option(
+        help="stop: write nothing if any row breaks the contract. quarantine: write bad rows "
+             "with reasons to a rejects folder and go on with the rest.")] = OnBadRows.stop,
+    rejects: Annotated[Path | None, typer.Option(
+        help="Folder for rejected rows [default: next to --out].")] = None,
+    memory_limit: Annotated[str, typer.Option(
+        help="DuckDB memory limit; beyond it work spills to disk.")] = "4GB",
+) -> None:
+    """Build point-in-time features as of a date, one row per customer.
+
+    Every row is checked against the data contract first. Only rows stamped before
+    --as-of are used, so features for a past date never see its future.
+    """
+    cfg = FeaturesJobConfig(data=data, as_of=_iso_date(as_of), out=out,
+                            on_bad_rows=on_bad_rows, rejects=rejects, memory_limit=memory_limit)
+    try:
+        result = _features(cfg)
+    except (ContractError, duckdb.Error, OSError) as err:
+        _fail(str(err))
+    _print_features_summary(result, cfg)
+
+
+@app.command("demo")
+def demo_command(
+    out: Annotated[Path, typer.Option(help="Folder for the demo's data and outputs.")] = Path(
+        "demo-output"),
+    customers: Annotated[int, typer.Option(min=100, help="Synthetic customers.")] = 10_000,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
+) -> None:
+    """Run the whole path on synthetic data: generate -> features -> summary."""
+    started = time.perf_counter()
+    gen = GenerateConfig(customers=customers, seed=seed)
+    data = out / "data"
+    rows = _generate(gen, data, "parquet")
+    out_console.print(f"Generated {customers:,} customers: {rows['transactions']:,} transaction "
+                      f"rows, {rows['events']:,} events -> {data}", highlight=False, soft_wrap=True)
+    cfg = FeaturesJobConfig(data=data, as_of=as_of_default(gen), out=out / "features.parquet")
+    try:
+        check_output_path(cfg.out)
+        result = _features(cfg)
+    except (ContractError, duckdb.Error, OSError) as err:
+        _fail(str(err))
+    _print_features_summary(result, cfg)
+    out_console.print(f"Demo finished in {time.perf_counter() - started:.1f} s", highlight=False, soft_wrap=True)
+
+
+def main() -> None:
+    app()
