@@ -1,0 +1,42 @@
+"""Shared helpers: write small contract tables and build features from them."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from features.job import FeaturesJobConfig, run_features
+from features.synthetic import GenerateConfig, generate
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def write_table(folder: Path, name: str, frame: pd.DataFrame, fmt: str = "csv") -> Path:
+    """Write one contract table as NAME.csv or NAME.parquet."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.{fmt}"
+    if fmt == "csv":
+        frame.to_csv(path, index=False)
+    else:
+        frame.to_parquet(path, index=False)
+    return path
+
+
+def build(data: Path, as_of: date, out: Path | None = None, **options) -> pd.DataFrame:
+    """Run the features job and return its output indexed by customer_id."""
+    out = out or data.parent / f"features-{as_of}.parquet"
+    run_features(FeaturesJobConfig(data=data, as_of=as_of, out=out, memory_limit="1GB",
+                                   **options))
+    return pd.read_parquet(out).set_index("customer_id")
+
+
+@pytest.fixture(scope="session")
+def synthetic_data(tmp_path_factory) -> tuple[Path, GenerateConfig]:
+    """A small synthetic base, generated once per test session."""
+    cfg = GenerateConfig(customers=3_000, seed=11)
+    folder = tmp_path_factory.mktemp("synthetic")
+    generate(cfg, folder)
+    return folder, cfg

@@ -1,0 +1,42 @@
+"""The real CDNOW purchase log goes through the contract and gets correct features."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.conftest import SHARED_DATA, build
+
+CDNOW = SHARED_DATA / "cdnow" / "transactions.csv"
+AS_OF = date(1998, 1, 1)
+
+pytestmark = pytest.mark.skipif(not CDNOW.exists(), reason=f"{CDNOW} not found")
+
+
+@pytest.fixture(scope="module")
+def cdnow(tmp_path_factory):
+    data = tmp_path_factory.mktemp("cdnow")
+    (data / "transactions.csv").symlink_to(CDNOW)
+    return build(data, AS_OF)
+
+
+def test_every_customer_gets_features(cdnow):
+    assert len(cdnow) == 23_570
+    assert cdnow.index.is_unique
+
+
+def test_recency_and_frequency_match_an_independent_computation(cdnow):
+    raw = pd.read_csv(CDNOW, dtype={"customer_id": str})
+    raw["day"] = pd.to_datetime(raw["ordered_at"])
+    cutoff = pd.Timestamp(AS_OF)
+    seen = raw[raw["day"] < cutoff]
+    recency = (cutoff - seen.groupby("customer_id")["day"].max()).dt.days
+    last_year = seen[seen["day"] >= cutoff - pd.Timedelta(days=365)]
+    orders = last_year.groupby("customer_id")["order_id"].nunique()
+    orders = orders.reindex(recency.index, fill_value=0)
+    assert np.array_equal(cdnow.loc[recency.index, "recency_days"].to_numpy(), recency.to_numpy())
+    assert np.array_equal(cdnow.loc[orders.index, "orders_365d"].to_numpy(), orders.to_numpy())
+    assert cdnow["spend_total"].sum() == pytest.approx(seen["amount"].sum())

@@ -1,0 +1,162 @@
+"""Bad input: each contract rule gives an error naming table, column, rule and rows."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pandas as pd
+import pytest
+
+from features.contract import ContractError
+from features.validation import OnBadRows
+from tests.conftest import build, write_table
+
+AS_OF = date(1998, 1, 1)
+
+
+def transactions(**overrides) -> pd.DataFrame:
+    frame = pd.DataFrame({
+        "customer_id": ["a", "b", "c"],
+        "order_id": ["1", "2", "3"],
+        "ordered_at": ["1997-01-01", "1997-02-01", "1997-03-01"],
+        "amount": ["10.0", "20.0", "30.0"],
+    })
+    for column, values in overrides.items():
+        frame[column] = values
+    return frame
+
+
+def test_missing_required_column_is_named(tmp_path):
+    write_table(tmp_path / "data", "transactions", transactions().drop(columns="amount"))
+    with pytest.raises(ContractError, match=r"transactions: missing required column 'amount'"):
+        build(tmp_path / "data", AS_OF)
+
+
+def test_missing_transactions_table_is_named(tmp_path):
+    write_table(tmp_path / "data", "events", pd.DataFrame(
+        {"customer_id": ["a"], "occurred_at": ["1997-01-01"], "event_type": ["site_visit"]}))
+    with pytest.raises(ContractError, match=r"transactions: no transactions.parquet"):
+        build(tmp_path / "data", AS_OF)
+
+
+def test_unparseable_timestamp_names_rule_and_row(tmp_path):
+    write_table(tmp_path / "data", "transactions",
+                transactions(ordered_at=["1997-01-01", "31/02/1997", "1997-03-01"]))
+    with pytest.raises(ContractError) as err:
+        build(tmp_path / "data", AS_OF)
+    message = str(err.value)
+    assert "transactions: 1 row of 3 break the contract" in message
+    assert "column 'ordered_at', rule 'parse as timestamp': 1 row, e.g. row 2: '31/02/1997'" in (
+        message)
+
+
+def test_wrong_type_in_parquet_is_reported(tmp_path):
+    # amount stored as text in a Parquet file, one value not a number
+    write_table(tmp_path / "data", "transactions",
+                transactions(amount=["10.0", "12,50", "30.0"]), fmt="parquet")
+    with pytest.raises(ContractError,
+                       match=r"column 'amount', rule 'parse as number': 1 row, e.g. row 2: '12,50'"):
+        build(tmp_path / "data", AS_OF)
+
+
+def test_null_key_and_infinite_amount_are_reported(tmp_path):
+    write_table(tmp_path / "data", "transactions",
+                transactions(customer_id=["a", None, "c"], amount=["1", "2", "inf"]))
+    with pytest.raises(ContractError) as err:
+        build(tmp_path / "data", AS_OF)
+    assert "column 'customer_id', rule 'not_nullable': 1 row, e.g. row 2: null" in str(err.value)
+    assert "column 'amount', rule 'finite': 1 row, e.g. row 3: inf" in str(err.value)
+
+
+def test_bad_rows_stop_the_job_and_keep_earlier_output(tmp_path):
+    data, out = tmp_path / "data", tmp_path / "features.parquet"
+    write_table(data, "transactions", transactions())
+    first = build(data, AS_OF, out=out)
+    write_table(data, "transactions", transactions(ordered_at=["x", "y", "1997-01-01"]))
+    with pytest.raises(ContractError, match="Nothing was written"):
+        build(data, AS_OF, out=out)
+    pd.testing.assert_frame_equal(pd.read_parquet(out).set_index("customer_id"), first)
+
+
+def test_quarantine_writes_rejects_with_reasons_and_goes_on(tmp_path):
+    data = tmp_path / "data"
+    write_table(data, "transactions",
+                transactions(ordered_at=["1997-01-01", "soon", "1997-03-01"],
+                             amount=["10", "20", "-inf"]))
+    rejects = tmp_path / "rejects"
+    features = build(data, AS_OF, on_bad_rows=OnBadRows.quarantine, rejects=rejects)
+    assert list(features.index) == ["a"]
+    rejected = pd.read_csv(rejects / "transactions.rejects.csv", dtype=str)
+    assert list(rejected["customer_id"]) == ["b", "c"]
+    assert list(rejected["_where"]) == ["row 2", "row 3"]
+    assert list(rejected["_reason"]) == ["column 'ordered_at': parse as timestamp",
+                                         "column 'amount': finite"]
+    assert rejected.loc[0, "ordered_at"] == "soon"
+
+
+def test_duplicate_customer_rows_are_rejected(tmp_path):
+    data = tmp_path / "data"
+    write_table(data, "transactions", transactions())
+    write_table(data, "customers", pd.DataFrame(
+        {"customer_id": ["a", "a"], "signed_up_at": ["1996-01-01", "1996-02-01"]}))
+    with pytest.raises(ContractError, match=r"rule 'unique \(customer_id\)': 1 row, e.g. row 2"):
+        build(data, AS_OF)
+
+
+def test_consent_must_be_a_boolean(tmp_path):
+    data = tmp_path / "data"
+    write_table(data, "transactions", transactions())
+    write_table(data, "customers", pd.DataFrame(
+        {"customer_id": ["a", "b"], "profiling_consent": ["true", "maybe"]}))
+    with pytest.raises(ContractError, match=r"'profiling_consent', rule 'parse as boolean'"):
+        build(data, AS_OF)
+
+
+def test_treatment_must_be_zero_or_one(tmp_path):
+    data = tmp_path / "data"
+    write_table(data, "transactions", transactions())
+    write_table(data, "exposures", pd.DataFrame({
+        "customer_id": ["a", "b"], "campaign_id": ["k", "k"],
+        "exposed_at": ["1997-05-01", "1997-05-01"], "treatment": [1, 2]}))
+    with pytest.raises(ContractError, match=r"(?s)exposures: .*column 'treatment', rule 'isin"):
+        build(data, AS_OF)
+
+
+def test_unknown_event_types_are_counted_not_fatal(tmp_path):
+    from features.job import FeaturesJobConfig, run_features
+
+    data = tmp_path / "data"
+    write_table(data, "transactions", transactions())
+    write_table(data, "events", pd.DataFrame({
+        "customer_id": ["a", "a", "b"],
+        "occurred_at": ["1997-06-01"] * 3,
+        "event_type": ["push_open", "push_open", "site_visit"]}))
+    result = run_features(FeaturesJobConfig(data=data, as_of=AS_OF, out=tmp_path / "f.csv"))
+    events = next(r for r in result.reports if r.table == "events")
+    assert events.unknown_event_types == {"push_open": 2}
+    assert events.bad_rows == 0
+
+
+def test_folder_of_files_reports_file_and_row(tmp_path):
+    folder = tmp_path / "data" / "transactions"
+    write_table(folder, "part-1", transactions())
+    write_table(folder, "part-2", transactions(ordered_at=["1997-01-01", "1997-01-02", "never"]))
+    with pytest.raises(ContractError, match=r"row 3: 'never'") as err:
+        build(tmp_path / "data", AS_OF)
+    assert "part-2.csv row 3" in str(err.value)
+
+
+def test_folder_of_files_is_read_whole(tmp_path):
+    folder = tmp_path / "data" / "transactions"
+    write_table(folder, "part-1", transactions(), fmt="parquet")
+    write_table(folder, "part-2", transactions(order_id=["4", "5", "6"]), fmt="parquet")
+    features = build(tmp_path / "data", AS_OF)
+    assert features["orders_total"].to_dict() == {"a": 2, "b": 2, "c": 2}
+
+
+def test_mixed_formats_in_a_folder_are_refused(tmp_path):
+    folder = tmp_path / "data" / "transactions"
+    write_table(folder, "part-1", transactions(), fmt="parquet")
+    write_table(folder, "part-2", transactions())
+    with pytest.raises(ContractError, match="both .parquet and .csv"):
+        build(tmp_path / "data", AS_OF)
