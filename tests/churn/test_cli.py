@@ -1,0 +1,77 @@
+"""The `churn` command as a user runs it: real processes, real files."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from features.registry import feature_names
+
+CHURN = [sys.executable, "-m", "churn"]
+
+
+def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.run([*CHURN, *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_demo_generates_and_builds_features(tmp_path):
+    done = run("demo", "--customers", "500", "--out", "demo", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "Features as of 2025-10-03" in done.stdout
+    features = pd.read_parquet(tmp_path / "demo" / "features.parquet")
+    assert list(features.columns) == ["customer_id", "as_of"] + feature_names()
+    assert 400 < len(features) <= 500
+
+
+def test_generate_then_features(tmp_path):
+    done = run("generate", "--customers", "300", "--seed", "1", "--out", "data",
+               "--format", "csv", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert {p.name for p in (tmp_path / "data").iterdir()} == {
+        "transactions.csv", "events.csv", "customers.csv", "exposures.csv",
+        "ground_truth.parquet"}
+    done = run("features", "--data", "data", "--as-of", "2025-06-01", "--out", "f.csv",
+               cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert len(pd.read_csv(tmp_path / "f.csv")) > 200
+
+
+def test_bad_data_gives_a_short_error_and_writes_nothing(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "transactions.csv").write_text(
+        "customer_id,order_id,ordered_at,amount\na,1,1997-01-01,10\nb,2,yesterday,5\n")
+    done = run("features", "--data", "data", "--as-of", "1998-01-01", "--out", "f.parquet",
+               cwd=tmp_path)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert "error: transactions: 1 row of 2 break the contract" in done.stderr
+    assert "row 2: 'yesterday'" in done.stderr
+    assert not (tmp_path / "f.parquet").exists()
+
+
+def test_user_mistakes_are_one_line_errors(tmp_path):
+    missing = run("features", "--data", "nowhere", "--as-of", "1998-01-01", "--out", "f.parquet",
+                  cwd=tmp_path)
+    assert missing.returncode == 1 and "error: --data nowhere: not a folder" in missing.stderr
+    bad_date = run("features", "--data", ".", "--as-of", "01/02/1998", "--out", "f.parquet",
+                   cwd=tmp_path)
+    assert bad_date.returncode == 2 and "is not an ISO date" in bad_date.stderr
+    bad_out = run("features", "--data", ".", "--as-of", "1998-01-01", "--out", "f.xlsx",
+                  cwd=tmp_path)
+    assert bad_out.returncode == 1 and "use a .parquet or .csv file name" in bad_out.stderr
+    for done in (missing, bad_date, bad_out):
+        assert "Traceback" not in done.stderr
+
+
+def test_help_teaches_the_first_steps(tmp_path):
+    done = run("--help", cwd=tmp_path)
+    assert done.returncode == 0
+    assert "churn demo" in done.stdout.replace("`", "")
+    features_help = run("features", "--help", cwd=tmp_path).stdout
+    assert "--on-bad-rows" in features_help and "quarantine" in features_help
