@@ -15,6 +15,7 @@ from enum import Enum
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 import pyarrow as pyarrow
@@ -142,8 +143,12 @@ def _duplicate_failures(
     keys = df[spec.unique_key[0]].astype(str)
     for column in spec.unique_key[1:]:
         keys = keys + " / " + df[column].astype(str)
-    duplicate = keys.duplicated() | keys.isin(seen)
-    seen.update(keys[~duplicate])
+    values = keys.tolist()
+    # A set lookup per key: pandas' isin() would turn the growing set into a list each batch.
+    seen_before = np.fromiter((k in seen for k in values), dtype=bool, count=len(values))
+    duplicate = keys.duplicated().to_numpy() | seen_before
+    seen.update(values)
+    duplicate = pd.Series(duplicate, index=keys.index)
     rule = f"unique ({', '.join(spec.unique_key)})"
     return [(int(pos), spec.unique_key[-1], rule, key) for pos, key in keys[duplicate].items()]
 
@@ -166,13 +171,16 @@ class _RowLabels:
         self.seen: Counter[str] = Counter()
 
     def labels(self, df: pd.DataFrame, positions: pd.Series) -> dict[int, str]:
-        files = df[FILE] if FILE in df.columns else pd.Series("", index=df.index)
+        if FILE not in df.columns:
+            out = {int(p): f"row {self.seen[''] + int(p) + 1}" for p in positions.unique()}
+            self.seen[""] += len(df)
+            return out
+        files = df[FILE]
         in_file = files.groupby(files).cumcount() + 1
         out = {}
         for pos in positions.unique():
             name = files.iat[pos]
-            row = self.seen[name] + int(in_file.iat[pos])
-            out[int(pos)] = f"{Path(name).name} row {row}" if name else f"row {row}"
+            out[int(pos)] = f"{Path(name).name} row {self.seen[name] + int(in_file.iat[pos])}"
         self.seen.update(files.value_counts().to_dict())
         return out
 
