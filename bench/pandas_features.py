@@ -91,7 +91,8 @@ def pandas_features(data: Path, as_of: date) -> pd.DataFrame:
     o = _order_features(tx, t)
     e = _event_features(ev, t, _last_order(tx, t))
     signups = cu[cu["signed_up_at"] < t].groupby("customer_id")["signed_up_at"].min()
-    no_consent = set(cu.loc[cu["profiling_consent"] != True, "customer_id"])  # noqa: E712
+    consented = cu["profiling_consent"].fillna(False).astype(bool)
+    no_consent = set(cu.loc[~consented, "customer_id"])
     ids = set(tx.loc[tx["ordered_at"] < t, "customer_id"]) | set(e.index) | set(signups.index)
     ids = sorted(ids - no_consent)
     f = pd.DataFrame(index=pd.Index(ids, name="customer_id"))

@@ -10,8 +10,14 @@ from typing import Annotated
 import duckdb
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
-from rich.progress import TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from features.contract import ContractError
@@ -166,7 +172,8 @@ def demo_command(
     except (ContractError, duckdb.Error, OSError) as err:
         _fail(str(err))
     _print_features_summary(result, cfg)
-    out_console.print(f"Demo finished in {time.perf_counter() - started:.1f} s", highlight=False, soft_wrap=True)
+    out_console.print(f"Demo finished in {time.perf_counter() - started:.1f} s",
+                      highlight=False, soft_wrap=True)
 
 
 def main() -> None:

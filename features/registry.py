@@ -51,7 +51,7 @@ def _purchase_features() -> list[Feature]:
                 "(spend_90d - spend_prev_90d) / (|spend_90d| + |spend_prev_90d|), in [-1, 1].",
                 180),
     ]
-    for channel in CHANNELS + ("other",):
+    for channel in (*CHANNELS, "other"):
         feats.append(Feature(f"channel_share_{channel}",
                              f"Share of orders placed in channel '{channel}' (NaN if none).",
                              group="channel"))
@@ -67,7 +67,8 @@ def _event_features() -> list[Feature]:
                                  days, group="engagement"))
         feats.append(Feature(f"days_since_{event}", f"Days since the last '{event}' (NaN if none).",
                              group="engagement"))
-    return feats + [
+    return [
+        *feats,
         Feature("email_open_rate_90d", "email_open_90d / email_sent_90d (NaN if none sent).", 90,
                 group="engagement"),
         Feature("email_click_rate_90d", "email_click_90d / email_sent_90d (NaN if none sent).",

@@ -48,7 +48,7 @@ def _files_in(folder: Path) -> tuple[list[Path], str]:
 
 
 def find_table(data_dir: Path, spec: TableSpec) -> TableSource | None:
-    """The files of one table in ``data_dir``: ``NAME.parquet``, ``NAME.csv`` or folder ``NAME/``."""
+    """The files of one table in ``data_dir``: ``NAME.parquet``, ``NAME.csv`` or ``NAME/``."""
     candidates = [data_dir / f"{spec.name}.{fmt}" for fmt in FORMATS] + [data_dir / spec.name]
     present = [c for c in candidates if c.exists()]
     if len(present) > 1:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -260,7 +260,7 @@ class _Stamp:
     """Turns day offsets from ``start`` into Arrow UTC timestamps."""
 
     def __init__(self, start: date) -> None:
-        origin = datetime(start.year, start.month, start.day, tzinfo=timezone.utc)
+        origin = datetime(start.year, start.month, start.day, tzinfo=UTC)
         self.origin_us = int(origin.timestamp() * 1_000_000)
 
     def __call__(self, days: np.ndarray, missing: np.ndarray | None = None) -> pa.Array:

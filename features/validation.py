@@ -11,14 +11,14 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 import duckdb
 import numpy as np
 import pandas as pd
 import pandera.pandas as pa
-import pyarrow as pyarrow
+import pyarrow
 import pyarrow.parquet as pq
 
 from features.contract import KNOWN_EVENT_TYPES, ContractError, TableSpec, duckdb_type, parse_rule
@@ -32,7 +32,7 @@ FILE = "__file"
 Progress = Callable[[str, int], None]
 
 
-class OnBadRows(str, Enum):
+class OnBadRows(StrEnum):
     stop = "stop"
     quarantine = "quarantine"
 
@@ -43,6 +43,10 @@ class Problem:
 
     count: int = 0
     examples: list[str] = field(default_factory=list)
+
+
+def _is_null(value: object) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value))
 
 
 def _rows(n: int) -> str:
@@ -64,7 +68,7 @@ class TableReport:
         problem = self.problems.setdefault((column, rule), Problem())
         problem.count += 1
         if len(problem.examples) < EXAMPLES_PER_PROBLEM:
-            shown = "null" if value is None or value is pd.NA or value != value else repr(value)
+            shown = "null" if _is_null(value) else repr(value)
             problem.examples.append(f"{where}: {shown}")
 
     def describe(self) -> str:
@@ -301,5 +305,5 @@ def validate_tables(
     if errors:
         hint = ("Nothing was written. Fix the rows, or rerun with --on-bad-rows quarantine "
                 "to set bad rows aside and go on.")
-        raise ContractError("\n".join(errors + [hint]))
+        raise ContractError("\n".join([*errors, hint]))
     return validated

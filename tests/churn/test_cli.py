@@ -17,7 +17,7 @@ CHURN = [sys.executable, "-m", "churn"]
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "COLUMNS": "200"}
     return subprocess.run([*CHURN, *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=300)
+                          timeout=300, check=False)
 
 
 def test_demo_generates_and_builds_features(tmp_path):
@@ -25,7 +25,7 @@ def test_demo_generates_and_builds_features(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "Features as of 2025-10-03" in done.stdout
     features = pd.read_parquet(tmp_path / "demo" / "features.parquet")
-    assert list(features.columns) == ["customer_id", "as_of"] + feature_names()
+    assert list(features.columns) == ["customer_id", "as_of", *feature_names()]
     assert 400 < len(features) <= 500
 
 

@@ -61,7 +61,7 @@ def hand_made(tmp_path):
 
 def test_population_is_everyone_seen_before_cutoff_with_consent(hand_made):
     assert list(hand_made.index) == ["A", "B", "D"]
-    assert list(hand_made.columns) == ["as_of"] + feature_names()
+    assert list(hand_made.columns) == ["as_of", *feature_names()]
 
 
 def test_purchase_features_match_hand_computation(hand_made):

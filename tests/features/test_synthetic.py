@@ -68,7 +68,8 @@ def test_randomised_campaign_effect_matches_the_ground_truth(synthetic_data):
         exposures["customer_id"], fill_value=0.0).to_numpy()
     treated = exposures["treatment"].to_numpy() == 1
     observed = spend[treated].mean() - spend[~treated].mean()
-    stderr = np.sqrt(spend[treated].var() / treated.sum() + spend[~treated].var() / (~treated).sum())
+    stderr = np.sqrt(spend[treated].var() / treated.sum()
+                     + spend[~treated].var() / (~treated).sum())
     true_effect = truth.loc[truth["in_experiment"], "true_uplift_spend"]
     assert abs(observed - true_effect.mean()) < 3 * stderr
     assert true_effect.mean() > 0
