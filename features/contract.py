@@ -134,6 +134,10 @@ class ContractError(ValueError):
     """Input data breaks the contract; the message names table, column, rule and rows."""
 
 
+class BadRowsError(ContractError):
+    """Some rows break the contract (they could be quarantined)."""
+
+
 TABLES: dict[str, TableSpec] = {
     t.name: t for t in (TRANSACTIONS, EVENTS, CUSTOMERS, EXPOSURES)
 }

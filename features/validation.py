@@ -21,7 +21,14 @@ import pandera.pandas as pa
 import pyarrow
 import pyarrow.parquet as pq
 
-from features.contract import KNOWN_EVENT_TYPES, ContractError, TableSpec, duckdb_type, parse_rule
+from features.contract import (
+    KNOWN_EVENT_TYPES,
+    BadRowsError,
+    ContractError,
+    TableSpec,
+    duckdb_type,
+    parse_rule,
+)
 from features.sources import TableSource, present_columns, typed_columns_sql
 
 BATCH_ROWS = 500_000
@@ -93,7 +100,7 @@ class ValidatedTable:
 def _check_query(source: TableSource, present: list[str]) -> str:
     spec = source.spec
     items = typed_columns_sql(spec, present)
-    for column in present_contract_columns(spec, present):
+    for column in (c for c in spec.columns if c in present):
         sql_type = duckdb_type(spec, column)
         if sql_type != "VARCHAR":
             items.append(
@@ -104,10 +111,6 @@ def _check_query(source: TableSource, present: list[str]) -> str:
     if multi:
         items.append(f'filename AS "{FILE}"')
     return f"SELECT {', '.join(items)} FROM {source.raw_scan(with_filename=multi)}"
-
-
-def present_contract_columns(spec: TableSpec, present: list[str]) -> list[str]:
-    return [c for c in spec.columns if c in present]
 
 
 def _parse_failures(df: pd.DataFrame, spec: TableSpec) -> list[tuple[int, str, str, object]]:
@@ -144,9 +147,10 @@ def _duplicate_failures(
 ) -> list[tuple[int, str, str, object]]:
     if not spec.unique_key:
         return []
-    keys = df[spec.unique_key[0]].astype(str)
+    complete = df[list(spec.unique_key)].notna().all(axis=1)  # null keys break another rule
+    keys = df.loc[complete, spec.unique_key[0]].astype(str)
     for column in spec.unique_key[1:]:
-        keys = keys + " / " + df[column].astype(str)
+        keys = keys + " / " + df.loc[complete, column].astype(str)
     values = keys.tolist()
     # A set lookup per key: pandas' isin() would turn the growing set into a list each batch.
     seen_before = np.fromiter((k in seen for k in values), dtype=bool, count=len(values))
@@ -247,7 +251,10 @@ def validate_table(
         report.rejects_file = rejects_dir / f"{spec.name}.rejects.csv"
         report.rejects_file.unlink(missing_ok=True)
         quarantine = _Quarantine(spec, staging_dir / f"{spec.name}.parquet", report.rejects_file)
-    reader = con.sql(_check_query(source, present)).to_arrow_reader(BATCH_ROWS)
+    try:
+        reader = con.sql(_check_query(source, present)).to_arrow_reader(BATCH_ROWS)
+    except duckdb.Error as err:
+        raise ContractError(f"{spec.name}: cannot read {source.files[0].parent}: {err}") from err
     bool_types = {pyarrow.bool_(): pd.BooleanDtype()}.get
     for batch in reader:
         df = batch.to_pandas(types_mapper=bool_types)
@@ -264,7 +271,7 @@ def validate_table(
     if quarantine is not None:
         quarantine.close()
     if report.bad_rows and quarantine is None:
-        raise ContractError(report.describe())
+        raise BadRowsError(report.describe())
     relation = f"(SELECT {', '.join(typed_columns_sql(spec, present))} FROM {source.raw_scan()})"
     if report.bad_rows:
         relation = f"read_parquet('{quarantine.staging}')"
@@ -294,7 +301,7 @@ def validate_tables(
     progress: Progress | None = None,
 ) -> dict[str, ValidatedTable]:
     """Validate every table; report the problems of all tables at once."""
-    validated, errors = {}, []
+    validated, errors, bad_rows = {}, [], False
     for name, source in sources.items():
         try:
             validated[name] = validate_table(
@@ -302,8 +309,11 @@ def validate_tables(
             )
         except ContractError as err:
             errors.append(str(err))
+            bad_rows = bad_rows or isinstance(err, BadRowsError)
     if errors:
-        hint = ("Nothing was written. Fix the rows, or rerun with --on-bad-rows quarantine "
-                "to set bad rows aside and go on.")
+        hint = "Nothing was written."
+        if bad_rows:
+            hint += (" Fix the rows, or rerun with --on-bad-rows quarantine to set bad rows "
+                     "aside and go on.")
         raise ContractError("\n".join([*errors, hint]))
     return validated
