@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import date
 from pathlib import Path
 
@@ -11,7 +12,19 @@ import pytest
 from features.job import FeaturesJobConfig, run_features
 from features.synthetic import GenerateConfig, generate
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED_DATA = Path(os.environ.get(
+    "CHURN_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+
+
+def shared_file(relative: str) -> Path:
+    """A file of the public datasets; skipped where absent, but never under CI."""
+    path = SHARED_DATA / relative
+    if not path.exists():
+        message = f"{path} not found (set CHURN_SHARED_DATA to the shared/data folder)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
 
 
 def write_table(folder: Path, name: str, frame: pd.DataFrame, fmt: str = "csv") -> Path:

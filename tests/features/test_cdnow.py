@@ -8,18 +8,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import SHARED_DATA, build
+from tests.conftest import build, shared_file
 
-CDNOW = SHARED_DATA / "cdnow" / "transactions.csv"
 AS_OF = date(1998, 1, 1)
-
-pytestmark = pytest.mark.skipif(not CDNOW.exists(), reason=f"{CDNOW} not found")
 
 
 @pytest.fixture(scope="module")
-def cdnow(tmp_path_factory):
+def cdnow_csv():
+    return shared_file("cdnow/transactions.csv")
+
+
+@pytest.fixture(scope="module")
+def cdnow(tmp_path_factory, cdnow_csv):
     data = tmp_path_factory.mktemp("cdnow")
-    (data / "transactions.csv").symlink_to(CDNOW)
+    (data / "transactions.csv").symlink_to(cdnow_csv)
     return build(data, AS_OF)
 
 
@@ -28,8 +30,8 @@ def test_every_customer_gets_features(cdnow):
     assert cdnow.index.is_unique
 
 
-def test_recency_and_frequency_match_an_independent_computation(cdnow):
-    raw = pd.read_csv(CDNOW, dtype={"customer_id": str})
+def test_recency_and_frequency_match_an_independent_computation(cdnow, cdnow_csv):
+    raw = pd.read_csv(cdnow_csv, dtype={"customer_id": str})
     raw["day"] = pd.to_datetime(raw["ordered_at"])
     cutoff = pd.Timestamp(AS_OF)
     seen = raw[raw["day"] < cutoff]
