@@ -89,3 +89,26 @@ ID_COLUMNS = ("customer_id", "as_of")
 def feature_names() -> list[str]:
     """Feature column names, in the order models receive them."""
     return [f.name for f in FEATURES]
+
+
+def registry_markdown() -> str:
+    """The registry as the Markdown page docs/FEATURES.md."""
+    lines = [
+        f"# Features (feature set version {FEATURE_SET_VERSION})",
+        "",
+        "Generated from `features/registry.py` by `python -m features.registry`; do not edit.",
+        "Windows are `[as_of - N days, as_of)`; an empty window means all history before",
+        "`as_of`. Every output row also has `customer_id` and `as_of`.",
+        "",
+        "| # | name | group | window (days) | version | meaning |",
+        "|---:|---|---|---:|---|---|",
+    ]
+    for number, f in enumerate(FEATURES, start=1):
+        window = "" if f.window_days is None else str(f.window_days)
+        meaning = f.description.replace("|", "\\|")
+        lines.append(f"| {number} | `{f.name}` | {f.group} | {window} | {f.version} | {meaning} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(registry_markdown(), end="")

@@ -223,6 +223,7 @@ class _Quarantine:
         ).groupby("pos")["text"].agg("; ".join)
         rows["_where"] = [labels[p] for p in rows.index]
         rows["_reason"] = reasons.reindex(rows.index).to_numpy()
+        self.rejects.parent.mkdir(parents=True, exist_ok=True)
         rows.to_csv(self.rejects, mode="a", header=not self.rejects_written, index=False)
         self.rejects_written = True
 
@@ -247,7 +248,6 @@ def validate_table(
     quarantine = None
     if on_bad_rows is OnBadRows.quarantine:
         rejects_dir = rejects_dir or staging_dir
-        rejects_dir.mkdir(parents=True, exist_ok=True)
         report.rejects_file = rejects_dir / f"{spec.name}.rejects.csv"
         report.rejects_file.unlink(missing_ok=True)
         quarantine = _Quarantine(spec, staging_dir / f"{spec.name}.parquet", report.rejects_file)
