@@ -12,9 +12,9 @@ import typer
 from rich.console import Console
 from rich.progress import (
     BarColumn,
-    MofNCompleteColumn,
     Progress,
     SpinnerColumn,
+    TaskProgressColumn,
     TextColumn,
     TimeElapsedColumn,
 )
@@ -55,7 +55,7 @@ def _fail(message: str) -> None:
 
 def _progress() -> Progress:
     return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                    MofNCompleteColumn(), TimeElapsedColumn(), console=err_console,
+                    TaskProgressColumn(), TimeElapsedColumn(), console=err_console,
                     transient=True)
 
 
@@ -69,13 +69,26 @@ def _features(cfg: FeaturesJobConfig) -> FeaturesJobResult:
     with _progress() as bar:
         tasks: dict[str, int] = {}
 
+        def finish_validation() -> None:
+            for task in tasks.values():
+                bar.update(task, total=bar.tasks[task].completed)
+
         def on_rows(table: str, rows: int) -> None:
             if table not in tasks:
+                finish_validation()
                 tasks[table] = bar.add_task(f"Validating {table}", total=None)
-            bar.advance(tasks[table], rows)
+            task = tasks[table]
+            bar.advance(task, rows)
+            bar.update(task, description=f"Validating {table}: "
+                                         f"{bar.tasks[task].completed:,.0f} rows")
 
-        bar.add_task("Building features", total=None)
-        return run_features(cfg, progress=on_rows)
+        build = bar.add_task("Building features", total=100, visible=False)
+
+        def on_build(percent: float) -> None:
+            finish_validation()
+            bar.update(build, completed=percent, visible=True)
+
+        return run_features(cfg, progress=on_rows, build_progress=on_build)
 
 
 def _print_features_summary(result: FeaturesJobResult, cfg: FeaturesJobConfig) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -46,7 +47,8 @@ def check_output_path(out: Path) -> None:
         raise ContractError(f"--out {out}: is a folder; give a file name")
 
 
-def run_features(cfg: FeaturesJobConfig, progress: Progress | None = None) -> FeaturesJobResult:
+def run_features(cfg: FeaturesJobConfig, progress: Progress | None = None,
+                 build_progress: Callable[[float], None] | None = None) -> FeaturesJobResult:
     """Validate the tables in ``cfg.data`` and write features as of ``cfg.as_of`` to ``cfg.out``.
 
     Nothing is written unless validation passes (or bad rows are quarantined); the output
@@ -61,7 +63,7 @@ def run_features(cfg: FeaturesJobConfig, progress: Progress | None = None) -> Fe
         rejects = cfg.rejects or cfg.out.parent / f"{cfg.out.stem}.rejects"
         validated = validate_tables(con, sources, cfg.on_bad_rows, work_dir, rejects, progress)
         query = feature_query({name: v.relation for name, v in validated.items()}, cfg.as_of)
-        rows = write_features(con, query, cfg.out, cfg.as_of)
+        rows = write_features(con, query, cfg.out, cfg.as_of, build_progress)
         con.close()
     return FeaturesJobResult(rows, len(FEATURES), time.perf_counter() - started,
                              [v.report for v in validated.values()])

@@ -7,6 +7,9 @@ frames of recent history for online scoring. One query, so the two cannot drift.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
@@ -28,6 +31,9 @@ def connect(memory_limit: str | None = None, temp_dir: Path | None = None,
     """A DuckDB connection set up for the contract: UTC, bounded memory, spill folder."""
     con = duckdb.connect()
     con.sql("SET TimeZone = 'UTC'")
+    # Progress is tracked (see query_progress) but never printed over the caller's output.
+    con.sql("SET enable_progress_bar = true")
+    con.sql("SET enable_progress_bar_print = false")
     if memory_limit:
         con.sql(f"SET memory_limit = '{memory_limit}'")
     if temp_dir:
@@ -203,7 +209,32 @@ LEFT JOIN signups s ON s.customer_id = p.customer_id
 ORDER BY p.customer_id"""
 
 
-def write_features(con: duckdb.DuckDBPyConnection, query: str, out: Path, as_of: date) -> int:
+@contextmanager
+def query_progress(con: duckdb.DuckDBPyConnection,
+                   report: Callable[[float], None] | None) -> Iterator[None]:
+    """While the block runs, pass the running query's percent done to ``report``."""
+    if report is None:
+        yield
+        return
+    done = threading.Event()
+
+    def poll() -> None:
+        while not done.wait(0.25):
+            percent = con.query_progress()
+            if percent >= 0:
+                report(percent)
+
+    thread = threading.Thread(target=poll, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
+def write_features(con: duckdb.DuckDBPyConnection, query: str, out: Path, as_of: date,
+                   progress: Callable[[float], None] | None = None) -> int:
     """Write the feature table to Parquet or CSV (by suffix) atomically; return its rows."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
@@ -212,7 +243,8 @@ def write_features(con: duckdb.DuckDBPyConnection, query: str, out: Path, as_of:
     else:
         options = (f"FORMAT parquet, KV_METADATA {{feature_set_version: '{FEATURE_SET_VERSION}', "
                    f"as_of: '{as_of.isoformat()}'}}")
-    con.sql(f"COPY ({query}) TO '{tmp}' ({options})")
+    with query_progress(con, progress):
+        con.sql(f"COPY ({query}) TO '{tmp}' ({options})")
     rows = con.sql(f"SELECT count(*) FROM read_{'csv' if out.suffix == '.csv' else 'parquet'}"
                    f"('{tmp}')").fetchall()[0][0]
     tmp.replace(out)
