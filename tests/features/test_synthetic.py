@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import lightgbm as lgb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+from sklearn.metrics import r2_score, roc_auc_score
 
 from features.synthetic import GenerateConfig, as_of_default, chunks, generate
 from tests.conftest import build
@@ -83,3 +85,52 @@ def test_sizes_scale_to_about_ten_orders_and_fifty_events_per_customer(synthetic
     events = pd.read_parquet(folder / "events.parquet", columns=["event_type"])
     assert 7 < (orders["amount"] >= 0).sum() / cfg.customers < 14
     assert 35 < len(events) / cfg.customers < 70
+
+
+def _features_and_truth(folder, cfg):
+    as_of = as_of_default(cfg)
+    features = build(folder, as_of, out=folder.parent / f"learn-{as_of}.parquet")
+    truth = pd.read_parquet(folder / "ground_truth.parquet").set_index("customer_id")
+    tx = pd.read_parquet(folder / "transactions.parquet")
+    cutoff = pd.Timestamp(as_of, tz="UTC")
+    future = tx[(tx["ordered_at"] >= cutoff) & (tx["ordered_at"] < cutoff + pd.Timedelta(days=90))
+                & (tx["amount"] >= 0)]
+    active = features[features["orders_365d"] > 0].copy()
+    active["churned"] = ~active.index.isin(future["customer_id"])
+    return active, truth
+
+
+def _holdout_auc(frame: pd.DataFrame, columns: list[str]) -> float:
+    train = frame.index.str[-1].isin(list("01234"))
+    model = lgb.LGBMClassifier(n_estimators=150, learning_rate=0.05, num_leaves=15,
+                               verbose=-1, random_state=0)
+    model.fit(frame.loc[train, columns], frame.loc[train, "churned"])
+    scores = model.predict_proba(frame.loc[~train, columns])[:, 1]
+    return roc_auc_score(frame.loc[~train, "churned"], scores)
+
+
+def test_churn_is_learnable_and_engagement_adds_signal(synthetic_data):
+    folder, cfg = synthetic_data
+    active, _ = _features_and_truth(folder, cfg)
+    assert 0.2 < active["churned"].mean() < 0.8
+    rfm = ["recency_days", "orders_30d", "orders_90d", "orders_365d", "orders_total",
+           "spend_365d", "tenure_days"]
+    everything = [c for c in active.columns if c not in ("as_of", "churned")]
+    auc_rfm, auc_all = _holdout_auc(active, rfm), _holdout_auc(active, everything)
+    assert auc_rfm > 0.7
+    assert auc_all > auc_rfm + 0.02
+
+
+def test_campaign_effect_can_be_told_from_features(synthetic_data):
+    folder, cfg = synthetic_data
+    features = build(folder, as_of_default(cfg), out=folder.parent / "uplift-features.parquet")
+    truth = pd.read_parquet(folder / "ground_truth.parquet").set_index("customer_id")
+    frame = features.join(truth["true_uplift_spend"], how="inner").dropna(
+        subset=["true_uplift_spend"])
+    columns = [c for c in features.columns if c != "as_of"]
+    train = frame.index.str[-1].isin(list("01234"))
+    model = lgb.LGBMRegressor(n_estimators=200, learning_rate=0.05, num_leaves=15, verbose=-1,
+                              random_state=0)
+    model.fit(frame.loc[train, columns], frame.loc[train, "true_uplift_spend"])
+    predicted = model.predict(frame.loc[~train, columns])
+    assert r2_score(frame.loc[~train, "true_uplift_spend"], predicted) > 0.1
