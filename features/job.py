@@ -33,6 +33,8 @@ class FeaturesJobConfig:
 
 @dataclass
 class FeaturesJobResult:
+    """What the job wrote and what validation found."""
+
     rows: int
     feature_count: int
     seconds: float
@@ -59,11 +61,12 @@ def run_features(cfg: FeaturesJobConfig, progress: Progress | None = None,
     sources = find_tables(cfg.data)
     with tempfile.TemporaryDirectory(prefix="churn-features-") as work:
         work_dir = Path(work)
-        con = connect(cfg.memory_limit, work_dir / "spill", cfg.threads)
         rejects = cfg.rejects or cfg.out.parent / f"{cfg.out.stem}.rejects"
-        validated = validate_tables(con, sources, cfg.on_bad_rows, work_dir, rejects, progress)
-        query = feature_query({name: v.relation for name, v in validated.items()}, cfg.as_of)
-        rows = write_features(con, query, cfg.out, cfg.as_of, build_progress)
-        con.close()
+        with connect(cfg.memory_limit, work_dir / "spill", cfg.threads) as con:
+            validated = validate_tables(con, sources, cfg.on_bad_rows, work_dir, rejects,
+                                        progress)
+            query = feature_query({name: v.relation for name, v in validated.items()},
+                                  cfg.as_of)
+            rows = write_features(con, query, cfg.out, cfg.as_of, build_progress)
     return FeaturesJobResult(rows, len(FEATURES), time.perf_counter() - started,
                              [v.report for v in validated.values()])
