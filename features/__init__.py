@@ -1,0 +1,1 @@
+"""Data contract, validation, point-in-time features and labels, synthetic data."""

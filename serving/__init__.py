@@ -1,0 +1,1 @@
+"""Segmentation policy, the BentoML scoring service, and batch scoring."""

@@ -1,0 +1,1 @@
+"""Churn and uplift trainers, evaluation, and MLflow tracking and registry."""
