@@ -167,11 +167,11 @@ def _campaign(rng: np.random.Generator, c: _Customers, cfg: GenerateConfig,
     rate_lift = np.where(frequent, 0.0, rate_lift)
     rate_lift = np.where(leaving, -0.5, rate_lift)
     aov_lift = np.where(frequent, -0.2, 0.0)
-    window_end = np.minimum(day + cfg.outcome_days, c.alive_until)
-    alive_days = np.maximum(window_end - day, 0.0)
+    exposed_at = day + rng.uniform(0.0, 0.5, c.n)
+    # Expected order spend (before returns) in [exposed_at, exposed_at + outcome_days).
+    alive_days = np.clip(c.alive_until - exposed_at, 0.0, cfg.outcome_days)
     expected = c.rate * alive_days * (c.mean_spend + 0.99)
     uplift = np.where(eligible, expected * ((1 + rate_lift) * (1 + aov_lift) - 1), np.nan)
-    exposed_at = day + rng.uniform(0.0, 0.5, c.n)
     return _Campaign(eligible, treated, exposed_at, rate_lift, aov_lift, uplift)
 
 
@@ -179,20 +179,22 @@ def _apply_campaign(rng: np.random.Generator, c: _Customers, cfg: GenerateConfig
                     camp: _Campaign, owner: np.ndarray, times: np.ndarray,
                     amounts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Treated customers' orders in the outcome window: extra, fewer, or cheaper."""
-    day = cfg.campaign_day
-    in_window = (times >= camp.exposed_at[owner]) & (times < day + cfg.outcome_days)
-    treated_order = camp.treated[owner] & in_window
+    window_end = camp.exposed_at + cfg.outcome_days
+
+    def treated_in_window(owner: np.ndarray, times: np.ndarray) -> np.ndarray:
+        return camp.treated[owner] & (times >= camp.exposed_at[owner]) & (
+            times < window_end[owner])
+
     drop_prob = np.clip(-camp.rate_lift[owner], 0.0, 1.0)
-    keep = ~(treated_order & (rng.random(len(owner)) < drop_prob))
+    keep = ~(treated_in_window(owner, times) & (rng.random(len(owner)) < drop_prob))
     extra_rate = c.rate * np.clip(camp.rate_lift, 0.0, None) * camp.treated
-    window_end = np.minimum(day + cfg.outcome_days, c.alive_until)
-    x_owner, x_times = _poisson_times(rng, extra_rate, camp.exposed_at, window_end)
+    x_owner, x_times = _poisson_times(rng, extra_rate, camp.exposed_at,
+                                      np.minimum(window_end, c.alive_until))
     x_amounts = _amounts(rng, c, x_owner)
     owner = np.concatenate([owner[keep], x_owner])
     times = np.concatenate([times[keep], x_times])
     amounts = np.concatenate([amounts[keep], x_amounts])
-    discounted = camp.treated[owner] & (times >= camp.exposed_at[owner]) & (
-        times < day + cfg.outcome_days)
+    discounted = treated_in_window(owner, times)
     amounts = np.where(discounted, np.round(amounts * (1 + camp.aov_lift[owner]), 2), amounts)
     return owner, times, amounts
 
