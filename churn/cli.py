@@ -21,7 +21,7 @@ from rich.progress import (
 from rich.table import Table
 
 from features.contract import ContractError
-from features.job import FeaturesJobConfig, FeaturesJobResult, check_output_path, run_features
+from features.job import FeaturesJobConfig, FeaturesJobResult, run_features
 from features.synthetic import GenerateConfig, as_of_default, generate
 from features.validation import OnBadRows
 
@@ -180,7 +180,6 @@ def demo_command(
                       f"rows, {rows['events']:,} events -> {data}", highlight=False, soft_wrap=True)
     cfg = FeaturesJobConfig(data=data, as_of=as_of_default(gen), out=out / "features.parquet")
     try:
-        check_output_path(cfg.out)
         result = _features(cfg)
     except (ContractError, duckdb.Error, OSError) as err:
         _fail(str(err))

@@ -95,31 +95,30 @@ def test_quarantine_writes_rejects_with_reasons_and_goes_on(tmp_path):
     assert rejected.loc[0, "ordered_at"] == "soon"
 
 
-def test_duplicate_customer_rows_are_rejected(tmp_path):
+OTHER_TABLE_RULES = {
+    "duplicate customer rows": (
+        "customers",
+        {"customer_id": ["a", "a"], "signed_up_at": ["1996-01-01", "1996-02-01"]},
+        r"rule 'unique \(customer_id\)': 1 row, e.g. row 2"),
+    "consent must be a boolean": (
+        "customers",
+        {"customer_id": ["a", "b"], "profiling_consent": ["true", "maybe"]},
+        r"'profiling_consent', rule 'parse as boolean'"),
+    "treatment must be zero or one": (
+        "exposures",
+        {"customer_id": ["a", "b"], "campaign_id": ["k", "k"],
+         "exposed_at": ["1997-05-01", "1997-05-01"], "treatment": [1, 2]},
+        r"(?s)exposures: .*column 'treatment', rule 'isin"),
+}
+
+
+@pytest.mark.parametrize("table, columns, message", OTHER_TABLE_RULES.values(),
+                         ids=OTHER_TABLE_RULES.keys())
+def test_rules_of_the_other_tables(tmp_path, table, columns, message):
     data = tmp_path / "data"
     write_table(data, "transactions", transactions())
-    write_table(data, "customers", pd.DataFrame(
-        {"customer_id": ["a", "a"], "signed_up_at": ["1996-01-01", "1996-02-01"]}))
-    with pytest.raises(ContractError, match=r"rule 'unique \(customer_id\)': 1 row, e.g. row 2"):
-        build(data, AS_OF)
-
-
-def test_consent_must_be_a_boolean(tmp_path):
-    data = tmp_path / "data"
-    write_table(data, "transactions", transactions())
-    write_table(data, "customers", pd.DataFrame(
-        {"customer_id": ["a", "b"], "profiling_consent": ["true", "maybe"]}))
-    with pytest.raises(ContractError, match=r"'profiling_consent', rule 'parse as boolean'"):
-        build(data, AS_OF)
-
-
-def test_treatment_must_be_zero_or_one(tmp_path):
-    data = tmp_path / "data"
-    write_table(data, "transactions", transactions())
-    write_table(data, "exposures", pd.DataFrame({
-        "customer_id": ["a", "b"], "campaign_id": ["k", "k"],
-        "exposed_at": ["1997-05-01", "1997-05-01"], "treatment": [1, 2]}))
-    with pytest.raises(ContractError, match=r"(?s)exposures: .*column 'treatment', rule 'isin"):
+    write_table(data, table, pd.DataFrame(columns))
+    with pytest.raises(ContractError, match=message):
         build(data, AS_OF)
 
 
