@@ -1,0 +1,73 @@
+"""The churn label: who, of the customers buying before a cutoff, places no order after it.
+
+The base at cutoff T is every customer with an order in [T - base_days, T); a customer
+in the base is labelled churned (1) when they place no order in [T, T + horizon_days).
+An order is a transaction row with a non-negative amount, as in the features.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+import duckdb
+
+from features.contract import ContractError
+
+
+@dataclass(frozen=True)
+class ChurnLabelConfig:
+    """The two windows of the churn label, in days."""
+
+    horizon_days: int = 90
+    base_days: int = 365
+
+    def __post_init__(self) -> None:
+        for name in ("horizon_days", "base_days"):
+            if getattr(self, name) < 1:
+                raise ContractError(f"--{name.replace('_', '-')} must be at least 1 day")
+
+
+class LabelWindowError(ContractError):
+    """A cutoff whose label window reaches past the end of the data."""
+
+
+def _ts(day: date) -> str:
+    return f"TIMESTAMPTZ '{day.isoformat()} 00:00:00+00'"
+
+
+def churn_label_query(transactions: str, cutoff: date, cfg: ChurnLabelConfig) -> str:
+    """SQL giving ``customer_id, churned`` for every customer in the base at ``cutoff``."""
+    t = _ts(cutoff)
+    return f"""
+WITH orders AS (SELECT customer_id, ordered_at FROM {transactions} WHERE amount >= 0)
+SELECT customer_id,
+       CASE WHEN count(*) FILTER (WHERE ordered_at >= {t}
+                                   AND ordered_at < {t} + INTERVAL {cfg.horizon_days} DAY) = 0
+            THEN 1 ELSE 0 END AS churned
+FROM orders
+WHERE ordered_at >= {t} - INTERVAL {cfg.base_days} DAY
+  AND ordered_at < {t} + INTERVAL {cfg.horizon_days} DAY
+GROUP BY customer_id
+HAVING count(*) FILTER (WHERE ordered_at < {t}) > 0
+ORDER BY customer_id"""
+
+
+def data_end(con: duckdb.DuckDBPyConnection, transactions: str) -> date:
+    """The first day the transactions do not cover: the day after the last order's day."""
+    last: datetime | None = con.sql(f"SELECT max(ordered_at) FROM {transactions}").fetchall()[0][0]
+    if last is None:
+        raise ContractError("transactions: no rows, so there is nothing to label")
+    return last.date() + timedelta(days=1)
+
+
+def check_matured(cutoffs: list[date], cfg: ChurnLabelConfig, end: date) -> None:
+    """Raise unless every cutoff's label window [T, T + horizon) ends by ``end``."""
+    late = [c for c in cutoffs if c + timedelta(days=cfg.horizon_days) > end]
+    if late:
+        latest_ok = end - timedelta(days=cfg.horizon_days)
+        raise LabelWindowError(
+            f"cutoff {', '.join(c.isoformat() for c in late)}: the {cfg.horizon_days}-day label "
+            f"window is not over yet (the data ends {end.isoformat()}, so the latest cutoff "
+            f"with a matured label is {latest_ok.isoformat()})"
+        )

@@ -1,0 +1,113 @@
+"""The churn model: a LightGBM booster on the registry's features plus a probability calibrator.
+
+Saved as three plain files (``model.txt``, ``calibration.json``, ``features.json``) so the
+scoring service can load the Booster directly, without going through pickles.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+from scipy.special import expit
+from sklearn.isotonic import IsotonicRegression
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import log_loss
+from sklearn.model_selection import StratifiedKFold
+
+from features.registry import FEATURE_SET_VERSION, feature_names
+
+CALIBRATION_METHODS = ("platt", "isotonic")
+ARTIFACT_KEY = "churn_model"
+
+
+@dataclass
+class Calibrator:
+    """Maps the booster's raw margin to a probability; ``platt`` or ``isotonic``."""
+
+    method: str
+    params: dict[str, list[float]]
+
+    @classmethod
+    def fit(cls, method: str, margin: np.ndarray, y: np.ndarray) -> Calibrator:
+        if method == "platt":
+            lr = LogisticRegression(C=1e6).fit(margin.reshape(-1, 1), y)
+            return cls(method, {"coef": [float(lr.coef_[0, 0])],
+                                "intercept": [float(lr.intercept_[0])]})
+        iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(margin, y)
+        return cls(method, {"x": iso.X_thresholds_.tolist(), "y": iso.y_thresholds_.tolist()})
+
+    def predict(self, margin: np.ndarray) -> np.ndarray:
+        if self.method == "platt":
+            return expit(self.params["coef"][0] * margin + self.params["intercept"][0])
+        return np.interp(margin, self.params["x"], self.params["y"])
+
+
+def cross_fitted_probabilities(method: str, margin: np.ndarray, y: np.ndarray,
+                               seed: int, folds: int = 5) -> np.ndarray:
+    """Calibrated probabilities where each row's calibrator never saw that row."""
+    out = np.empty_like(margin, dtype=float)
+    for fit_idx, pred_idx in StratifiedKFold(folds, shuffle=True, random_state=seed).split(
+            margin, y):
+        out[pred_idx] = Calibrator.fit(method, margin[fit_idx], y[fit_idx]).predict(
+            margin[pred_idx])
+    return out
+
+
+def choose_calibration(margin: np.ndarray, y: np.ndarray,
+                       seed: int) -> tuple[str, dict[str, float], np.ndarray]:
+    """The method with the lower cross-fitted log loss, every method's loss, its probabilities."""
+    probs = {m: cross_fitted_probabilities(m, margin, y, seed) for m in CALIBRATION_METHODS}
+    losses = {m: log_loss(y, np.clip(p, 1e-7, 1 - 1e-7), labels=[0, 1]) for m, p in probs.items()}
+    best = min(losses, key=losses.get)
+    return best, losses, probs[best]
+
+
+class ChurnModel:
+    """Booster + calibrator over the registry's features, in registry order."""
+
+    def __init__(self, booster: lgb.Booster, calibrator: Calibrator,
+                 feature_set_version: str = FEATURE_SET_VERSION) -> None:
+        self.booster = booster
+        self.calibrator = calibrator
+        self.feature_set_version = feature_set_version
+        self.features = feature_names()
+
+    def matrix(self, frame: pd.DataFrame) -> np.ndarray:
+        return frame[self.features].to_numpy(dtype=np.float64)
+
+    def margin(self, frame: pd.DataFrame) -> np.ndarray:
+        return self.booster.predict(self.matrix(frame), raw_score=True)
+
+    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        """Calibrated churn probability per row."""
+        return self.calibrator.predict(self.margin(frame))
+
+    def contributions(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Per-feature contributions to the raw margin (LightGBM's own SHAP values)."""
+        contrib = self.booster.predict(self.matrix(frame), pred_contrib=True)
+        return pd.DataFrame(contrib[:, :-1], columns=self.features, index=frame.index)
+
+    def save(self, folder: Path) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.booster.save_model(folder / "model.txt")
+        (folder / "calibration.json").write_text(json.dumps(
+            {"method": self.calibrator.method, "params": self.calibrator.params}))
+        (folder / "features.json").write_text(json.dumps(
+            {"feature_set_version": self.feature_set_version, "features": self.features}))
+        return folder
+
+    @classmethod
+    def load(cls, folder: Path) -> ChurnModel:
+        meta = json.loads((folder / "features.json").read_text())
+        if meta["features"] != feature_names():
+            raise ValueError(
+                f"{folder}: the model was trained on feature set {meta['feature_set_version']}, "
+                f"which differs from this code's feature set {FEATURE_SET_VERSION}")
+        cal = json.loads((folder / "calibration.json").read_text())
+        booster = lgb.Booster(model_file=str(folder / "model.txt"))
+        return cls(booster, Calibrator(cal["method"], cal["params"]), meta["feature_set_version"])
