@@ -1,14 +1,19 @@
-"""The ``churn`` command: one front for generating data, building features and (soon) more."""
+"""The ``churn`` command: one front for data, features, training, promotion and scoring."""
 
 from __future__ import annotations
 
+import logging
+import os
 import time
 from datetime import date
 from pathlib import Path
 from typing import Annotated
 
 import duckdb
+import mlflow
+import pandas as pd
 import typer
+from mlflow.exceptions import MlflowException
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -22,22 +27,53 @@ from rich.table import Table
 
 from features.contract import ContractError
 from features.job import FeaturesJobConfig, FeaturesJobResult, run_features
+from features.labels import ChurnLabelConfig
 from features.synthetic import GenerateConfig, as_of_default, generate
 from features.validation import OnBadRows
+from training.dataset import LABEL
+from training.promote import PromotionError, promote
+from training.tracking import (
+    CHURN_MODEL_NAME,
+    LoggedRun,
+    default_tracking_uri,
+    log_churn_run,
+    metrics_table,
+)
+from training.train_churn import (
+    ChurnTrainConfig,
+    ChurnTrainResult,
+    monthly_cutoffs,
+    train_churn,
+)
 
 app = typer.Typer(
     help=(
         "Churn and spend-uplift models for marketing teams.\n\n"
-        "Start with `churn demo`: it generates a synthetic customer base and builds "
-        "point-in-time features from it. Then point `churn features` at your own data: "
+        "Start with `churn demo`: it generates a synthetic customer base, builds "
+        "point-in-time features, trains the churn model against its baselines and makes it "
+        "the champion in the MLflow registry. Then point the commands at your own data: "
         "a folder holding transactions.csv|parquet and, optionally, events, customers "
-        "and exposures (or folders of that name with many files)."
+        "and exposures (or folders of that name with many files).\n\n"
+        "Runs go to $MLFLOW_TRACKING_URI, or to ./mlflow.db when it is not set."
     ),
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+train_app = typer.Typer(help="Train a model and record the run in MLflow.",
+                        no_args_is_help=True)
+promote_app = typer.Typer(help="Move a registered model's `champion` alias when it earns it.",
+                          no_args_is_help=True)
+app.add_typer(train_app, name="train")
+app.add_typer(promote_app, name="promote")
 out_console = Console()
+DEMO_CUTOFFS = 6
+SCORER_LABELS = {"model": "model", "recency_rule": "recency rule",
+                 "bgnbd_p_alive": "BG/NBD P(alive)", "bgnbd_expected_purchases": "BG/NBD E(buys)"}
+METRIC_LABELS = {"roc_auc": "ROC AUC", "pr_auc": "PR AUC", "log_loss": "log loss",
+                 "brier": "Brier", "ece": "ECE",
+                 "top_decile_lift": "lift top 10%",
+                 "top_decile_capture": "capture top 10%"}
 err_console = Console(stderr=True)
 
 
@@ -164,6 +200,108 @@ def features_command(
     _print_features_summary(result, cfg)
 
 
+def _use_tracking_store() -> str:
+    """MLFLOW_TRACKING_URI when set, else the embedded SQLite store in the working folder."""
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(Path.cwd())
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
+def _cutoff_list(text: str) -> tuple[date, ...]:
+    return tuple(_iso_date(part.strip()) for part in text.split(",") if part.strip())
+
+
+def _train_churn(cfg: ChurnTrainConfig) -> ChurnTrainResult:
+    with _progress() as bar:
+        task = bar.add_task("Training", total=None)
+        return train_churn(cfg, on_step=lambda text: bar.update(task, description=text))
+
+
+def _print_metrics(result: ChurnTrainResult) -> None:
+    table = Table(title=f"Churn model vs baselines on the validation cutoff "
+                        f"{result.validation_cutoff} ({len(result.validation):,} customers, "
+                        f"{result.validation[LABEL].mean():.1%} churned)", title_justify="left")
+    metrics = metrics_table(result)
+    table.add_column("metric")
+    for name in metrics.index:
+        table.add_column(SCORER_LABELS.get(name, name), justify="right")
+    for column, label in METRIC_LABELS.items():
+        table.add_row(label, *("-" if pd.isna(v) else f"{v:.3f}" for v in metrics[column]))
+    table.add_row("verdict", *metrics["verdict"], end_section=True)
+    out_console.print(table)
+    out_console.print(
+        f"{result.trees} trees, {result.model.calibrator.method} calibration; trained on "
+        f"{len(result.train_cutoffs)} earlier cutoffs, then refitted on all of them.",
+        highlight=False, soft_wrap=True)
+
+
+def _where_to_look(uri: str, logged: LoggedRun) -> None:
+    ui = (f"mlflow ui --backend-store-uri {uri}" if uri.startswith("sqlite:")
+          else f"open {uri}")
+    out_console.print(f"Run {logged.run_id} registered as churn v{logged.model_version}. "
+                      f"See it with: {ui}", highlight=False, soft_wrap=True)
+
+
+@train_app.command("churn")
+def train_churn_command(
+    data: Annotated[Path, typer.Option(help="Folder holding the contract tables.")],
+    cutoffs: Annotated[str, typer.Option(
+        help="Comma-separated cutoff dates, e.g. 2025-04-01,2025-05-01,2025-06-01. The latest "
+             "validates the model trained on the earlier ones; each label window "
+             "[cutoff, cutoff + horizon) must be over in the data.")],
+    horizon_days: Annotated[int, typer.Option(
+        help="A customer churned if they order nothing in this many days after the cutoff."
+    )] = 90,
+    base_days: Annotated[int, typer.Option(
+        help="The base: customers with an order in this many days before the cutoff.")] = 365,
+    learning_rate: Annotated[float, typer.Option(help="LightGBM learning rate.")] = 0.03,
+    num_leaves: Annotated[int, typer.Option(help="LightGBM leaves per tree.")] = 15,
+    max_trees: Annotated[int, typer.Option(
+        help="Upper bound on trees; early stopping on the validation cutoff picks fewer.")] = 3000,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
+    experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "churn",
+    on_bad_rows: Annotated[OnBadRows, typer.Option(
+        help="stop or quarantine rows that break the data contract.")] = OnBadRows.stop,
+) -> None:
+    """Train the churn model on several cutoffs and register it in MLflow as `churn`.
+
+    Prints the model's validation metrics beside the recency rule and BG/NBD baselines.
+    Make it the champion afterwards with `churn promote churn`.
+    """
+    uri = _use_tracking_store()
+    try:
+        cfg = ChurnTrainConfig(
+            data=data, cutoffs=_cutoff_list(cutoffs),
+            labels=ChurnLabelConfig(horizon_days=horizon_days, base_days=base_days),
+            learning_rate=learning_rate, num_leaves=num_leaves, max_trees=max_trees, seed=seed,
+            on_bad_rows=on_bad_rows)
+        result = _train_churn(cfg)
+        logged = log_churn_run(cfg, result, experiment=experiment)
+    except (ContractError, duckdb.Error, OSError, MlflowException) as err:
+        _fail(str(err))
+    _print_metrics(result)
+    _where_to_look(uri, logged)
+
+
+@promote_app.command("churn")
+def promote_churn_command(
+    run: Annotated[str | None, typer.Option(
+        help="The run whose model is the candidate [default: the newest version].")] = None,
+) -> None:
+    """Make the candidate churn model champion if it beats the current one.
+
+    Both are scored on the candidate's validation rows; the alias moves only when the
+    candidate's ROC AUC is higher. The first model becomes champion.
+    """
+    _use_tracking_store()
+    try:
+        outcome = promote(CHURN_MODEL_NAME, run)
+    except (PromotionError, MlflowException, OSError) as err:
+        _fail(str(err))
+    out_console.print(outcome.message(), highlight=False, soft_wrap=True)
+
+
 @app.command("demo")
 def demo_command(
     out: Annotated[Path, typer.Option(help="Folder for the demo's data and outputs.")] = Path(
@@ -171,19 +309,33 @@ def demo_command(
     customers: Annotated[int, typer.Option(min=100, help="Synthetic customers.")] = 10_000,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
 ) -> None:
-    """Run the whole path on synthetic data: generate -> features -> summary."""
+    """Run the whole path on synthetic data: generate -> features -> train -> promote.
+
+    Everything stays local: the data and features under --out, the MLflow runs and registry
+    in ./mlflow.db (or $MLFLOW_TRACKING_URI).
+    """
     started = time.perf_counter()
+    uri = _use_tracking_store()
     gen = GenerateConfig(customers=customers, seed=seed)
     data = out / "data"
     rows = _generate(gen, data, "parquet")
     out_console.print(f"Generated {customers:,} customers: {rows['transactions']:,} transaction "
                       f"rows, {rows['events']:,} events -> {data}", highlight=False, soft_wrap=True)
-    cfg = FeaturesJobConfig(data=data, as_of=as_of_default(gen), out=out / "features.parquet")
+    as_of = as_of_default(gen)
+    cfg = FeaturesJobConfig(data=data, as_of=as_of, out=out / "features.parquet")
+    train_cfg = ChurnTrainConfig(data=data, cutoffs=monthly_cutoffs(as_of, DEMO_CUTOFFS),
+                                 seed=seed)
     try:
         result = _features(cfg)
-    except (ContractError, duckdb.Error, OSError) as err:
+        _print_features_summary(result, cfg)
+        trained = _train_churn(train_cfg)
+        logged = log_churn_run(train_cfg, trained)
+        outcome = promote(CHURN_MODEL_NAME, logged.run_id)
+    except (ContractError, duckdb.Error, OSError, MlflowException, PromotionError) as err:
         _fail(str(err))
-    _print_features_summary(result, cfg)
+    _print_metrics(trained)
+    out_console.print(outcome.message(), highlight=False, soft_wrap=True)
+    _where_to_look(uri, logged)
     out_console.print(f"Demo finished in {time.perf_counter() - started:.1f} s",
                       highlight=False, soft_wrap=True)
 
