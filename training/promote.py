@@ -97,19 +97,19 @@ def promote(name: str, run_id: str | None = None) -> Promotion:
     rows = _validation_rows(candidate.run_id)
     y = rows[LABEL].to_numpy()
     candidate_auc = score_metrics(y, rows["churn_probability"].to_numpy(), True).roc_auc
-    if champion is None or champion.version == candidate.version:
+    if champion is None or str(champion.version) == str(candidate.version):
         if champion is None:
-            client.set_registered_model_alias(name, CHAMPION, candidate.version)
-        return Promotion(name, candidate.version, champion and champion.version, candidate_auc,
-                         candidate_auc if champion else None, champion is None)
+            client.set_registered_model_alias(name, CHAMPION, str(candidate.version))
+        return Promotion(name, str(candidate.version), champion and str(champion.version),
+                         candidate_auc, candidate_auc if champion else None, champion is None)
     digest = client.get_run(candidate.run_id).data.tags.get("validation_digest")
     champion_auc = score_metrics(
         y, _champion_scores(client, champion, rows, digest).to_numpy(), True).roc_auc
     better = candidate_auc > champion_auc
     if better:
-        client.set_registered_model_alias(name, CHAMPION, candidate.version)
-    client.set_model_version_tag(name, candidate.version, "promotion",
+        client.set_registered_model_alias(name, CHAMPION, str(candidate.version))
+    client.set_model_version_tag(name, str(candidate.version), "promotion",
                                  f"roc_auc {candidate_auc:.4f} vs v{champion.version} "
                                  f"{champion_auc:.4f}")
-    return Promotion(name, candidate.version, champion.version, candidate_auc, champion_auc,
-                     better)
+    return Promotion(name, str(candidate.version), str(champion.version), candidate_auc,
+                     champion_auc, better)
