@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import uuid
 from datetime import date
 from pathlib import Path
 
 import pandas as pd
+import psycopg
 import pytest
 
 from features.job import FeaturesJobConfig, run_features
@@ -53,3 +55,32 @@ def synthetic_data(tmp_path_factory) -> tuple[Path, GenerateConfig]:
     folder = tmp_path_factory.mktemp("synthetic")
     generate(cfg, folder)
     return folder, cfg
+
+
+POSTGRES_DSN = os.environ.get("CHURN_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
+POSTGRES_HINT = ("PostgreSQL does not answer at {dsn}. Start one (for example "
+                 "`pg_ctlcluster 15 main start`, or `docker run -p 5432:5432 "
+                 "-e POSTGRES_HOST_AUTH_METHOD=trust postgres`) or point CHURN_TEST_POSTGRES "
+                 "at a server where this user may create databases.")
+
+
+@pytest.fixture
+def postgres_database() -> str:
+    """A fresh, empty PostgreSQL database for one test, dropped afterwards; yields its URL.
+
+    Skipped with a hint where no server answers, but never under CI.
+    """
+    try:
+        admin = psycopg.connect(f"{POSTGRES_DSN}/postgres", autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError:
+        message = POSTGRES_HINT.format(dsn=POSTGRES_DSN)
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    name = f"churn_test_{uuid.uuid4().hex[:12]}"
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield f"{POSTGRES_DSN}/{name}"
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

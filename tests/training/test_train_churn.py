@@ -58,5 +58,5 @@ def test_refuses_a_single_cutoff(churn_config):
 
 def test_refuses_too_few_churners(churn_config):
     cfg = dataclasses.replace(churn_config, min_class_rows=1_000_000)
-    with pytest.raises(EligibilityError, match="churners and .* who stayed; each needs"):
+    with pytest.raises(EligibilityError, match=r"churners and .* who stayed; each needs"):
         train_churn(cfg)

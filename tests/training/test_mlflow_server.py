@@ -1,0 +1,90 @@
+"""Against a real `mlflow server` backed by PostgreSQL: train, promote and read back over HTTP."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from training.promote import CHAMPION
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(postgres_database, tmp_path):
+    """`mlflow server` with the test's own database as backend and a temporary artifact root."""
+    port = free_port()
+    backend = postgres_database.replace("postgresql://", "postgresql+psycopg://", 1)
+    log = (tmp_path / "server.log").open("w")
+    server = subprocess.Popen(
+        [str(BIN / "mlflow"), "server", "--backend-store-uri", backend,
+         "--artifacts-destination", str(tmp_path / "artifacts"), "--host", "127.0.0.1",
+         "--port", str(port), "--workers", "1"],
+        stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path,
+        env={**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"})
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            pass
+        if server.poll() is not None or time.monotonic() > deadline:
+            server.kill()
+            pytest.fail(f"mlflow server did not start:\n{(tmp_path / 'server.log').read_text()}")
+        time.sleep(0.5)
+    yield url
+    server.terminate()
+    server.wait(timeout=30)
+    log.close()
+
+
+def test_train_and_promote_against_a_tracking_server(mlflow_server, synthetic_data, tmp_path):
+    folder, _ = synthetic_data
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server,
+           "PATH": f"{BIN}:{os.environ['PATH']}", "COLUMNS": "200"}
+    # Through the MLproject entry point, as `mlflow run` users would.
+    trained = subprocess.run(
+        [str(BIN / "mlflow"), "run", str(REPO), "-e", "train_churn", "--env-manager", "local",
+         "--experiment-name", "churn", "-P", f"data={folder}",
+         "-P", "cutoffs=2025-08-01,2025-09-01,2025-10-01"],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600, check=False)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    assert "ROC AUC" in trained.stdout
+    promoted = subprocess.run([str(BIN / "churn"), "promote", "churn"], env=env, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=300, check=False)
+    assert promoted.returncode == 0, promoted.stderr
+    assert "churn v1 is the first champion" in promoted.stdout
+    # Nothing was written locally: it all went to the server.
+    assert not (tmp_path / "mlflow.db").exists()
+
+    client = MlflowClient(tracking_uri=mlflow_server, registry_uri=mlflow_server)
+    champion = client.get_model_version_by_alias("churn", CHAMPION)
+    run = client.get_run(champion.run_id)
+    assert run.data.params["validation_cutoff"] == "2025-10-01"
+    assert run.data.metrics["roc_auc"] > run.data.metrics["recency_rule_roc_auc"]
+    assert {d.tags[0].value for d in run.inputs.dataset_inputs} == {"training", "validation"}
+    rows = pd.read_parquet(mlflow.artifacts.download_artifacts(
+        run_id=champion.run_id, artifact_path="validation/validation.parquet",
+        dst_path=str(tmp_path / "download"), tracking_uri=mlflow_server))
+    assert len(rows) == int(run.data.params["validation_rows"])
+    assert (tmp_path / "artifacts").exists()
