@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import logging
-import os
 import time
 from datetime import date
 from pathlib import Path
 from typing import Annotated
 
 import duckdb
-import mlflow
-import pandas as pd
 import typer
-from mlflow.exceptions import MlflowException
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -30,21 +25,6 @@ from features.job import FeaturesJobConfig, FeaturesJobResult, run_features
 from features.labels import ChurnLabelConfig
 from features.synthetic import GenerateConfig, as_of_default, generate
 from features.validation import OnBadRows
-from training.dataset import LABEL
-from training.promote import PromotionError, promote
-from training.tracking import (
-    CHURN_MODEL_NAME,
-    LoggedRun,
-    default_tracking_uri,
-    log_churn_run,
-    metrics_table,
-)
-from training.train_churn import (
-    ChurnTrainConfig,
-    ChurnTrainResult,
-    monthly_cutoffs,
-    train_churn,
-)
 
 app = typer.Typer(
     help=(
@@ -68,12 +48,6 @@ app.add_typer(train_app, name="train")
 app.add_typer(promote_app, name="promote")
 out_console = Console()
 DEMO_CUTOFFS = 6
-SCORER_LABELS = {"model": "model", "recency_rule": "recency rule",
-                 "bgnbd_p_alive": "BG/NBD P(alive)", "bgnbd_expected_purchases": "BG/NBD E(buys)"}
-METRIC_LABELS = {"roc_auc": "ROC AUC", "pr_auc": "PR AUC", "log_loss": "log loss",
-                 "brier": "Brier", "ece": "ECE",
-                 "top_decile_lift": "lift top 10%",
-                 "top_decile_capture": "capture top 10%"}
 err_console = Console(stderr=True)
 
 
@@ -200,47 +174,8 @@ def features_command(
     _print_features_summary(result, cfg)
 
 
-def _use_tracking_store() -> str:
-    """MLFLOW_TRACKING_URI when set, else the embedded SQLite store in the working folder."""
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(Path.cwd())
-    mlflow.set_tracking_uri(uri)
-    return uri
-
-
 def _cutoff_list(text: str) -> tuple[date, ...]:
     return tuple(_iso_date(part.strip()) for part in text.split(",") if part.strip())
-
-
-def _train_churn(cfg: ChurnTrainConfig) -> ChurnTrainResult:
-    with _progress() as bar:
-        task = bar.add_task("Training", total=None)
-        return train_churn(cfg, on_step=lambda text: bar.update(task, description=text))
-
-
-def _print_metrics(result: ChurnTrainResult) -> None:
-    table = Table(title=f"Churn model vs baselines on the validation cutoff "
-                        f"{result.validation_cutoff} ({len(result.validation):,} customers, "
-                        f"{result.validation[LABEL].mean():.1%} churned)", title_justify="left")
-    metrics = metrics_table(result)
-    table.add_column("metric")
-    for name in metrics.index:
-        table.add_column(SCORER_LABELS.get(name, name), justify="right")
-    for column, label in METRIC_LABELS.items():
-        table.add_row(label, *("-" if pd.isna(v) else f"{v:.3f}" for v in metrics[column]))
-    table.add_row("verdict", *metrics["verdict"], end_section=True)
-    out_console.print(table)
-    out_console.print(
-        f"{result.trees} trees, {result.model.calibrator.method} calibration; trained on "
-        f"{len(result.train_cutoffs)} earlier cutoffs, then refitted on all of them.",
-        highlight=False, soft_wrap=True)
-
-
-def _where_to_look(uri: str, logged: LoggedRun) -> None:
-    ui = (f"mlflow ui --backend-store-uri {uri}" if uri.startswith("sqlite:")
-          else f"open {uri}")
-    out_console.print(f"Run {logged.run_id} registered as churn v{logged.model_version}. "
-                      f"See it with: {ui}", highlight=False, soft_wrap=True)
 
 
 @train_app.command("churn")
@@ -269,19 +204,21 @@ def train_churn_command(
     Prints the model's validation metrics beside the recency rule and BG/NBD baselines.
     Make it the champion afterwards with `churn promote churn`.
     """
-    uri = _use_tracking_store()
+    from churn import model_steps as steps
+
+    uri = steps.use_tracking_store()
     try:
-        cfg = ChurnTrainConfig(
+        cfg = steps.ChurnTrainConfig(
             data=data, cutoffs=_cutoff_list(cutoffs),
             labels=ChurnLabelConfig(horizon_days=horizon_days, base_days=base_days),
             learning_rate=learning_rate, num_leaves=num_leaves, max_trees=max_trees, seed=seed,
             on_bad_rows=on_bad_rows)
-        result = _train_churn(cfg)
-        logged = log_churn_run(cfg, result, experiment=experiment)
-    except (ContractError, duckdb.Error, OSError, MlflowException) as err:
+        result = steps.train(cfg, _progress())
+        logged = steps.log_churn_run(cfg, result, experiment=experiment)
+    except steps.USER_ERRORS as err:
         _fail(str(err))
-    _print_metrics(result)
-    _where_to_look(uri, logged)
+    steps.print_metrics(result, out_console)
+    steps.where_to_look(uri, logged, out_console)
 
 
 @promote_app.command("churn")
@@ -294,10 +231,12 @@ def promote_churn_command(
     Both are scored on the candidate's validation rows; the alias moves only when the
     candidate's ROC AUC is higher. The first model becomes champion.
     """
-    _use_tracking_store()
+    from churn import model_steps as steps
+
+    steps.use_tracking_store()
     try:
-        outcome = promote(CHURN_MODEL_NAME, run)
-    except (PromotionError, MlflowException, OSError) as err:
+        outcome = steps.promote(steps.CHURN_MODEL_NAME, run)
+    except steps.USER_ERRORS as err:
         _fail(str(err))
     out_console.print(outcome.message(), highlight=False, soft_wrap=True)
 
@@ -314,8 +253,10 @@ def demo_command(
     Everything stays local: the data and features under --out, the MLflow runs and registry
     in ./mlflow.db (or $MLFLOW_TRACKING_URI).
     """
+    from churn import model_steps as steps
+
     started = time.perf_counter()
-    uri = _use_tracking_store()
+    uri = steps.use_tracking_store()
     gen = GenerateConfig(customers=customers, seed=seed)
     data = out / "data"
     rows = _generate(gen, data, "parquet")
@@ -323,19 +264,19 @@ def demo_command(
                       f"rows, {rows['events']:,} events -> {data}", highlight=False, soft_wrap=True)
     as_of = as_of_default(gen)
     cfg = FeaturesJobConfig(data=data, as_of=as_of, out=out / "features.parquet")
-    train_cfg = ChurnTrainConfig(data=data, cutoffs=monthly_cutoffs(as_of, DEMO_CUTOFFS),
-                                 seed=seed)
+    train_cfg = steps.ChurnTrainConfig(
+        data=data, cutoffs=steps.monthly_cutoffs(as_of, DEMO_CUTOFFS), seed=seed)
     try:
         result = _features(cfg)
         _print_features_summary(result, cfg)
-        trained = _train_churn(train_cfg)
-        logged = log_churn_run(train_cfg, trained)
-        outcome = promote(CHURN_MODEL_NAME, logged.run_id)
-    except (ContractError, duckdb.Error, OSError, MlflowException, PromotionError) as err:
+        trained = steps.train(train_cfg, _progress())
+        logged = steps.log_churn_run(train_cfg, trained)
+        outcome = steps.promote(steps.CHURN_MODEL_NAME, logged.run_id)
+    except steps.USER_ERRORS as err:
         _fail(str(err))
-    _print_metrics(trained)
+    steps.print_metrics(trained, out_console)
     out_console.print(outcome.message(), highlight=False, soft_wrap=True)
-    _where_to_look(uri, logged)
+    steps.where_to_look(uri, logged, out_console)
     out_console.print(f"Demo finished in {time.perf_counter() - started:.1f} s",
                       highlight=False, soft_wrap=True)
 

@@ -15,18 +15,44 @@ CHURN = [sys.executable, "-m", "churn"]
 
 
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "COLUMNS": "200"}
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["COLUMNS"] = "200"
     return subprocess.run([*CHURN, *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=300, check=False)
 
 
-def test_demo_generates_and_builds_features(tmp_path):
-    done = run("demo", "--customers", "500", "--out", "demo", cwd=tmp_path)
+def test_demo_builds_features_trains_and_promotes(tmp_path):
+    done = run("demo", "--customers", "1000", "--out", "demo", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "Features as of 2025-10-03" in done.stdout
     features = pd.read_parquet(tmp_path / "demo" / "features.parquet")
     assert list(features.columns) == ["customer_id", "as_of", *feature_names()]
-    assert 400 < len(features) <= 500
+    assert 800 < len(features) <= 1000
+    assert "Churn model vs baselines on the validation cutoff 2025-10-01" in done.stdout
+    for row in ("ROC AUC", "ECE", "lift top 10%", "verdict"):
+        assert row in done.stdout
+    assert "churn v1 is the first champion" in done.stdout
+    assert f"mlflow ui --backend-store-uri sqlite:///{tmp_path / 'mlflow.db'}" in done.stdout
+    assert (tmp_path / "mlflow.db").exists()
+
+
+def test_train_and_promote_errors_are_one_line(tmp_path):
+    data = tmp_path / "data"
+    assert run("generate", "--customers", "300", "--out", "data", cwd=tmp_path).returncode == 0
+    late = run("train", "churn", "--data", str(data), "--cutoffs", "2025-09-01,2025-12-01",
+               cwd=tmp_path)
+    assert late.returncode == 1
+    assert "error: cutoff 2025-12-01: the 90-day label window is not over yet" in late.stderr
+    one = run("train", "churn", "--data", str(data), "--cutoffs", "2025-09-01", cwd=tmp_path)
+    assert one.returncode == 1 and "give at least two dates" in one.stderr
+    bad = run("train", "churn", "--data", str(data), "--cutoffs", "2025-09-01,sept",
+              cwd=tmp_path)
+    assert bad.returncode == 2 and "'sept' is not an ISO date" in bad.stderr
+    nothing = run("promote", "churn", cwd=tmp_path)
+    assert nothing.returncode == 1
+    assert "error: no registered 'churn' model; train one first" in nothing.stderr
+    for done in (late, one, bad, nothing):
+        assert "Traceback" not in done.stderr
 
 
 def test_generate_then_features(tmp_path):
@@ -75,3 +101,5 @@ def test_help_teaches_the_first_steps(tmp_path):
     assert "churn demo" in done.stdout.replace("`", "")
     features_help = run("features", "--help", cwd=tmp_path).stdout
     assert "--on-bad-rows" in features_help and "quarantine" in features_help
+    train_help = run("train", "churn", "--help", cwd=tmp_path).stdout
+    assert "--cutoffs" in train_help and "--horizon-days" in train_help
