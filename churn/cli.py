@@ -191,7 +191,7 @@ def train_churn_command(
     base_days: Annotated[int, typer.Option(
         help="The base: customers with an order in this many days before the cutoff.")] = 365,
     learning_rate: Annotated[float, typer.Option(help="LightGBM learning rate.")] = 0.03,
-    num_leaves: Annotated[int, typer.Option(help="LightGBM leaves per tree.")] = 15,
+    num_leaves: Annotated[int, typer.Option(help="LightGBM leaves per tree.")] = 7,
     max_trees: Annotated[int, typer.Option(
         help="Upper bound on trees; early stopping on the validation cutoff picks fewer.")] = 3000,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 7,

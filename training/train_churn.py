@@ -39,7 +39,7 @@ class ChurnTrainConfig:
     cutoffs: tuple[date, ...]
     labels: ChurnLabelConfig = field(default_factory=ChurnLabelConfig)
     learning_rate: float = 0.03
-    num_leaves: int = 15
+    num_leaves: int = 7
     min_data_in_leaf: int = 200
     max_trees: int = 3000
     early_stopping_rounds: int = 100
