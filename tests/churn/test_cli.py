@@ -43,6 +43,8 @@ def test_train_and_promote_errors_are_one_line(tmp_path):
                cwd=tmp_path)
     assert late.returncode == 1
     assert "error: cutoff 2025-12-01: the 90-day label window is not over yet" in late.stderr
+    # Refused before anything was recorded.
+    assert not (tmp_path / "mlruns").exists()
     one = run("train", "churn", "--data", str(data), "--cutoffs", "2025-09-01", cwd=tmp_path)
     assert one.returncode == 1 and "give at least two dates" in one.stderr
     bad = run("train", "churn", "--data", str(data), "--cutoffs", "2025-09-01,sept",
