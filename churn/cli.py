@@ -241,6 +241,37 @@ def promote_churn_command(
     out_console.print(outcome.message(), highlight=False, soft_wrap=True)
 
 
+@app.command("score")
+def score_command(
+    data: Annotated[Path, typer.Option(help="Folder holding the contract tables.")],
+    as_of: Annotated[str, typer.Option(help="Score customers as they stood on this date.")],
+    out: Annotated[str, typer.Option(
+        help="A .parquet file, or postgresql://USER@HOST:PORT/DB?table=NAME. Re-running an "
+             "as-of replaces its rows; a failed run leaves the earlier output as it was.")],
+    policy: Annotated[Path | None, typer.Option(
+        help="Segmentation policy (TOML) [default: serving/segments.toml].")] = None,
+    on_bad_rows: Annotated[OnBadRows, typer.Option(
+        help="stop or quarantine rows that break the data contract.")] = OnBadRows.stop,
+) -> None:
+    """Score every customer with the champion churn model and assign segments.
+
+    Writes customer_id, as_of, churn_probability, value_at_risk, uplift_spend, segment,
+    spend_tier, contactable, reasons and model_versions, then prints a summary per segment.
+    """
+    from churn import model_steps as steps
+
+    steps.use_tracking_store()
+    try:
+        cfg = steps.ScoreJobConfig(
+            data=data, as_of=_iso_date(as_of), out=out,
+            policy=steps.SegmentPolicy.load(policy or steps.DEFAULT_POLICY),
+            on_bad_rows=on_bad_rows)
+        result = steps.score(cfg, _progress())
+    except steps.USER_ERRORS as err:
+        _fail(str(err))
+    steps.print_segments(result, out_console)
+
+
 @app.command("demo")
 def demo_command(
     out: Annotated[Path, typer.Option(help="Folder for the demo's data and outputs.")] = Path(
@@ -248,7 +279,7 @@ def demo_command(
     customers: Annotated[int, typer.Option(min=100, help="Synthetic customers.")] = 10_000,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
 ) -> None:
-    """Run the whole path on synthetic data: generate -> features -> train -> promote.
+    """Run the whole path on synthetic data: generate -> features -> train -> promote -> score.
 
     Everything stays local: the data and features under --out, the MLflow runs and registry
     in ./mlflow.db (or $MLFLOW_TRACKING_URI).
@@ -272,11 +303,14 @@ def demo_command(
         trained = steps.train(train_cfg, _progress())
         logged = steps.log_churn_run(train_cfg, trained)
         outcome = steps.promote(steps.CHURN_MODEL_NAME, logged.run_id)
+        steps.print_metrics(trained, out_console)
+        out_console.print(outcome.message(), highlight=False, soft_wrap=True)
+        steps.where_to_look(uri, logged, out_console)
+        scored = steps.score(steps.ScoreJobConfig(
+            data=data, as_of=gen.end, out=str(out / "scores.parquet")), _progress())
     except steps.USER_ERRORS as err:
         _fail(str(err))
-    steps.print_metrics(trained, out_console)
-    out_console.print(outcome.message(), highlight=False, soft_wrap=True)
-    steps.where_to_look(uri, logged, out_console)
+    steps.print_segments(scored, out_console)
     out_console.print(f"Demo finished in {time.perf_counter() - started:.1f} s",
                       highlight=False, soft_wrap=True)
 

@@ -19,6 +19,9 @@ from rich.progress import Progress
 from rich.table import Table
 
 from features.contract import ContractError
+from serving.batch import ScoreJobConfig, ScoreJobResult, run_score
+from serving.champion import NoChampionError, load_champion
+from serving.policy import DEFAULT_POLICY, PolicyError, SegmentPolicy
 from training.dataset import LABEL
 from training.promote import PromotionError, promote
 from training.tracking import (
@@ -35,11 +38,12 @@ from training.train_churn import (
     train_churn,
 )
 
-__all__ = ["CHURN_MODEL_NAME", "ChurnTrainConfig", "log_churn_run", "monthly_cutoffs",
-           "promote"]
+__all__ = ["CHURN_MODEL_NAME", "DEFAULT_POLICY", "ChurnTrainConfig", "ScoreJobConfig",
+           "SegmentPolicy", "log_churn_run", "monthly_cutoffs", "promote"]
 
 # Mistakes a user can fix: reported as one line, never as a traceback.
-USER_ERRORS = (ContractError, PromotionError, MlflowException, duckdb.Error, OSError)
+USER_ERRORS = (ContractError, PromotionError, NoChampionError, PolicyError, MlflowException,
+               duckdb.Error, OSError)
 
 SCORER_LABELS = {"model": "model", "recency_rule": "recency rule",
                  "bgnbd_p_alive": "BG/NBD P(alive)", "bgnbd_expected_purchases": "BG/NBD E(buys)"}
@@ -89,3 +93,30 @@ def where_to_look(uri: str, logged: LoggedRun, console: Console) -> None:
           else f"open {uri}")
     console.print(f"Run {logged.run_id} registered as churn v{logged.model_version}. "
                       f"See it with: {ui}", highlight=False, soft_wrap=True)
+
+
+def score(cfg: ScoreJobConfig, progress: Progress) -> ScoreJobResult:
+    """Load the champion and run the batch job with a progress bar over customers."""
+    loaded = load_champion(CHURN_MODEL_NAME)
+    with progress as bar:
+        task = bar.add_task(f"Scoring with {loaded.label}", total=None)
+
+        def on_rows(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        return run_score(cfg, loaded, on_rows=on_rows)
+
+
+def print_segments(result: ScoreJobResult, console: Console) -> None:
+    """Customers, churn and value at risk per segment."""
+    table = Table(title=f"Segments: {result.rows:,} customers scored -> {result.destination} "
+                        f"({result.seconds:.1f} s)", title_justify="left")
+    for column in ("segment", "customers", "mean churn probability", "value at risk",
+                   "contactable"):
+        table.add_column(column, justify="left" if column == "segment" else "right")
+    for name, row in result.summary.iterrows():
+        churn = row["mean_churn_probability"]
+        table.add_row(str(name), f"{row['customers']:,.0f}",
+                      "-" if pd.isna(churn) else f"{churn:.2f}",
+                      f"{row['value_at_risk']:,.0f}", f"{row['contactable']:,.0f}")
+    console.print(table)

@@ -7,12 +7,15 @@ import uuid
 from datetime import date
 from pathlib import Path
 
+import mlflow
 import pandas as pd
 import psycopg
 import pytest
 
 from features.job import FeaturesJobConfig, run_features
 from features.synthetic import GenerateConfig, generate
+from training.tracking import default_tracking_uri
+from training.train_churn import ChurnTrainConfig, ChurnTrainResult, train_churn
 
 SHARED_DATA = Path(os.environ.get(
     "CHURN_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
@@ -27,6 +30,12 @@ def shared_file(relative: str) -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+def process_env(**extra: str) -> dict[str, str]:
+    """This environment without MLflow settings (an earlier test's leak in), plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    return {**env, **extra}
 
 
 def write_table(folder: Path, name: str, frame: pd.DataFrame, fmt: str = "csv") -> Path:
@@ -84,3 +93,31 @@ def postgres_database() -> str:
             yield f"{POSTGRES_DSN}/{name}"
         finally:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# Four monthly cutoffs; the synthetic data ends 2026-01-01, so 2025-10-01 is the last whose
+# 90-day label window is over.
+CUTOFFS = (date(2025, 7, 1), date(2025, 8, 1), date(2025, 9, 1), date(2025, 10, 1))
+
+
+@pytest.fixture(scope="session")
+def churn_config(synthetic_data) -> ChurnTrainConfig:
+    folder, _ = synthetic_data
+    return ChurnTrainConfig(data=folder, cutoffs=CUTOFFS, learning_rate=0.05)
+
+
+@pytest.fixture(scope="session")
+def trained(churn_config) -> ChurnTrainResult:
+    return train_churn(churn_config)
+
+
+@pytest.fixture
+def mlflow_store(tmp_path, monkeypatch) -> str:
+    """A fresh SQLite tracking store (artifacts beside it) for one test."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    previous = mlflow.get_tracking_uri()
+    uri = default_tracking_uri(tmp_path)
+    mlflow.set_tracking_uri(uri)
+    yield uri
+    mlflow.set_tracking_uri(previous)

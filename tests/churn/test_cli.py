@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,13 +9,13 @@ from pathlib import Path
 import pandas as pd
 
 from features.registry import feature_names
+from tests.conftest import process_env
 
 CHURN = [sys.executable, "-m", "churn"]
 
 
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    env["COLUMNS"] = "200"
+    env = process_env(COLUMNS="200")
     return subprocess.run([*CHURN, *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=300, check=False)
 
@@ -34,6 +33,10 @@ def test_demo_builds_features_trains_and_promotes(tmp_path):
     assert "churn v1 is the first champion" in done.stdout
     assert f"mlflow ui --backend-store-uri sqlite:///{tmp_path / 'mlflow.db'}" in done.stdout
     assert (tmp_path / "mlflow.db").exists()
+    assert "Segments: " in done.stdout and "win_back" in done.stdout
+    scores = pd.read_parquet(tmp_path / "demo" / "scores.parquet")
+    assert set(scores["model_versions"]) == {"churn:v1"}
+    assert set(scores["as_of"].astype(str)) == {"2026-01-01"}
 
 
 def test_train_and_promote_errors_are_one_line(tmp_path):
@@ -53,7 +56,11 @@ def test_train_and_promote_errors_are_one_line(tmp_path):
     nothing = run("promote", "churn", cwd=tmp_path)
     assert nothing.returncode == 1
     assert "error: no registered 'churn' model; train one first" in nothing.stderr
-    for done in (late, one, bad, nothing):
+    no_champion = run("score", "--data", str(data), "--as-of", "2025-10-01", "--out",
+                      "s.parquet", cwd=tmp_path)
+    assert no_champion.returncode == 1
+    assert "error: no 'churn' model holds the 'champion' alias" in no_champion.stderr
+    for done in (late, one, bad, nothing, no_champion):
         assert "Traceback" not in done.stderr
 
 

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
+from tests.conftest import process_env
 from training.promote import CHAMPION
 
 REPO = Path(__file__).resolve().parents[2]
@@ -38,7 +39,7 @@ def mlflow_server(postgres_database, tmp_path):
          "--artifacts-destination", str(tmp_path / "artifacts"), "--host", "127.0.0.1",
          "--port", str(port), "--workers", "1"],
         stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path,
-        env={**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"})
+        env=process_env(PATH=f"{BIN}:{os.environ['PATH']}"))
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while True:
@@ -60,8 +61,8 @@ def mlflow_server(postgres_database, tmp_path):
 
 def test_train_and_promote_against_a_tracking_server(mlflow_server, synthetic_data, tmp_path):
     folder, _ = synthetic_data
-    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server,
-           "PATH": f"{BIN}:{os.environ['PATH']}", "COLUMNS": "200"}
+    env = process_env(MLFLOW_TRACKING_URI=mlflow_server, PATH=f"{BIN}:{os.environ['PATH']}",
+                      COLUMNS="200")
     # Through the MLproject entry point, as `mlflow run` users would.
     trained = subprocess.run(
         [str(BIN / "mlflow"), "run", str(REPO), "-e", "train_churn", "--env-manager", "local",

@@ -10,10 +10,9 @@ import pandas as pd
 import pytest
 
 from features.labels import LabelWindowError
+from tests.conftest import CUTOFFS
 from training.churn_model import ChurnModel
 from training.train_churn import MODEL, EligibilityError, train_churn
-
-from .conftest import CUTOFFS
 
 
 def test_model_beats_both_baselines(trained):

@@ -1,0 +1,206 @@
+"""The batch scoring job: contract tables -> features -> scores and segments -> Parquet or SQL.
+
+Atomic: Parquet goes to a temporary file renamed at the end; PostgreSQL rows go to a
+temporary table and replace the as-of's rows in one transaction. Idempotent: re-running an
+as-of replaces its rows, never adds to them.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
+
+import duckdb
+import pandas as pd
+import psycopg
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from features.contract import ContractError
+from features.point_in_time import connect, feature_query
+from features.sources import find_tables
+from features.validation import OnBadRows, Progress, validate_tables
+from serving.champion import LoadedModel
+from serving.policy import SegmentPolicy, tier_cut_points
+from serving.scoring import score_features, segment_summary, segment_totals
+
+CHUNK_ROWS = 200_000
+TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
+PG_COLUMNS = {
+    "customer_id": "text NOT NULL", "as_of": "date NOT NULL",
+    "churn_probability": "double precision", "value_at_risk": "double precision",
+    "uplift_spend": "double precision", "segment": "text NOT NULL",
+    "spend_tier": "text NOT NULL", "contactable": "boolean NOT NULL", "reasons": "text",
+    "model_versions": "text NOT NULL",
+}
+ARROW_SCHEMA = pa.schema([
+    ("customer_id", pa.string()), ("as_of", pa.date32()), ("churn_probability", pa.float64()),
+    ("value_at_risk", pa.float64()), ("uplift_spend", pa.float64()), ("segment", pa.string()),
+    ("spend_tier", pa.string()), ("contactable", pa.bool_()), ("reasons", pa.string()),
+    ("model_versions", pa.string()),
+])
+
+
+@dataclass(frozen=True)
+class ScoreJobConfig:
+    """Everything the scoring job needs, built from CLI flags or MLproject parameters."""
+
+    data: Path
+    as_of: date
+    out: str
+    policy: SegmentPolicy = field(default_factory=SegmentPolicy)
+    on_bad_rows: OnBadRows = OnBadRows.stop
+    memory_limit: str | None = "4GB"
+
+
+@dataclass
+class ScoreJobResult:
+    """How many customers were scored, where to, and the segment summary."""
+
+    rows: int
+    destination: str
+    summary: pd.DataFrame
+    seconds: float
+
+
+def _scoring_query(relations: dict[str, str], as_of: date) -> str:
+    # Without marketing consent a customer is scored but not contactable; null means no.
+    return f"""SELECT f.*, coalesce(c.contactable, TRUE) AS contactable
+FROM ({feature_query(relations, as_of)}) f
+LEFT JOIN (SELECT customer_id, bool_and(marketing_consent IS TRUE) AS contactable
+           FROM {relations['customers']} GROUP BY customer_id) c USING (customer_id)"""
+
+
+class Destination(Protocol):
+    """Where scored chunks go; ``commit`` makes them visible at once, ``discard`` drops them."""
+
+    def write(self, chunk: pd.DataFrame) -> None: ...
+
+    def commit(self) -> None: ...
+
+    def discard(self) -> None: ...
+
+
+class ParquetDestination:
+    def __init__(self, path: Path) -> None:
+        if path.suffix != ".parquet":
+            raise ContractError(f"--out {path}: use a .parquet file or a postgresql:// URL")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.tmp = path.with_name(f".{path.name}.tmp")
+        self.writer = pq.ParquetWriter(self.tmp, ARROW_SCHEMA)
+
+    def write(self, chunk: pd.DataFrame) -> None:
+        self.writer.write_table(pa.Table.from_pandas(chunk, ARROW_SCHEMA, preserve_index=False))
+
+    def commit(self) -> None:
+        self.writer.close()
+        self.tmp.replace(self.path)
+
+    def discard(self) -> None:
+        self.writer.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+def parse_postgres_url(url: str) -> tuple[str, str]:
+    """``postgresql://HOST/DB?table=T`` -> (connection URL without ``table``, table)."""
+    parts = urlsplit(url)
+    query = parse_qs(parts.query)
+    tables = query.pop("table", [])
+    if len(tables) != 1 or not TABLE_NAME.match(tables[0]):
+        raise ContractError(f"--out {parts.scheme}://{parts.netloc}{parts.path}: add "
+                            f"?table=NAME (letters, digits, _; optionally schema.name)")
+    clean = urlunsplit(parts._replace(query=urlencode(query, doseq=True)))
+    return clean, tables[0]
+
+
+class PostgresDestination:
+    """Rows COPY into a temporary table; one transaction swaps them in for the as-of."""
+
+    def __init__(self, url: str, as_of: date) -> None:
+        dsn, self.table = parse_postgres_url(url)
+        try:
+            self.con = psycopg.connect(dsn, connect_timeout=10)
+        except psycopg.OperationalError as err:
+            raise ContractError(f"--out: cannot connect to PostgreSQL: "
+                                f"{str(err).strip().splitlines()[0]}") from None
+        self.as_of = as_of
+        columns = ", ".join(f"{name} {kind}" for name, kind in PG_COLUMNS.items())
+        with self.con.transaction():
+            self.con.execute(f"CREATE TABLE IF NOT EXISTS {self.table} ({columns}, "
+                             f"PRIMARY KEY (customer_id, as_of))")
+        # Everything below runs in one open transaction until commit (or a lost connection).
+        self.con.execute(f"CREATE TEMP TABLE scores_staging (LIKE {self.table}) "
+                         f"ON COMMIT DROP")
+
+    def write(self, chunk: pd.DataFrame) -> None:
+        names = ", ".join(PG_COLUMNS)
+        # CSV: an empty unquoted field is NULL, so NaN and missing reasons arrive as NULL.
+        text = chunk.to_csv(index=False, header=False, date_format="%Y-%m-%d")
+        with self.con.cursor().copy(
+                f"COPY scores_staging ({names}) FROM STDIN WITH (FORMAT csv)") as copy:
+            copy.write(text)
+
+    def commit(self) -> None:
+        self.con.execute(f"DELETE FROM {self.table} WHERE as_of = %s", (self.as_of,))
+        self.con.execute(f"INSERT INTO {self.table} SELECT * FROM scores_staging")
+        self.con.commit()
+        self.con.close()
+
+    def discard(self) -> None:
+        self.con.rollback()
+        self.con.close()
+
+
+def destination_for(out: str, as_of: date) -> Destination:
+    if out.startswith(("postgresql://", "postgres://")):
+        return PostgresDestination(out, as_of)
+    return ParquetDestination(Path(out))
+
+
+def _chunks(con: duckdb.DuckDBPyConnection, query: str) -> Iterator[pd.DataFrame]:
+    reader = con.sql(query).to_arrow_reader(CHUNK_ROWS)
+    for batch in reader:
+        yield batch.to_pandas()
+
+
+def run_score(cfg: ScoreJobConfig, loaded: LoadedModel, progress: Progress | None = None,
+              on_rows: Callable[[int, int], None] | None = None) -> ScoreJobResult:
+    """Score every consenting customer as of ``cfg.as_of`` and write them to ``cfg.out``."""
+    started = time.perf_counter()
+    sources = find_tables(cfg.data)
+    with tempfile.TemporaryDirectory(prefix="churn-score-") as work, \
+            connect(cfg.memory_limit, Path(work) / "spill") as con:
+        validated = validate_tables(con, sources, cfg.on_bad_rows, Path(work),
+                                    Path(work) / "rejects", progress)
+        relations = {name: v.relation for name, v in validated.items()}
+        for name, relation in list(relations.items()):
+            con.sql(f"CREATE TEMP TABLE contract_{name} AS SELECT * FROM {relation}")
+            relations[name] = f"contract_{name}"
+        con.sql(f"CREATE TEMP TABLE scoring AS {_scoring_query(relations, cfg.as_of)}")
+        total = con.sql("SELECT count(*) FROM scoring").fetchall()[0][0]
+        spend = con.sql("SELECT spend_365d FROM scoring").df()["spend_365d"]
+        cuts = tier_cut_points(spend, cfg.policy)
+        destination = destination_for(cfg.out, cfg.as_of)
+        totals, done = [], 0
+        try:
+            for chunk in _chunks(con, "SELECT * FROM scoring ORDER BY customer_id"):
+                scores = score_features(chunk, chunk["contactable"], loaded, cfg.policy, cuts)
+                destination.write(scores)
+                totals.append(segment_totals(scores))
+                done += len(chunk)
+                if on_rows:
+                    on_rows(done, total)
+            destination.commit()
+        except BaseException:
+            destination.discard()
+            raise
+    summary = segment_summary(totals)
+    return ScoreJobResult(done, cfg.out, summary, time.perf_counter() - started)

@@ -1,0 +1,128 @@
+"""The segmentation policy: features and churn scores -> segment, tier, value, reasons.
+
+Thresholds come from one TOML file (serving/segments.toml holds the documented defaults).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from features.registry import FEATURES_BY_NAME
+
+DEFAULT_POLICY = Path(__file__).with_name("segments.toml")
+SEGMENTS = ("new", "active", "at_risk", "lapsed", "win_back")
+
+
+class PolicyError(ValueError):
+    """A policy file that cannot be used."""
+
+
+@dataclass(frozen=True)
+class SegmentPolicy:
+    """The thresholds of segments.toml, typed."""
+
+    lapsed_after_days: float = 365
+    new_within_days: float = 90
+    at_risk_probability: float = 0.5
+    min_value_at_risk: float = 50.0
+    uses_uplift: bool = False
+    horizon_days: float = 90
+    tier_quantiles: tuple[float, float] = (0.5, 0.8)
+    top_reasons: int = 3
+
+    @classmethod
+    def load(cls, path: Path = DEFAULT_POLICY) -> SegmentPolicy:
+        try:
+            raw = tomllib.loads(path.read_text())
+            policy = cls(
+                lapsed_after_days=float(raw["segments"]["lapsed_after_days"]),
+                new_within_days=float(raw["segments"]["new_within_days"]),
+                at_risk_probability=float(raw["segments"]["at_risk_probability"]),
+                min_value_at_risk=float(raw["win_back"]["min_value_at_risk"]),
+                uses_uplift=bool(raw["win_back"].get("uses_uplift", False)),
+                horizon_days=float(raw["value"]["horizon_days"]),
+                tier_quantiles=tuple(float(q) for q in raw["spend_tier"]["quantiles"]),
+                top_reasons=int(raw["reasons"]["top"]),
+            )
+        except (OSError, tomllib.TOMLDecodeError) as err:
+            raise PolicyError(f"policy {path}: {err}") from None
+        except (KeyError, TypeError, ValueError) as err:
+            raise PolicyError(f"policy {path}: missing or malformed setting {err}") from None
+        policy.check(path)
+        return policy
+
+    def check(self, path: Path | str = "policy") -> None:
+        cuts = self.tier_quantiles
+        if len(cuts) != 2 or not 0 < cuts[0] < cuts[1] < 1:
+            raise PolicyError(f"{path}: spend_tier.quantiles must be two numbers, "
+                              f"0 < first < second < 1")
+        if not 0 < self.at_risk_probability < 1:
+            raise PolicyError(f"{path}: segments.at_risk_probability must be between 0 and 1")
+        if self.top_reasons < 0:
+            raise PolicyError(f"{path}: reasons.top must be 0 or more")
+
+
+def readable(feature: str) -> str:
+    """A feature's description without its fine print, e.g. 'Days since the last order'."""
+    text = FEATURES_BY_NAME[feature].description
+    return text.split(" (")[0].rstrip(".")
+
+
+def reasons(contributions: pd.DataFrame, values: pd.DataFrame, top: int) -> list[str]:
+    """Per row, the ``top`` features that raised the churn score most, as readable text."""
+    names = contributions.columns.to_numpy()
+    contrib = contributions.to_numpy()
+    vals = values[list(names)].to_numpy()
+    order = np.argsort(-contrib, axis=1)[:, :top]
+    out = []
+    for row, picks in enumerate(order):
+        parts = [f"{readable(names[j])}: {_fmt(vals[row, j])}" for j in picks
+                 if contrib[row, j] > 0]
+        out.append("; ".join(parts))
+    return out
+
+
+def _fmt(value: float) -> str:
+    if np.isnan(value):
+        return "none"
+    return f"{value:,.0f}" if abs(value) >= 10 or float(value).is_integer() else f"{value:.2f}"
+
+
+def tier_cut_points(spend: pd.Series, policy: SegmentPolicy) -> tuple[float, float]:
+    """The spend amounts at the policy's tier quantiles (missing spend counts as 0)."""
+    if spend.empty:
+        return (0.0, 0.0)
+    low, high = spend.fillna(0.0).quantile(list(policy.tier_quantiles)).to_numpy()
+    return float(low), float(high)
+
+
+def spend_tiers(spend: pd.Series, cuts: tuple[float, float]) -> pd.Series:
+    """low up to the first cut, high above the second, medium between."""
+    filled = spend.fillna(0.0).to_numpy()
+    low, high = cuts
+    tier = np.where(filled > high, "high", np.where(filled > low, "medium", "low"))
+    return pd.Series(tier, index=spend.index)
+
+
+def segment(features: pd.DataFrame, churn_probability: pd.Series, value_at_risk: pd.Series,
+            contactable: pd.Series, policy: SegmentPolicy) -> pd.Series:
+    """The lifecycle segment of each customer; the first rule that fits wins."""
+    recency = features["recency_days"]
+    lapsed = recency.ge(policy.lapsed_after_days)
+    new = features["tenure_days"].fillna(0).lt(policy.new_within_days) | features[
+        "orders_total"].eq(0)
+    at_risk = churn_probability.ge(policy.at_risk_probability)
+    win_back = at_risk & contactable & value_at_risk.ge(policy.min_value_at_risk)
+    return pd.Series(np.select([lapsed, new, win_back, at_risk],
+                               ["lapsed", "new", "win_back", "at_risk"], "active"),
+                     index=features.index)
+
+
+def expected_spend(features: pd.DataFrame, policy: SegmentPolicy) -> pd.Series:
+    """Spend expected over the horizon at the customer's last-year run rate."""
+    return features["spend_365d"].fillna(0.0).clip(lower=0.0) * policy.horizon_days / 365.0

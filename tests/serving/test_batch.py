@@ -1,0 +1,145 @@
+"""The batch job into Parquet and into the machine's PostgreSQL: content, atomicity, reruns."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import psycopg
+import pytest
+
+from features.contract import ContractError
+from serving.batch import ScoreJobConfig, parse_postgres_url, run_score
+from serving.champion import load_champion
+from serving.scoring import OUTPUT_COLUMNS
+from tests.conftest import build, process_env
+from training.promote import promote
+from training.tracking import log_churn_run
+
+AS_OF = date(2025, 10, 1)
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture
+def champion(mlflow_store, trained, churn_config):
+    log_churn_run(churn_config, trained)
+    promote("churn")
+    return load_champion("churn")
+
+
+def score_to(out: str, data: Path, loaded, as_of: date = AS_OF):
+    return run_score(ScoreJobConfig(data=data, as_of=as_of, out=out, memory_limit="1GB"), loaded)
+
+
+def test_parquet_scores_follow_the_model_and_the_consent_rules(champion, synthetic_data,
+                                                               tmp_path, trained):
+    data, _ = synthetic_data
+    result = score_to(str(tmp_path / "scores.parquet"), data, champion)
+    scores = pd.read_parquet(tmp_path / "scores.parquet").set_index("customer_id")
+    assert list(scores.reset_index().columns) == list(OUTPUT_COLUMNS)
+    assert result.rows == len(scores) == scores.index.nunique()
+    assert set(scores["model_versions"]) == {"churn:v1"}
+
+    customers = pd.read_parquet(data / "customers.parquet").set_index("customer_id")
+    withheld = customers.index[customers["profiling_consent"] == False]  # noqa: E712
+    assert len(withheld) > 0 and not scores.index.isin(withheld).any()
+    no_mail = customers.index[customers["marketing_consent"] == False]  # noqa: E712
+    scored_no_mail = scores.index.intersection(no_mail)
+    assert len(scored_no_mail) > 0
+    assert not scores.loc[scored_no_mail, "contactable"].any()
+    assert (scores.loc[scored_no_mail, "segment"] != "win_back").all()
+
+    # The same probabilities as the model on the features job's output.
+    features = build(data, AS_OF, tmp_path / "features.parquet")
+    in_base = features.index[features["recency_days"] < 365]
+    want = trained.model.predict_proba(features.loc[in_base])
+    np.testing.assert_allclose(scores.loc[in_base, "churn_probability"], want, rtol=1e-12)
+    assert scores.drop(in_base)["churn_probability"].isna().all()
+
+    at_risk = scores["churn_probability"] >= 0.5
+    assert scores.loc[at_risk, "reasons"].str.len().gt(0).all()
+    assert scores.loc[~at_risk, "reasons"].isna().all()
+    assert set(scores["segment"]) <= {"new", "active", "at_risk", "lapsed", "win_back"}
+    assert result.summary["customers"].sum() == len(scores)
+
+
+def count_rows(url: str) -> dict[str, int]:
+    dsn, table = parse_postgres_url(url)
+    with psycopg.connect(dsn) as con:
+        rows = con.execute(f"SELECT as_of::text, count(*) FROM {table} GROUP BY 1").fetchall()
+    return dict(rows)
+
+
+def test_postgres_rerun_replaces_and_other_dates_stay(champion, synthetic_data,
+                                                       postgres_database):
+    data, _ = synthetic_data
+    url = f"{postgres_database}?table=churn_scores"
+    first = score_to(url, data, champion)
+    assert count_rows(url) == {"2025-10-01": first.rows}
+    score_to(url, data, champion)
+    assert count_rows(url) == {"2025-10-01": first.rows}
+    other = score_to(url, data, champion, date(2025, 9, 1))
+    assert count_rows(url) == {"2025-10-01": first.rows, "2025-09-01": other.rows}
+
+
+def start_scoring(out: str, data: Path, cwd: Path, store: str) -> subprocess.Popen:
+    env = process_env(MLFLOW_TRACKING_URI=store)
+    return subprocess.Popen([str(BIN / "churn"), "score", "--data", str(data), "--as-of",
+                             "2025-09-01", "--out", out], cwd=cwd, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def kill_when(process: subprocess.Popen, ready, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert process.poll() is None, "the job ended before it could be killed"
+        assert time.monotonic() < deadline, "the job never reached the point to kill it"
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+
+def test_killed_run_leaves_the_earlier_postgres_rows(champion, synthetic_data,
+                                                     postgres_database, mlflow_store, tmp_path):
+    data, _ = synthetic_data
+    url = f"{postgres_database}?table=churn_scores"
+    earlier = score_to(url, data, champion)
+    dsn, _ = parse_postgres_url(url)
+    with psycopg.connect(dsn, autocommit=True) as watcher:
+        def staging() -> bool:
+            # The job's open transaction has created its staging table (not yet visible to
+            # other sessions) and not committed.
+            return watcher.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
+                "AND datname = current_database() AND state <> 'idle' "
+                "AND query LIKE '%scores_staging%'").fetchone()[0] > 0
+
+        kill_when(start_scoring(url, data, tmp_path, mlflow_store), staging)
+    assert count_rows(url) == {"2025-10-01": earlier.rows}
+
+
+def test_killed_run_leaves_the_earlier_parquet(champion, synthetic_data, mlflow_store, tmp_path):
+    data, _ = synthetic_data
+    out = tmp_path / "scores.parquet"
+    score_to(str(out), data, champion)
+    before = out.read_bytes()
+    tmp = out.with_name(f".{out.name}.tmp")
+    kill_when(start_scoring(str(out), data, tmp_path, mlflow_store), tmp.exists)
+    assert out.read_bytes() == before
+    # The next run finishes and replaces it.
+    score_to(str(out), data, champion, date(2025, 9, 1))
+    assert set(pd.read_parquet(out)["as_of"].astype(str)) == {"2025-09-01"}
+
+
+def test_postgres_url_needs_a_plain_table_name():
+    assert parse_postgres_url("postgresql://u@h:5432/db?table=s.scores&sslmode=disable") == (
+        "postgresql://u@h:5432/db?sslmode=disable", "s.scores")
+    for bad in ("postgresql://h/db", "postgresql://h/db?table=x;drop", "postgresql://h/db?table="):
+        with pytest.raises(ContractError, match=r"add \?table=NAME"):
+            parse_postgres_url(bad)
