@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from datetime import date
 from pathlib import Path
@@ -270,6 +271,40 @@ def score_command(
     except steps.USER_ERRORS as err:
         _fail(str(err))
     steps.print_segments(result, out_console)
+
+
+@app.command("serve")
+def serve_command(
+    port: Annotated[int, typer.Option(help="HTTP port.")] = 3000,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "0.0.0.0",
+    policy: Annotated[Path | None, typer.Option(
+        help="Segmentation policy (TOML) [default: serving/segments.toml].")] = None,
+    max_request_bytes: Annotated[int, typer.Option(
+        help="Larger request bodies get 413.")] = 8 * 1024 * 1024,
+) -> None:
+    """Serve the champion churn model over HTTP (BentoML).
+
+    POST /score_features (feature rows) or /score_history (recent contract rows); GET
+    /livez, /readyz, /metrics; POST /metadata; OpenAPI docs at /docs. Set CHURN_API_TOKEN
+    to require `Authorization: Bearer <token>` on every call but the probes and metrics.
+    """
+    import subprocess
+    import sys
+
+    from training.tracking import default_tracking_uri
+
+    env = dict(os.environ)
+    env.setdefault("MLFLOW_TRACKING_URI", default_tracking_uri(Path.cwd()))
+    env["CHURN_MAX_REQUEST_BYTES"] = str(max_request_bytes)
+    if policy:
+        env["CHURN_POLICY"] = str(policy.resolve())
+    bentoml = Path(sys.executable).with_name("bentoml")
+    command = [str(bentoml), "serve", "serving.service:ChurnService", "--port", str(port),
+               "--host", host]
+    try:
+        raise typer.Exit(subprocess.run(command, env=env, check=False).returncode)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
 
 
 @app.command("demo")

@@ -7,10 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from training.churn_model import ARTIFACT_KEY, ChurnModel
+from training.tracking import VALIDATION_ARTIFACT
 
 CHAMPION = "champion"
 
@@ -26,10 +28,18 @@ class LoadedModel:
     model: ChurnModel
     name: str
     version: str
+    run_id: str
 
     @property
     def label(self) -> str:
         return f"{self.name}:v{self.version}"
+
+    def validation_rows(self) -> pd.DataFrame:
+        """The validation rows (features, label, probability) its training run logged."""
+        with tempfile.TemporaryDirectory(prefix="churn-validation-") as tmp:
+            path = mlflow.artifacts.download_artifacts(
+                run_id=self.run_id, artifact_path=VALIDATION_ARTIFACT, dst_path=tmp)
+            return pd.read_parquet(path)
 
 
 def load_champion(name: str = "churn") -> LoadedModel:
@@ -45,4 +55,4 @@ def load_champion(name: str = "churn") -> LoadedModel:
         local = mlflow.artifacts.download_artifacts(
             artifact_uri=f"models:/{name}/{version.version}", dst_path=tmp)
         model = ChurnModel.load(Path(local) / "artifacts" / ARTIFACT_KEY)
-    return LoadedModel(model, name, str(version.version))
+    return LoadedModel(model, name, str(version.version), version.run_id)

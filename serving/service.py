@@ -1,0 +1,247 @@
+"""The online scoring service (BentoML): the champion churn model behind HTTP.
+
+Two ways in: ``/score_features`` takes feature rows as the batch job builds them;
+``/score_history`` takes recent contract rows and builds the features with the same query
+as the batch job. Both return the churn probability, segment, spend tier, value at risk,
+reasons and the model version that scored them. ``/livez``, ``/readyz`` and ``/metrics``
+(Prometheus) come with BentoML; ``/metadata`` says which model is loaded.
+
+Settings are read once, when the service starts (see ``ServiceSettings``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Annotated
+
+import bentoml
+import duckdb
+import mlflow
+import pandas as pd
+from bentoml.exceptions import InvalidArgument
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from features.point_in_time import feature_query
+from features.registry import FEATURE_SET_VERSION, FEATURES, feature_names
+from serving.champion import load_champion
+from serving.guards import (
+    BearerTokenMiddleware,
+    BodySizeLimitMiddleware,
+    redact_request_errors,
+)
+from serving.policy import DEFAULT_POLICY, SegmentPolicy, tier_cut_points
+from serving.scoring import score_features
+
+MAX_CUSTOMERS = 10_000
+MAX_HISTORY_ROWS = 200_000
+PRIVATE = ConfigDict(extra="forbid", hide_input_in_errors=True)
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """What the service reads from its environment at start-up, and nowhere else."""
+
+    tracking_uri: str | None
+    model_name: str
+    policy: Path
+    token: str | None
+    max_request_bytes: int
+
+    @classmethod
+    def from_environment(cls) -> ServiceSettings:
+        return cls(
+            tracking_uri=os.environ.get("MLFLOW_TRACKING_URI"),
+            model_name=os.environ.get("CHURN_MODEL_NAME", "churn"),
+            policy=Path(os.environ.get("CHURN_POLICY", DEFAULT_POLICY)),
+            token=os.environ.get("CHURN_API_TOKEN") or None,
+            max_request_bytes=int(os.environ.get("CHURN_MAX_REQUEST_BYTES", str(8 * 1024 * 1024))),
+        )
+
+
+def _feature_field(description: str) -> object:
+    return (float | None, Field(..., description=f"{description} null when unknown.",
+                                allow_inf_nan=False))
+
+
+FeatureRow = create_model(
+    "FeatureRow",
+    __config__=PRIVATE,
+    customer_id=(str, Field(..., min_length=1, description="The customer's id.")),
+    contactable=(bool, Field(True, description="False when marketing consent is withheld.")),
+    **{f.name: _feature_field(f.description) for f in FEATURES},
+)
+
+
+class TransactionIn(BaseModel):
+    """One row of the transactions table."""
+
+    model_config = PRIVATE
+    customer_id: str = Field(min_length=1)
+    order_id: str = Field(min_length=1)
+    ordered_at: datetime
+    amount: float = Field(allow_inf_nan=False)
+    channel: str | None = None
+
+
+class EventIn(BaseModel):
+    """One row of the events table."""
+
+    model_config = PRIVATE
+    customer_id: str = Field(min_length=1)
+    occurred_at: datetime
+    event_type: str = Field(min_length=1)
+
+
+class CustomerIn(BaseModel):
+    """One row of the customers table."""
+
+    model_config = PRIVATE
+    customer_id: str = Field(min_length=1)
+    signed_up_at: datetime | None = None
+    profiling_consent: bool | None = True
+    marketing_consent: bool | None = True
+
+
+class ScoredCustomer(BaseModel):
+    """One customer's scores, as the batch job writes them."""
+
+    customer_id: str
+    as_of: date | None
+    churn_probability: float | None
+    value_at_risk: float | None
+    uplift_spend: float | None
+    segment: str
+    spend_tier: str
+    contactable: bool
+    reasons: str | None
+    model_versions: str
+
+
+class Skipped(BaseModel):
+    """A customer asked for but not scored, and why."""
+
+    customer_id: str
+    reason: str
+
+
+class ScoreResponse(BaseModel):
+    """Scores of every customer that could be scored, and the model version used."""
+
+    model_version: str
+    scores: list[ScoredCustomer]
+    skipped: list[Skipped] = []
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    if moment is None:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+def _frame(rows: list[BaseModel], columns: list[str], times: tuple[str, ...]) -> pd.DataFrame:
+    frame = pd.DataFrame([r.model_dump() for r in rows], columns=columns)
+    for column in times:
+        frame[column] = pd.to_datetime([_utc(v) for v in frame[column]], utc=True)
+    return frame
+
+
+def history_features(as_of: date, transactions: list[TransactionIn], events: list[EventIn],
+                     customers: list[CustomerIn]) -> pd.DataFrame:
+    """Features as of ``as_of`` from contract rows, by the batch job's own query."""
+    tables = {
+        "transactions": _frame(transactions, list(TransactionIn.model_fields), ("ordered_at",)),
+        "events": _frame(events, list(EventIn.model_fields), ("occurred_at",)),
+        "customers": _frame(customers, list(CustomerIn.model_fields), ("signed_up_at",)),
+    }
+    with duckdb.connect() as con:
+        con.sql("SET TimeZone = 'UTC'")
+        for name, frame in tables.items():
+            con.register(f"request_{name}", frame)
+        relations = {name: f"request_{name}" for name in tables}
+        features = con.sql(feature_query(relations, as_of)).df()
+        contact = con.sql("SELECT customer_id, bool_and(marketing_consent IS TRUE) AS c "
+                          "FROM request_customers GROUP BY customer_id").df()
+    features["contactable"] = features["customer_id"].map(
+        dict(zip(contact["customer_id"], contact["c"], strict=True))).fillna(True)
+    return features
+
+
+@bentoml.service(name="churn", http={"port": 3000}, traffic={"timeout": 30})
+class ChurnService:
+    """Scores customers with the champion churn model from the MLflow registry."""
+
+    def __init__(self) -> None:
+        redact_request_errors()
+        settings = ServiceSettings.from_environment()
+        if settings.tracking_uri:
+            mlflow.set_tracking_uri(settings.tracking_uri)
+        self.loaded = load_champion(settings.model_name)
+        self.policy = SegmentPolicy.load(settings.policy)
+        validation = self.loaded.validation_rows()
+        self.tier_cuts = tier_cut_points(validation["spend_365d"], self.policy)
+
+    def _respond(self, features: pd.DataFrame, skipped: list[Skipped]) -> ScoreResponse:
+        scores = score_features(features, features["contactable"], self.loaded, self.policy,
+                                self.tier_cuts)
+        scores = scores.astype(object).where(scores.notna(), None)
+        return ScoreResponse(model_version=self.loaded.label,
+                             scores=[ScoredCustomer(**row) for row in
+                                     scores.to_dict(orient="records")],
+                             skipped=skipped)
+
+    @bentoml.api
+    def score_features(
+        self, customers: Annotated[list[FeatureRow], Field(min_length=1,  # type: ignore[valid-type]
+                                                           max_length=MAX_CUSTOMERS)],
+    ) -> ScoreResponse:
+        """Score 1..N customers given their feature rows (null for an unknown value)."""
+        frame = pd.DataFrame([c.model_dump() for c in customers])
+        if frame["customer_id"].duplicated().any():
+            raise InvalidArgument("customers: a customer_id appears more than once")
+        frame["as_of"] = None
+        frame[feature_names()] = frame[feature_names()].astype(float)
+        return self._respond(frame, [])
+
+    @bentoml.api
+    def score_history(
+        self,
+        as_of: date,
+        transactions: Annotated[list[TransactionIn], Field(max_length=MAX_HISTORY_ROWS)],
+        events: Annotated[list[EventIn], Field(max_length=MAX_HISTORY_ROWS)] = [],  # noqa: B006
+        customers: Annotated[list[CustomerIn], Field(max_length=MAX_CUSTOMERS)] = [],  # noqa: B006
+        customer_ids: Annotated[list[str] | None, Field(max_length=MAX_CUSTOMERS)] = None,
+    ) -> ScoreResponse:
+        """Score customers from their recent history (contract rows) as of a date.
+
+        Only rows before ``as_of`` count. ``customer_ids`` limits the answer to those
+        customers; any of them without a usable row is listed under ``skipped``.
+        """
+        features = history_features(as_of, transactions, events, customers)
+        wanted = list(dict.fromkeys(customer_ids)) if customer_ids else list(
+            features["customer_id"])
+        known = set(features["customer_id"])
+        withheld = {c.customer_id for c in customers if c.profiling_consent is not True}
+        skipped = [Skipped(customer_id=c, reason="no profiling consent" if c in withheld
+                           else f"no rows before {as_of} in this request")
+                   for c in wanted if c not in known]
+        features = features[features["customer_id"].isin(set(wanted))]
+        if features.empty:
+            return ScoreResponse(model_version=self.loaded.label, scores=[], skipped=skipped)
+        return self._respond(features.reset_index(drop=True), skipped)
+
+    @bentoml.api(route="/metadata")
+    def metadata(self) -> dict:
+        """The model that answers: registry name and version, feature set, policy."""
+        return {"model_name": self.loaded.name, "model_version": self.loaded.version,
+                "model_versions": self.loaded.label, "feature_set_version": FEATURE_SET_VERSION,
+                "features": feature_names(), "policy": self.policy.__dict__,
+                "spend_tier_cuts": list(self.tier_cuts),
+                "max_customers_per_request": MAX_CUSTOMERS}
+
+
+_settings = ServiceSettings.from_environment()
+ChurnService.add_asgi_middleware(BodySizeLimitMiddleware, max_bytes=_settings.max_request_bytes)
+ChurnService.add_asgi_middleware(BearerTokenMiddleware, token=_settings.token)
