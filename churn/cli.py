@@ -49,6 +49,12 @@ app.add_typer(train_app, name="train")
 app.add_typer(promote_app, name="promote")
 out_console = Console()
 DEMO_CUTOFFS = 6
+DEMO_SERVE_HINT = """Serve the champion:  .venv/bin/churn serve --port 3000
+Then, from another shell:
+  curl -s -X POST localhost:3000/score_history -H 'content-type: application/json' \\
+    -d '{"as_of": "2026-01-01", "transactions": [
+      {"customer_id": "C1", "order_id": "o1", "ordered_at": "2025-06-02", "amount": 80},
+      {"customer_id": "C1", "order_id": "o2", "ordered_at": "2025-09-20", "amount": 35}]}'"""
 err_console = Console(stderr=True)
 
 
@@ -288,7 +294,6 @@ def serve_command(
     /livez, /readyz, /metrics; POST /metadata; OpenAPI docs at /docs. Set CHURN_API_TOKEN
     to require `Authorization: Bearer <token>` on every call but the probes and metrics.
     """
-    import subprocess
     import sys
 
     from training.tracking import default_tracking_uri
@@ -301,10 +306,8 @@ def serve_command(
     bentoml = Path(sys.executable).with_name("bentoml")
     command = [str(bentoml), "serve", "serving.service:ChurnService", "--port", str(port),
                "--host", host]
-    try:
-        raise typer.Exit(subprocess.run(command, env=env, check=False).returncode)
-    except KeyboardInterrupt:
-        raise typer.Exit(130) from None
+    # Become the server, so signals (Ctrl+C, a supervisor's SIGTERM) reach it directly.
+    os.execve(bentoml, command, env)
 
 
 @app.command("demo")
@@ -346,6 +349,7 @@ def demo_command(
     except steps.USER_ERRORS as err:
         _fail(str(err))
     steps.print_segments(scored, out_console)
+    out_console.print(DEMO_SERVE_HINT, highlight=False, soft_wrap=True, markup=False)
     out_console.print(f"Demo finished in {time.perf_counter() - started:.1f} s",
                       highlight=False, soft_wrap=True)
 

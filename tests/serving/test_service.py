@@ -1,0 +1,248 @@
+"""`churn serve` as a real BentoML HTTP server, called over HTTP."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from datetime import date
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.registry import feature_names
+from serving.batch import ScoreJobConfig, run_score
+from serving.champion import load_champion
+from tests.conftest import build, process_env
+from training.promote import promote
+from training.tracking import default_tracking_uri, log_churn_run
+
+BIN = Path(sys.executable).parent
+TOKEN = "s3cret-token"
+AS_OF = date(2025, 10, 1)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory, trained, churn_config) -> str:
+    """A tracking store whose champion is the session's trained model."""
+    folder = tmp_path_factory.mktemp("service-store")
+    uri, previous, cwd = default_tracking_uri(folder), mlflow.get_tracking_uri(), Path.cwd()
+    os.chdir(folder)
+    mlflow.set_tracking_uri(uri)
+    try:
+        log_churn_run(churn_config, trained)
+        promote("churn")
+    finally:
+        mlflow.set_tracking_uri(previous)
+        os.chdir(cwd)
+    return uri
+
+
+class Server:
+    def __init__(self, url: str, process: subprocess.Popen, log: Path) -> None:
+        self.url, self.process, self.log = url, process, log
+
+    def call(self, path: str, body: object = None, raw: bytes | None = None,
+             token: str | None = None, method: str = "POST") -> tuple[int, dict | str]:
+        data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+        headers = {"content-type": "application/json"}
+        if token:
+            headers["authorization"] = f"Bearer {token}"
+        request = urllib.request.Request(self.url + path, data=data, headers=headers,
+                                         method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                status, text = response.status, response.read().decode()
+        except urllib.error.HTTPError as err:
+            status, text = err.code, err.read().decode()
+        try:
+            return status, json.loads(text)
+        except json.JSONDecodeError:
+            return status, text
+
+
+def start_server(store: str, tmp: Path, **env: str) -> Server:
+    port = free_port()
+    log = tmp / f"server-{port}.log"
+    process = subprocess.Popen(
+        [str(BIN / "churn"), "serve", "--port", str(port), "--host", "127.0.0.1",
+         "--max-request-bytes", env.pop("max_bytes", str(2_000_000))],
+        env=process_env(MLFLOW_TRACKING_URI=store, BENTOML_HOME=str(tmp / "bentoml"),
+                        PATH=f"{BIN}:{os.environ['PATH']}", **env),
+        cwd=tmp, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    server = Server(f"http://127.0.0.1:{port}", process, log)
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if server.call("/readyz", method="GET")[0] == 200:
+                return server
+        except OSError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"churn serve did not start:\n{log.read_text()[-3000:]}")
+        time.sleep(0.5)
+
+
+def stop(server: Server) -> None:
+    server.process.terminate()
+    try:
+        server.process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+
+
+@pytest.fixture(scope="module")
+def server(store, tmp_path_factory):
+    running = start_server(store, tmp_path_factory.mktemp("serve"))
+    yield running
+    stop(running)
+
+
+@pytest.fixture(scope="module")
+def guarded(store, tmp_path_factory):
+    running = start_server(store, tmp_path_factory.mktemp("serve-auth"),
+                           CHURN_API_TOKEN=TOKEN, max_bytes="20000")
+    yield running
+    stop(running)
+
+
+def feature_rows(frame: pd.DataFrame) -> list[dict]:
+    rows = []
+    for record in frame.reset_index().to_dict("records"):
+        row = {k: (None if isinstance(v, float) and math.isnan(v) else v)
+               for k, v in record.items() if k in ("customer_id", *feature_names())}
+        rows.append(row)
+    return rows
+
+
+@pytest.fixture(scope="module")
+def features(synthetic_data, tmp_path_factory) -> pd.DataFrame:
+    data, _ = synthetic_data
+    table = build(data, AS_OF, tmp_path_factory.mktemp("f") / "features.parquet")
+    return table[table["recency_days"] < 365]
+
+
+def test_scores_feature_rows_like_the_model(server, features, trained):
+    rows = features.head(25)
+    status, body = server.call("/score_features", {"customers": feature_rows(rows)})
+    assert status == 200, body
+    assert body["model_version"] == "churn:v1"
+    got = pd.DataFrame(body["scores"]).set_index("customer_id")
+    np.testing.assert_allclose(got.loc[rows.index, "churn_probability"],
+                               trained.model.predict_proba(rows), rtol=1e-12)
+    assert set(got["model_versions"]) == {"churn:v1"}
+    status, meta = server.call("/metadata", {})
+    assert status == 200 and meta["model_version"] == "1"
+    assert meta["features"] == feature_names()
+
+
+def test_online_history_gives_the_batch_probability(server, store, synthetic_data, tmp_path,
+                                                    monkeypatch):
+    data, _ = synthetic_data
+    monkeypatch.chdir(tmp_path)
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(store)
+    try:
+        loaded = load_champion()
+    finally:
+        mlflow.set_tracking_uri(previous)
+    run_score(ScoreJobConfig(data=data, as_of=AS_OF, out=str(tmp_path / "s.parquet")), loaded)
+    batch = pd.read_parquet(tmp_path / "s.parquet").set_index("customer_id")
+    chosen = list(batch.index[batch["churn_probability"].notna()][:5])
+    tx = pd.read_parquet(data / "transactions.parquet")
+    ev = pd.read_parquet(data / "events.parquet")
+    cu = pd.read_parquet(data / "customers.parquet")
+
+    def rows(frame: pd.DataFrame) -> list[dict]:
+        part = frame[frame["customer_id"].isin(chosen)].copy()
+        for column in part.columns:
+            if pd.api.types.is_datetime64_any_dtype(part[column]):
+                part[column] = part[column].map(lambda t: None if pd.isna(t) else t.isoformat())
+        return json.loads(part.to_json(orient="records"))
+
+    body = {"as_of": AS_OF.isoformat(), "transactions": rows(tx), "events": rows(ev),
+            "customers": rows(cu),
+            "customer_ids": [*chosen, "nobody-here"]}
+    status, answer = server.call("/score_history", body)
+    assert status == 200, answer
+    online = pd.DataFrame(answer["scores"]).set_index("customer_id")
+    np.testing.assert_allclose(online.loc[chosen, "churn_probability"],
+                               batch.loc[chosen, "churn_probability"], rtol=1e-12)
+    assert (online.loc[chosen, "segment"] == batch.loc[chosen, "segment"]).all()
+    assert answer["skipped"] == [{"customer_id": "nobody-here",
+                                  "reason": "no rows before 2025-10-01 in this request"}]
+
+
+@pytest.mark.parametrize(("raw", "where"), [
+    (b'{"customers": [', "json_invalid"),
+    (b'{"customers": []}', "too_short"),
+    (b'{"customers": [{"customer_id": "a"}]}', "missing"),
+    (b'{"wrong": 1}', "missing"),
+])
+def test_malformed_requests_get_400(server, raw, where):
+    status, body = server.call("/score_features", raw=raw)
+    assert status == 400
+    assert where in json.dumps(body)
+
+
+def test_wrong_types_nan_inf_and_duplicates_get_400(server, features):
+    row = feature_rows(features.head(1))[0]
+    for field, value in (("recency_days", "soon"), ("orders_total", [1])):
+        status, body = server.call("/score_features", {"customers": [{**row, field: value}]})
+        assert status == 400 and field in json.dumps(body)
+    text = json.dumps({"customers": [row]})
+    for bad in ("NaN", "Infinity", "1e999"):
+        raw = text.replace('"orders_total": ' + json.dumps(row["orders_total"]),
+                           f'"orders_total": {bad}', 1).encode()
+        status, _ = server.call("/score_features", raw=raw)
+        assert status == 400, bad
+    status, body = server.call("/score_features", {"customers": [row, row]})
+    assert status == 400 and "appears more than once" in json.dumps(body)
+
+
+def test_rejected_values_stay_out_of_the_log(server, features):
+    row = feature_rows(features.head(1))[0]
+    server.call("/score_features", {"customers": [{**row, "recency_days": "secret-value-42"}]})
+    time.sleep(0.5)
+    log = server.log.read_text(errors="replace")
+    assert "customers.0.recency_days (float_parsing)" in log
+    assert "secret-value-42" not in log
+    assert row["customer_id"] not in log
+
+
+def test_token_is_required_when_set_and_probes_stay_open(guarded, features):
+    body = {"customers": feature_rows(features.head(1))}
+    assert guarded.call("/score_features", body)[0] == 401
+    assert guarded.call("/score_features", body, token="wrong")[0] == 401
+    assert guarded.call("/score_features", body, token=TOKEN)[0] == 200
+    assert guarded.call("/livez", method="GET")[0] == 200
+    status, metrics = guarded.call("/metrics", method="GET")
+    assert status == 200 and "bentoml_service_request" in metrics
+
+
+def test_oversized_payload_gets_413(guarded, features):
+    body = {"customers": feature_rows(features.head(200))}
+    status, answer = guarded.call("/score_features", body, token=TOKEN)
+    assert status == 413
+    assert "over the limit of 20,000 bytes" in answer["error"]
+
+
+def test_without_a_token_set_no_auth_is_asked(server, features):
+    status, _ = server.call("/score_features", {"customers": feature_rows(features.head(1))})
+    assert status == 200
