@@ -42,7 +42,7 @@ class ChurnTrainConfig:
     num_leaves: int = 7
     min_data_in_leaf: int = 200
     max_trees: int = 3000
-    early_stopping_rounds: int = 100
+    early_stopping_rounds: int | None = 100
     min_class_rows: int = 50
     seed: int = 7
     on_bad_rows: OnBadRows = OnBadRows.stop
@@ -113,8 +113,10 @@ def _fit_booster(cfg: ChurnTrainConfig, train: pd.DataFrame,
     names = feature_names()
     train_set = lgb.Dataset(train[names], train[LABEL], free_raw_data=False)
     valid_set = lgb.Dataset(valid[names], valid[LABEL], reference=train_set)
+    stop = ([lgb.early_stopping(cfg.early_stopping_rounds, verbose=False)]
+            if cfg.early_stopping_rounds else [])
     return lgb.train(cfg.lightgbm_params(), train_set, cfg.max_trees, valid_sets=[valid_set],
-                     callbacks=[lgb.early_stopping(cfg.early_stopping_rounds, verbose=False)])
+                     callbacks=stop)
 
 
 def _refit(cfg: ChurnTrainConfig, frame: pd.DataFrame, trees: int) -> lgb.Booster:
@@ -141,7 +143,8 @@ def train_churn(cfg: ChurnTrainConfig, progress: Progress | None = None,
 
     step("LightGBM with early stopping on the validation cutoff")
     booster = _fit_booster(cfg, train, valid)
-    trees = booster.best_iteration or booster.current_iteration()
+    trees = (booster.best_iteration if cfg.early_stopping_rounds else 0) or \
+        booster.current_iteration()
     y = valid[LABEL].to_numpy()
     margin = booster.predict(valid[feature_names()], raw_score=True, num_iteration=trees)
     method, losses, probability = choose_calibration(margin, y, cfg.seed)
