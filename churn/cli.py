@@ -259,6 +259,9 @@ def score_command(
         help="Segmentation policy (TOML) [default: serving/segments.toml].")] = None,
     on_bad_rows: Annotated[OnBadRows, typer.Option(
         help="stop or quarantine rows that break the data contract.")] = OnBadRows.stop,
+    reasons: Annotated[bool, typer.Option(
+        help="Give at-risk customers their top reasons (LightGBM pred_contrib); far slower "
+             "than scoring alone.")] = True,
 ) -> None:
     """Score every customer with the champion churn model and assign segments.
 
@@ -272,7 +275,7 @@ def score_command(
         cfg = steps.ScoreJobConfig(
             data=data, as_of=_iso_date(as_of), out=out,
             policy=steps.SegmentPolicy.load(policy or steps.DEFAULT_POLICY),
-            on_bad_rows=on_bad_rows)
+            on_bad_rows=on_bad_rows, reasons=reasons)
         result = steps.score(cfg, _progress())
     except steps.USER_ERRORS as err:
         _fail(str(err))

@@ -58,6 +58,7 @@ class ScoreJobConfig:
     policy: SegmentPolicy = field(default_factory=SegmentPolicy)
     on_bad_rows: OnBadRows = OnBadRows.stop
     memory_limit: str | None = "4GB"
+    reasons: bool = True
 
 
 @dataclass
@@ -192,7 +193,8 @@ def run_score(cfg: ScoreJobConfig, loaded: LoadedModel, progress: Progress | Non
         totals, done = [], 0
         try:
             for chunk in _chunks(con, "SELECT * FROM scoring ORDER BY customer_id"):
-                scores = score_features(chunk, chunk["contactable"], loaded, cfg.policy, cuts)
+                scores = score_features(chunk, chunk["contactable"], loaded, cfg.policy, cuts,
+                                        cfg.reasons)
                 destination.write(scores)
                 totals.append(segment_totals(scores))
                 done += len(chunk)

@@ -37,6 +37,8 @@ from serving.scoring import score_features
 
 MAX_CUSTOMERS = 10_000
 MAX_HISTORY_ROWS = 200_000
+EXPLAIN = ("Give at-risk customers their reasons (LightGBM pred_contrib). Costs far more "
+           "than the score itself; false leaves reasons null.")
 PRIVATE = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
 
@@ -183,9 +185,10 @@ class ChurnService:
         validation = self.loaded.validation_rows()
         self.tier_cuts = tier_cut_points(validation["spend_365d"], self.policy)
 
-    def _respond(self, features: pd.DataFrame, skipped: list[Skipped]) -> ScoreResponse:
+    def _respond(self, features: pd.DataFrame, skipped: list[Skipped],
+                 explain: bool) -> ScoreResponse:
         scores = score_features(features, features["contactable"], self.loaded, self.policy,
-                                self.tier_cuts)
+                                self.tier_cuts, explain)
         scores = scores.astype(object).where(scores.notna(), None)
         return ScoreResponse(model_version=self.loaded.label,
                              scores=[ScoredCustomer(**row) for row in
@@ -196,6 +199,7 @@ class ChurnService:
     def score_features(
         self, customers: Annotated[list[FeatureRow], Field(min_length=1,  # type: ignore[valid-type]
                                                            max_length=MAX_CUSTOMERS)],
+        explain: Annotated[bool, Field(description=EXPLAIN)] = True,
     ) -> ScoreResponse:
         """Score 1..N customers given their feature rows (null for an unknown value)."""
         frame = pd.DataFrame([c.model_dump() for c in customers])
@@ -203,7 +207,7 @@ class ChurnService:
             raise InvalidArgument("customers: a customer_id appears more than once")
         frame["as_of"] = None
         frame[feature_names()] = frame[feature_names()].astype(float)
-        return self._respond(frame, [])
+        return self._respond(frame, [], explain)
 
     @bentoml.api
     def score_history(
@@ -213,6 +217,7 @@ class ChurnService:
         events: Annotated[list[EventIn], Field(max_length=MAX_HISTORY_ROWS)] = [],  # noqa: B006
         customers: Annotated[list[CustomerIn], Field(max_length=MAX_CUSTOMERS)] = [],  # noqa: B006
         customer_ids: Annotated[list[str] | None, Field(max_length=MAX_CUSTOMERS)] = None,
+        explain: Annotated[bool, Field(description=EXPLAIN)] = True,
     ) -> ScoreResponse:
         """Score customers from their recent history (contract rows) as of a date.
 
@@ -230,7 +235,7 @@ class ChurnService:
         features = features[features["customer_id"].isin(set(wanted))]
         if features.empty:
             return ScoreResponse(model_version=self.loaded.label, scores=[], skipped=skipped)
-        return self._respond(features.reset_index(drop=True), skipped)
+        return self._respond(features.reset_index(drop=True), skipped, explain)
 
     @bentoml.api(route="/metadata")
     def metadata(self) -> dict:

@@ -246,3 +246,13 @@ def test_oversized_payload_gets_413(guarded, features):
 def test_without_a_token_set_no_auth_is_asked(server, features):
     status, _ = server.call("/score_features", {"customers": feature_rows(features.head(1))})
     assert status == 200
+
+
+def test_explain_false_skips_reasons_but_not_scores(server, features):
+    rows = feature_rows(features.head(20))
+    _, full = server.call("/score_features", {"customers": rows})
+    _, plain = server.call("/score_features", {"customers": rows, "explain": False})
+    assert [s["churn_probability"] for s in full["scores"]] == [
+        s["churn_probability"] for s in plain["scores"]]
+    assert any(s["reasons"] for s in full["scores"])
+    assert all(s["reasons"] is None for s in plain["scores"])
