@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint clean
+.PHONY: demo test bench bench-churn bench-serving lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,13 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/features.py
+
+bench-churn: $(STAMP)
+	$(BIN)/python bench/churn_cdnow.py
+
+# Needs wrk on PATH (Debian: apt-get install wrk).
+bench-serving: $(STAMP)
+	$(BIN)/python bench/serving.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
