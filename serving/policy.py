@@ -6,6 +6,7 @@ Thresholds come from one TOML file (serving/segments.toml holds the documented d
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +14,9 @@ import numpy as np
 import pandas as pd
 
 from features.registry import FEATURES_BY_NAME
+
+ArrayLike = np.ndarray | pd.Series
+Columns = Mapping[str, ArrayLike] | pd.DataFrame
 
 DEFAULT_POLICY = Path(__file__).with_name("segments.toml")
 SEGMENTS = ("new", "active", "at_risk", "lapsed", "win_back")
@@ -101,28 +105,30 @@ def tier_cut_points(spend: pd.Series, policy: SegmentPolicy) -> tuple[float, flo
     return float(low), float(high)
 
 
-def spend_tiers(spend: pd.Series, cuts: tuple[float, float]) -> pd.Series:
-    """low up to the first cut, high above the second, medium between."""
-    filled = spend.fillna(0.0).to_numpy()
+def spend_tiers(spend: ArrayLike, cuts: tuple[float, float]) -> np.ndarray:
+    """low up to the first cut, high above the second, medium between (missing spend is 0)."""
+    filled = np.nan_to_num(np.asarray(spend, dtype=float), nan=0.0)
     low, high = cuts
-    tier = np.where(filled > high, "high", np.where(filled > low, "medium", "low"))
-    return pd.Series(tier, index=spend.index)
+    return np.where(filled > high, "high", np.where(filled > low, "medium", "low"))
 
 
-def segment(features: pd.DataFrame, churn_probability: pd.Series, value_at_risk: pd.Series,
-            contactable: pd.Series, policy: SegmentPolicy) -> pd.Series:
+def segment(features: Columns, churn_probability: ArrayLike, value_at_risk: ArrayLike,
+            contactable: ArrayLike, policy: SegmentPolicy) -> np.ndarray:
     """The lifecycle segment of each customer; the first rule that fits wins."""
-    recency = features["recency_days"]
-    lapsed = recency.ge(policy.lapsed_after_days)
-    new = features["tenure_days"].fillna(0).lt(policy.new_within_days) | features[
-        "orders_total"].eq(0)
-    at_risk = churn_probability.ge(policy.at_risk_probability)
-    win_back = at_risk & contactable & value_at_risk.ge(policy.min_value_at_risk)
-    return pd.Series(np.select([lapsed, new, win_back, at_risk],
-                               ["lapsed", "new", "win_back", "at_risk"], "active"),
-                     index=features.index)
+    recency = np.asarray(features["recency_days"], dtype=float)
+    tenure = np.nan_to_num(np.asarray(features["tenure_days"], dtype=float), nan=0.0)
+    with np.errstate(invalid="ignore"):
+        lapsed = recency >= policy.lapsed_after_days
+        new = (tenure < policy.new_within_days) | (
+            np.asarray(features["orders_total"], dtype=float) == 0)
+        at_risk = np.asarray(churn_probability, dtype=float) >= policy.at_risk_probability
+        worth = np.asarray(value_at_risk, dtype=float) >= policy.min_value_at_risk
+    win_back = at_risk & np.asarray(contactable, dtype=bool) & worth
+    return np.select([lapsed, new, win_back, at_risk],
+                     ["lapsed", "new", "win_back", "at_risk"], "active")
 
 
-def expected_spend(features: pd.DataFrame, policy: SegmentPolicy) -> pd.Series:
+def expected_spend(features: Columns, policy: SegmentPolicy) -> np.ndarray:
     """Spend expected over the horizon at the customer's last-year run rate."""
-    return features["spend_365d"].fillna(0.0).clip(lower=0.0) * policy.horizon_days / 365.0
+    spend = np.nan_to_num(np.asarray(features["spend_365d"], dtype=float), nan=0.0)
+    return np.clip(spend, 0.0, None) * policy.horizon_days / 365.0

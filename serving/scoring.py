@@ -10,6 +10,7 @@ import pandas as pd
 
 from serving.champion import LoadedModel
 from serving.policy import (
+    ArrayLike,
     SegmentPolicy,
     expected_spend,
     reasons,
@@ -22,12 +23,7 @@ OUTPUT_COLUMNS = ("customer_id", "as_of", "churn_probability", "value_at_risk", 
                   "segment", "spend_tier", "contactable", "reasons", "model_versions")
 
 
-def in_base(features: pd.DataFrame, policy: SegmentPolicy) -> pd.Series:
-    """Customers the churn model speaks for: an order within the base window."""
-    return features["recency_days"].lt(policy.lapsed_after_days)
-
-
-def score_features(features: pd.DataFrame, contactable: pd.Series, loaded: LoadedModel,
+def score_features(features: pd.DataFrame, contactable: ArrayLike, loaded: LoadedModel,
                    policy: SegmentPolicy,
                    tier_cuts: tuple[float, float] | None = None,
                    explain: bool = True) -> pd.DataFrame:
@@ -36,36 +32,40 @@ def score_features(features: pd.DataFrame, contactable: pd.Series, loaded: Loade
     ``tier_cuts`` are the spend amounts between low/medium and medium/high; without them
     they are the policy's quantiles of the rows given. ``explain=False`` leaves ``reasons``
     empty, which makes scoring many times faster (TreeSHAP costs far more than predict).
+    The churn model speaks for the base only (an order within the base window); others get
+    no probability.
     """
+    names = loaded.model.features
+    matrix = features[names].to_numpy(dtype=np.float64)
+    columns = {name: matrix[:, i] for i, name in enumerate(names)}
     if tier_cuts is None:
-        tier_cuts = tier_cut_points(features["spend_365d"], policy)
-    base = in_base(features, policy).to_numpy()
-    probability = np.full(len(features), np.nan)
-    why: list[str | None] = [None] * len(features)
+        tier_cuts = tier_cut_points(pd.Series(columns["spend_365d"]), policy)
+    with np.errstate(invalid="ignore"):
+        base = columns["recency_days"] < policy.lapsed_after_days
+    probability = np.full(len(matrix), np.nan)
     if base.any():
-        probability[base] = loaded.model.predict_proba(features[base])
-    # Reasons (TreeSHAP, far slower than prediction) for those at risk: the ones contacted.
+        probability[base] = loaded.model.predict_proba_matrix(matrix[base])
+    why = np.full(len(matrix), None, dtype=object)
     at_risk = np.nan_to_num(probability, nan=0.0) >= policy.at_risk_probability
+    # Reasons (TreeSHAP, far slower than prediction) for those at risk: the ones contacted.
     if explain and policy.top_reasons and at_risk.any():
-        rows = features[at_risk]
-        picked = reasons(loaded.model.contributions(rows), rows, policy.top_reasons)
-        for i, text in zip(np.flatnonzero(at_risk), picked, strict=True):
-            why[i] = text
-    churn = pd.Series(probability, index=features.index)
-    value = churn * expected_spend(features, policy)
-    contactable = contactable.reindex(features.index).fillna(True).astype(bool)
+        contributions = loaded.model.contributions_matrix(matrix[at_risk])
+        why[at_risk] = reasons(pd.DataFrame(contributions, columns=names),
+                               pd.DataFrame(matrix[at_risk], columns=names), policy.top_reasons)
+    value = probability * expected_spend(columns, policy)
+    reach = np.asarray(pd.Series(np.asarray(contactable, dtype=object)).fillna(True), dtype=bool)
     return pd.DataFrame({
-        "customer_id": features["customer_id"],
-        "as_of": features["as_of"],
-        "churn_probability": churn,
+        "customer_id": features["customer_id"].to_numpy(),
+        "as_of": features["as_of"].to_numpy(),
+        "churn_probability": probability,
         "value_at_risk": value,
-        "uplift_spend": np.nan,
-        "segment": segment(features, churn, value.fillna(0.0), contactable, policy),
-        "spend_tier": spend_tiers(features["spend_365d"], tier_cuts),
-        "contactable": contactable,
+        "uplift_spend": np.full(len(matrix), np.nan),
+        "segment": segment(columns, probability, np.nan_to_num(value, nan=0.0), reach, policy),
+        "spend_tier": spend_tiers(columns["spend_365d"], tier_cuts),
+        "contactable": reach,
         "reasons": why,
         "model_versions": loaded.label,
-    }, index=features.index)[list(OUTPUT_COLUMNS)]
+    }, columns=list(OUTPUT_COLUMNS))
 
 
 def segment_totals(scores: pd.DataFrame) -> pd.DataFrame:

@@ -20,6 +20,7 @@ from typing import Annotated
 import bentoml
 import duckdb
 import mlflow
+import numpy as np
 import pandas as pd
 from bentoml.exceptions import InvalidArgument
 from pydantic import BaseModel, ConfigDict, Field, create_model
@@ -187,13 +188,16 @@ class ChurnService:
 
     def _respond(self, features: pd.DataFrame, skipped: list[Skipped],
                  explain: bool) -> ScoreResponse:
-        scores = score_features(features, features["contactable"], self.loaded, self.policy,
-                                self.tier_cuts, explain)
-        scores = scores.astype(object).where(scores.notna(), None)
-        return ScoreResponse(model_version=self.loaded.label,
-                             scores=[ScoredCustomer(**row) for row in
-                                     scores.to_dict(orient="records")],
-                             skipped=skipped)
+        scores = score_features(features, features["contactable"].to_numpy(), self.loaded,
+                                self.policy, self.tier_cuts, explain)
+        rows = []
+        for row in scores.to_dict(orient="records"):
+            for key in ("churn_probability", "value_at_risk", "uplift_spend"):
+                if row[key] != row[key]:  # NaN: no value
+                    row[key] = None
+            rows.append(ScoredCustomer.model_construct(**row))
+        return ScoreResponse.model_construct(model_version=self.loaded.label, scores=rows,
+                                             skipped=skipped)
 
     @bentoml.api
     def score_features(
@@ -202,11 +206,15 @@ class ChurnService:
         explain: Annotated[bool, Field(description=EXPLAIN)] = True,
     ) -> ScoreResponse:
         """Score 1..N customers given their feature rows (null for an unknown value)."""
-        frame = pd.DataFrame([c.model_dump() for c in customers])
-        if frame["customer_id"].duplicated().any():
+        names = feature_names()
+        ids = [c.customer_id for c in customers]
+        if len(set(ids)) != len(ids):
             raise InvalidArgument("customers: a customer_id appears more than once")
+        matrix = np.array([[getattr(c, n) for n in names] for c in customers], dtype=np.float64)
+        frame = pd.DataFrame(matrix, columns=names)
+        frame.insert(0, "customer_id", ids)
         frame["as_of"] = None
-        frame[feature_names()] = frame[feature_names()].astype(float)
+        frame["contactable"] = [c.contactable for c in customers]
         return self._respond(frame, [], explain)
 
     @bentoml.api

@@ -85,12 +85,20 @@ class ChurnModel:
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         """Calibrated churn probability per row."""
-        return self.calibrator.predict(self.margin(frame))
+        return self.predict_proba_matrix(self.matrix(frame))
+
+    def predict_proba_matrix(self, matrix: np.ndarray) -> np.ndarray:
+        """``predict_proba`` on a float64 matrix whose columns are ``features``."""
+        return self.calibrator.predict(self.booster.predict(matrix, raw_score=True))
 
     def contributions(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Per-feature contributions to the raw margin (LightGBM's own SHAP values)."""
-        contrib = self.booster.predict(self.matrix(frame), pred_contrib=True)
-        return pd.DataFrame(contrib[:, :-1], columns=self.features, index=frame.index)
+        return pd.DataFrame(self.contributions_matrix(self.matrix(frame)),
+                            columns=self.features, index=frame.index)
+
+    def contributions_matrix(self, matrix: np.ndarray) -> np.ndarray:
+        """``contributions`` on a float64 matrix, without the bias column."""
+        return self.booster.predict(matrix, pred_contrib=True)[:, :-1]
 
     def save(self, folder: Path) -> Path:
         folder.mkdir(parents=True, exist_ok=True)

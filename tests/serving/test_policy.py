@@ -40,7 +40,7 @@ def test_segments_first_rule_that_fits_wins():
     value = pd.Series([0, 100, 10, 100, 20, 100, 0])
     contactable = pd.Series([True, True, True, True, True, False, True])
     got = segment(f, churn, value, contactable, policy).tolist()
-    assert got == ["lapsed", "new", "active", "win_back", "at_risk", "at_risk", "new"]
+    assert list(got) == ["lapsed", "new", "active", "win_back", "at_risk", "at_risk", "new"]
 
 
 def test_spend_tiers_and_expected_spend():
