@@ -118,8 +118,11 @@ def bodies(frame: pd.DataFrame, work: Path) -> dict[tuple[str, int], Path]:
                   **dict(zip(feature_names(), row, strict=True))}
                  for cid, row in zip(part["customer_id"], values, strict=True)]
         mlflow_body = {"dataframe_split": {"columns": feature_names(), "data": values}}
+        table = {"customer_ids": list(part["customer_id"]), "columns": feature_names(),
+                 "data": values, "explain": False}
         # Like the peer, probabilities only: reasons (TreeSHAP) are measured on their own.
         for server, body in (("churn serve", {"customers": churn, "explain": False}),
+                             ("churn serve table", table),
                              ("churn serve + reasons", {"customers": churn}),
                              ("mlflow serve", mlflow_body)):
             path = work / f"{server.replace(' ', '_').replace('+', 'with')}-{n}.json"
@@ -197,6 +200,8 @@ def main() -> None:
     results = []
     cells = [(url, body) for name, (_, url) in servers.items()
              for body in ((name,) if name == "mlflow serve" else (name, f"{name} + reasons"))]
+    cells.append((servers["churn serve"][1].replace("score_features", "score_table"),
+                  "churn serve table"))
     try:
         for url, body in cells:
             for n, connections in ((1, 1), (1, 8), (1000, 2)):

@@ -40,6 +40,7 @@ MAX_CUSTOMERS = 10_000
 MAX_HISTORY_ROWS = 200_000
 EXPLAIN = ("Give at-risk customers their reasons (LightGBM pred_contrib). Costs far more "
            "than the score itself; false leaves reasons null.")
+FiniteOrNull = Annotated[float | None, Field(allow_inf_nan=False)]
 PRIVATE = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
 
@@ -215,6 +216,40 @@ class ChurnService:
         frame.insert(0, "customer_id", ids)
         frame["as_of"] = None
         frame["contactable"] = [c.contactable for c in customers]
+        return self._respond(frame, [], explain)
+
+    @bentoml.api
+    def score_table(
+        self,
+        customer_ids: Annotated[list[Annotated[str, Field(min_length=1)]],
+                                Field(min_length=1, max_length=MAX_CUSTOMERS)],
+        columns: list[str],
+        data: Annotated[list[list[FiniteOrNull]], Field(min_length=1, max_length=MAX_CUSTOMERS)],
+        contactable: Annotated[list[bool] | None, Field(max_length=MAX_CUSTOMERS)] = None,
+        explain: Annotated[bool, Field(description=EXPLAIN)] = True,
+    ) -> ScoreResponse:
+        """Score 1..N customers sent column-wise: the fastest way in for large batches.
+
+        ``columns`` names every registry feature once, in any order; ``data`` holds one row
+        of that many numbers (null when unknown) per customer in ``customer_ids``.
+        """
+        names = feature_names()
+        if sorted(columns) != sorted(names) or len(set(columns)) != len(columns):
+            missing = sorted(set(names) - set(columns))
+            extra = sorted(set(columns) - set(names))
+            raise InvalidArgument(f"columns: need each of the {len(names)} features once; "
+                                  f"missing {missing[:5]}, unknown {extra[:5]}")
+        if len(data) != len(customer_ids) or (contactable and len(contactable) != len(data)):
+            raise InvalidArgument("customer_ids, data and contactable must have one entry "
+                                  "per customer")
+        if len(set(customer_ids)) != len(customer_ids):
+            raise InvalidArgument("customer_ids: a customer_id appears more than once")
+        if any(len(row) != len(columns) for row in data):
+            raise InvalidArgument(f"data: every row needs {len(columns)} values")
+        frame = pd.DataFrame(np.array(data, dtype=np.float64), columns=columns)[names]
+        frame.insert(0, "customer_id", customer_ids)
+        frame["as_of"] = None
+        frame["contactable"] = contactable if contactable else True
         return self._respond(frame, [], explain)
 
     @bentoml.api

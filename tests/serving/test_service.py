@@ -256,3 +256,26 @@ def test_explain_false_skips_reasons_but_not_scores(server, features):
         s["churn_probability"] for s in plain["scores"]]
     assert any(s["reasons"] for s in full["scores"])
     assert all(s["reasons"] is None for s in plain["scores"])
+
+
+def test_column_wise_table_scores_like_feature_rows(server, features):
+    rows = features.head(30)
+    _, by_row = server.call("/score_features", {"customers": feature_rows(rows)})
+    columns = list(reversed(feature_names()))
+    data = [[None if math.isnan(v) else v for v in r]
+            for r in rows[columns].to_numpy(dtype=float)]
+    status, by_table = server.call("/score_table", {
+        "customer_ids": list(rows.index), "columns": columns, "data": data})
+    assert status == 200, by_table
+    assert by_table["scores"] == by_row["scores"]
+    bad = [
+        ({"customer_ids": ["a"], "columns": columns[:-1], "data": [data[0][:-1]]},
+         "need each of the 62 features once"),
+        ({"customer_ids": ["a", "b"], "columns": columns, "data": [data[0]]},
+         "one entry per customer"),
+        ({"customer_ids": ["a"], "columns": columns, "data": [data[0][:10]]},
+         "every row needs 62 values"),
+    ]
+    for body, message in bad:
+        status, answer = server.call("/score_table", body)
+        assert status == 400 and message in json.dumps(answer), answer
