@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench bench-churn bench-serving lint clean
+.PHONY: demo test bench bench-churn bench-serving bench-batch lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ bench-churn: $(STAMP)
 # Needs wrk on PATH (Debian: apt-get install wrk).
 bench-serving: $(STAMP)
 	$(BIN)/python bench/serving.py
+
+# Uses the model bench-serving registers.
+bench-batch: $(STAMP)
+	$(BIN)/python bench/batch_scoring.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
