@@ -13,6 +13,7 @@ from pathlib import Path
 import duckdb
 import mlflow
 import pandas as pd
+import psycopg
 from mlflow.exceptions import MlflowException
 from rich.console import Console
 from rich.progress import Progress
@@ -43,7 +44,7 @@ __all__ = ["CHURN_MODEL_NAME", "DEFAULT_POLICY", "ChurnTrainConfig", "ScoreJobCo
 
 # Mistakes a user can fix: reported as one line, never as a traceback.
 USER_ERRORS = (ContractError, PromotionError, NoChampionError, PolicyError, MlflowException,
-               duckdb.Error, OSError)
+               duckdb.Error, psycopg.Error, OSError)
 
 SCORER_LABELS = {"model": "model", "recency_rule": "recency rule",
                  "bgnbd_p_alive": "BG/NBD P(alive)", "bgnbd_expected_purchases": "BG/NBD E(buys)"}
