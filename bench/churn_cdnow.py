@@ -26,8 +26,9 @@ import pandas as pd  # noqa: E402
 
 from features.labels import ChurnLabelConfig  # noqa: E402
 from features.point_in_time import connect  # noqa: E402
+from features.tables import load_tables  # noqa: E402
 from training.bgnbd import BGNBD  # noqa: E402
-from training.dataset import LABEL, clv_summary, load_tables, snapshot  # noqa: E402
+from training.dataset import LABEL, clv_summary, snapshot  # noqa: E402
 from training.metrics import score_metrics  # noqa: E402
 from training.train_churn import ChurnTrainConfig, monthly_cutoffs, train_churn  # noqa: E402
 

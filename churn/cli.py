@@ -204,7 +204,8 @@ def train_churn_command(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
     experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "churn",
     on_bad_rows: Annotated[OnBadRows, typer.Option(
-        help="stop or quarantine rows that break the data contract.")] = OnBadRows.stop,
+        help="stop: write nothing if a row breaks the data contract. quarantine: set bad "
+             "rows aside in ./rejects/ with reasons and go on.")] = OnBadRows.stop,
 ) -> None:
     """Train the churn model on several cutoffs and register it in MLflow as `churn`.
 
@@ -258,7 +259,8 @@ def score_command(
     policy: Annotated[Path | None, typer.Option(
         help="Segmentation policy (TOML) [default: serving/segments.toml].")] = None,
     on_bad_rows: Annotated[OnBadRows, typer.Option(
-        help="stop or quarantine rows that break the data contract.")] = OnBadRows.stop,
+        help="stop: write nothing if a row breaks the data contract. quarantine: set bad "
+             "rows aside in ./rejects/ with reasons and go on.")] = OnBadRows.stop,
     reasons: Annotated[bool, typer.Option(
         help="Give at-risk customers their top reasons (LightGBM pred_contrib); far slower "
              "than scoring alone.")] = True,

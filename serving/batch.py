@@ -25,8 +25,8 @@ import pyarrow.parquet as pq
 
 from features.contract import ContractError
 from features.point_in_time import connect, feature_query
-from features.sources import find_tables
-from features.validation import OnBadRows, Progress, validate_tables
+from features.tables import load_tables
+from features.validation import OnBadRows, Progress
 from serving.champion import LoadedModel
 from serving.policy import SegmentPolicy, tier_cut_points
 from serving.scoring import score_features, segment_summary, segment_totals
@@ -176,15 +176,10 @@ def run_score(cfg: ScoreJobConfig, loaded: LoadedModel, progress: Progress | Non
               on_rows: Callable[[int, int], None] | None = None) -> ScoreJobResult:
     """Score every consenting customer as of ``cfg.as_of`` and write them to ``cfg.out``."""
     started = time.perf_counter()
-    sources = find_tables(cfg.data)
     with tempfile.TemporaryDirectory(prefix="churn-score-") as work, \
             connect(cfg.memory_limit, Path(work) / "spill") as con:
-        validated = validate_tables(con, sources, cfg.on_bad_rows, Path(work),
-                                    Path(work) / "rejects", progress)
-        relations = {name: v.relation for name, v in validated.items()}
-        for name, relation in list(relations.items()):
-            con.sql(f"CREATE TEMP TABLE contract_{name} AS SELECT * FROM {relation}")
-            relations[name] = f"contract_{name}"
+        relations = load_tables(con, cfg.data, Path(work), cfg.on_bad_rows,
+                                progress=progress).relations
         con.sql(f"CREATE TEMP TABLE scoring AS {_scoring_query(relations, cfg.as_of)}")
         total = con.sql("SELECT count(*) FROM scoring").fetchall()[0][0]
         spend = con.sql("SELECT spend_365d FROM scoring").df()["spend_365d"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import uuid
 from datetime import date
 from pathlib import Path
@@ -36,6 +37,13 @@ def process_env(**extra: str) -> dict[str, str]:
     """This environment without MLflow settings (an earlier test's leak in), plus ``extra``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     return {**env, **extra}
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def write_table(folder: Path, name: str, frame: pd.DataFrame, fmt: str = "csv") -> Path:

@@ -8,47 +8,18 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import date
-from pathlib import Path
 
 import duckdb
 import pandas as pd
 
 from features.clv import clv_summary_query
-from features.labels import ChurnLabelConfig, check_matured, churn_label_query, data_end
+from features.labels import ChurnLabelConfig, check_matured, churn_label_query
 from features.point_in_time import feature_query
 from features.registry import feature_names
-from features.sources import find_tables
-from features.validation import OnBadRows, Progress, TableReport, validate_tables
+from features.tables import LoadedTables
 
 LABEL = "churned"
-
-
-@dataclass
-class LoadedTables:
-    """Validated contract tables held as DuckDB tables, plus what validation found."""
-
-    relations: dict[str, str]
-    reports: list[TableReport]
-    end: date
-
-    def rows(self) -> dict[str, int]:
-        return {r.table: r.rows for r in self.reports}
-
-
-def load_tables(con: duckdb.DuckDBPyConnection, data_dir: Path, work_dir: Path,
-                on_bad_rows: OnBadRows = OnBadRows.stop, rejects: Path | None = None,
-                progress: Progress | None = None) -> LoadedTables:
-    """Validate the tables in ``data_dir`` once and keep their clean rows for many cutoffs."""
-    validated = validate_tables(con, find_tables(data_dir), on_bad_rows, work_dir,
-                                rejects or work_dir / "rejects", progress)
-    relations = {}
-    for name, table in validated.items():
-        con.sql(f"CREATE OR REPLACE TEMP TABLE contract_{name} AS SELECT * FROM {table.relation}")
-        relations[name] = f"contract_{name}"
-    return LoadedTables(relations, [t.report for t in validated.values()],
-                        data_end(con, relations["transactions"]))
 
 
 def snapshot(con: duckdb.DuckDBPyConnection, tables: dict[str, str], cutoff: date,

@@ -21,10 +21,11 @@ from features.contract import ContractError
 from features.labels import ChurnLabelConfig
 from features.point_in_time import connect
 from features.registry import feature_names
+from features.tables import LoadedTables, load_tables
 from features.validation import OnBadRows, Progress
 from training.bgnbd import BGNBD
 from training.churn_model import Calibrator, ChurnModel, choose_calibration
-from training.dataset import LABEL, LoadedTables, clv_summary, load_tables, training_frame
+from training.dataset import LABEL, clv_summary, training_frame
 from training.metrics import ScoreMetrics, score_metrics
 
 MODEL = "model"

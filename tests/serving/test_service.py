@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -22,19 +21,13 @@ import pytest
 from features.registry import feature_names
 from serving.batch import ScoreJobConfig, run_score
 from serving.champion import load_champion
-from tests.conftest import build, process_env
+from tests.conftest import build, free_port, process_env
 from training.promote import promote
 from training.tracking import default_tracking_uri, log_churn_run
 
 BIN = Path(sys.executable).parent
 TOKEN = "s3cret-token"
 AS_OF = date(2025, 10, 1)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
