@@ -12,9 +12,8 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from training.churn_model import ARTIFACT_KEY, ChurnModel
+from training.promote import CHAMPION
 from training.tracking import VALIDATION_ARTIFACT
-
-CHAMPION = "champion"
 
 
 class NoChampionError(LookupError):

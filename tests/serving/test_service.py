@@ -21,7 +21,7 @@ import pytest
 from features.registry import feature_names
 from serving.batch import ScoreJobConfig, run_score
 from serving.champion import load_champion
-from tests.conftest import build, free_port, process_env
+from tests.conftest import build, free_port, process_env, wait_until_up
 from training.promote import promote
 from training.tracking import default_tracking_uri, log_churn_run
 
@@ -79,17 +79,8 @@ def start_server(store: str, tmp: Path, **env: str) -> Server:
                         PATH=f"{BIN}:{os.environ['PATH']}", **env),
         cwd=tmp, stdout=log.open("w"), stderr=subprocess.STDOUT)
     server = Server(f"http://127.0.0.1:{port}", process, log)
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if server.call("/readyz", method="GET")[0] == 200:
-                return server
-        except OSError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"churn serve did not start:\n{log.read_text()[-3000:]}")
-        time.sleep(0.5)
+    wait_until_up(f"{server.url}/readyz", process, log, "churn serve")
+    return server
 
 
 def stop(server: Server) -> None:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import mlflow
@@ -14,7 +12,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import free_port, process_env
+from tests.conftest import free_port, process_env, wait_until_up
 from training.promote import CHAMPION
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,18 +32,7 @@ def mlflow_server(postgres_database, tmp_path):
         stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path,
         env=process_env(PATH=f"{BIN}:{os.environ['PATH']}"))
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            pass
-        if server.poll() is not None or time.monotonic() > deadline:
-            server.kill()
-            pytest.fail(f"mlflow server did not start:\n{(tmp_path / 'server.log').read_text()}")
-        time.sleep(0.5)
+    wait_until_up(f"{url}/health", server, tmp_path / "server.log", "mlflow server")
     yield url
     server.terminate()
     server.wait(timeout=30)
