@@ -98,7 +98,8 @@ def where_to_look(uri: str, logged: LoggedRun, console: Console) -> None:
 
 def score(cfg: ScoreJobConfig, progress: Progress) -> ScoreJobResult:
     """Load the champion and run the batch job with a progress bar over customers."""
-    loaded = load_champion(CHURN_MODEL_NAME)
+    loaded = load_champion(CHURN_MODEL_NAME, uplift=cfg.policy.uses_uplift,
+                           uplift_arm=cfg.policy.uplift_arm or None)
     with progress as bar:
         task = bar.add_task(f"Scoring with {loaded.label}", total=None)
 

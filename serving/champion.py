@@ -1,4 +1,5 @@
-"""Load the registered churn model that holds the ``champion`` alias, as a plain Booster."""
+"""Load the registered models that hold the ``champion`` alias: churn (a plain Booster) and,
+when one is registered, uplift."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from mlflow.exceptions import MlflowException
 from training.churn_model import ARTIFACT_KEY, ChurnModel
 from training.promote import CHAMPION
 from training.tracking import VALIDATION_ARTIFACT
+from training.uplift_model import ARTIFACT_KEY as UPLIFT_ARTIFACT_KEY
+from training.uplift_model import UpliftModel
 
 
 class NoChampionError(LookupError):
@@ -21,17 +24,33 @@ class NoChampionError(LookupError):
 
 
 @dataclass(frozen=True)
+class LoadedUplift:
+    """An uplift model, the arm whose effect is scored, and its registry version."""
+
+    model: UpliftModel
+    name: str
+    version: str
+    arm: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}:v{self.version}"
+
+
+@dataclass(frozen=True)
 class LoadedModel:
-    """A churn model with where it came from in the registry."""
+    """A churn model with where it came from in the registry, and the uplift champion."""
 
     model: ChurnModel
     name: str
     version: str
     run_id: str
+    uplift: LoadedUplift | None = None
 
     @property
     def label(self) -> str:
-        return f"{self.name}:v{self.version}"
+        own = f"{self.name}:v{self.version}"
+        return f"{own},{self.uplift.label}" if self.uplift else own
 
     def validation_rows(self) -> pd.DataFrame:
         """The validation rows (features, label, probability) its training run logged."""
@@ -41,8 +60,39 @@ class LoadedModel:
             return pd.read_parquet(path)
 
 
-def load_champion(name: str = "churn") -> LoadedModel:
-    """The ``champion`` version of ``name`` from the MLflow registry in use."""
+def _download(name: str, version: str, key: str, load):  # noqa: ANN001, ANN202
+    with tempfile.TemporaryDirectory(prefix="churn-champion-") as tmp:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}",
+                                                    dst_path=tmp)
+        return load(Path(local) / "artifacts" / key)
+
+
+def load_uplift_champion(name: str = "uplift", arm: str | None = None) -> LoadedUplift | None:
+    """The uplift champion for scoring, or None when no uplift model holds the alias.
+
+    Scoring feeds it the feature registry's columns, so a model trained on a flat table
+    (other columns) is refused with a message saying how to get one that fits.
+    """
+    try:
+        version = MlflowClient().get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        return None
+    model = _download(name, str(version.version), UPLIFT_ARTIFACT_KEY, UpliftModel.load)
+    if not model.uses_registry_features():
+        raise NoChampionError(
+            f"the '{name}' champion v{version.version} was trained on a flat table "
+            f"({', '.join(model.features[:4])}, ...), not on the feature registry; train one "
+            f"with `churn train uplift --data DIR` and promote it, or set "
+            f"win_back.uses_uplift = false in the policy")
+    if arm and arm not in model.arms:
+        raise NoChampionError(f"the '{name}' champion v{version.version} has arms "
+                              f"{', '.join(model.arms)}; the policy asks for {arm!r}")
+    return LoadedUplift(model, name, str(version.version), arm or model.arms[0])
+
+
+def load_champion(name: str = "churn", uplift: bool = False,
+                  uplift_arm: str | None = None) -> LoadedModel:
+    """The ``champion`` version of ``name`` (and, with ``uplift``, the uplift champion)."""
     try:
         version = MlflowClient().get_model_version_by_alias(name, CHAMPION)
     except MlflowException:
@@ -50,8 +100,6 @@ def load_champion(name: str = "churn") -> LoadedModel:
             f"no '{name}' model holds the '{CHAMPION}' alias in {mlflow.get_tracking_uri()}; "
             f"train one with `churn train {name}` and promote it with `churn promote {name}`"
         ) from None
-    with tempfile.TemporaryDirectory(prefix="churn-champion-") as tmp:
-        local = mlflow.artifacts.download_artifacts(
-            artifact_uri=f"models:/{name}/{version.version}", dst_path=tmp)
-        model = ChurnModel.load(Path(local) / "artifacts" / ARTIFACT_KEY)
-    return LoadedModel(model, name, str(version.version), version.run_id)
+    model = _download(name, str(version.version), ARTIFACT_KEY, ChurnModel.load)
+    return LoadedModel(model, name, str(version.version), version.run_id,
+                       load_uplift_champion(arm=uplift_arm) if uplift else None)

@@ -34,7 +34,9 @@ class SegmentPolicy:
     new_within_days: float = 90
     at_risk_probability: float = 0.5
     min_value_at_risk: float = 50.0
-    uses_uplift: bool = False
+    uses_uplift: bool = True
+    contact_cost: float = 2.0
+    uplift_arm: str = ""
     horizon_days: float = 90
     tier_quantiles: tuple[float, float] = (0.5, 0.8)
     top_reasons: int = 3
@@ -48,7 +50,9 @@ class SegmentPolicy:
                 new_within_days=float(raw["segments"]["new_within_days"]),
                 at_risk_probability=float(raw["segments"]["at_risk_probability"]),
                 min_value_at_risk=float(raw["win_back"]["min_value_at_risk"]),
-                uses_uplift=bool(raw["win_back"].get("uses_uplift", False)),
+                uses_uplift=bool(raw["win_back"].get("uses_uplift", True)),
+                contact_cost=float(raw["win_back"].get("contact_cost", 2.0)),
+                uplift_arm=str(raw["win_back"].get("uplift_arm", "")),
                 horizon_days=float(raw["value"]["horizon_days"]),
                 tier_quantiles=tuple(float(q) for q in raw["spend_tier"]["quantiles"]),
                 top_reasons=int(raw["reasons"]["top"]),
@@ -67,6 +71,8 @@ class SegmentPolicy:
                               f"0 < first < second < 1")
         if not 0 < self.at_risk_probability < 1:
             raise PolicyError(f"{path}: segments.at_risk_probability must be between 0 and 1")
+        if self.contact_cost < 0:
+            raise PolicyError(f"{path}: win_back.contact_cost must be 0 or more")
         if self.top_reasons < 0:
             raise PolicyError(f"{path}: reasons.top must be 0 or more")
 
@@ -113,8 +119,14 @@ def spend_tiers(spend: ArrayLike, cuts: tuple[float, float]) -> np.ndarray:
 
 
 def segment(features: Columns, churn_probability: ArrayLike, value_at_risk: ArrayLike,
-            contactable: ArrayLike, policy: SegmentPolicy) -> np.ndarray:
-    """The lifecycle segment of each customer; the first rule that fits wins."""
+            contactable: ArrayLike, policy: SegmentPolicy,
+            uplift_spend: ArrayLike | None = None) -> np.ndarray:
+    """The lifecycle segment of each customer; the first rule that fits wins.
+
+    With ``uplift_spend`` (the campaign's predicted incremental spend), win_back is a lapsed
+    or at-risk, contactable customer whose uplift beats the contact cost, checked first.
+    Without it, win_back falls back to at-risk customers with enough value at risk.
+    """
     recency = np.asarray(features["recency_days"], dtype=float)
     tenure = np.nan_to_num(np.asarray(features["tenure_days"], dtype=float), nan=0.0)
     with np.errstate(invalid="ignore"):
@@ -123,7 +135,14 @@ def segment(features: Columns, churn_probability: ArrayLike, value_at_risk: Arra
             np.asarray(features["orders_total"], dtype=float) == 0)
         at_risk = np.asarray(churn_probability, dtype=float) >= policy.at_risk_probability
         worth = np.asarray(value_at_risk, dtype=float) >= policy.min_value_at_risk
-    win_back = at_risk & np.asarray(contactable, dtype=bool) & worth
+    reach = np.asarray(contactable, dtype=bool)
+    if uplift_spend is not None:
+        with np.errstate(invalid="ignore"):
+            moved = np.asarray(uplift_spend, dtype=float) > policy.contact_cost
+        win_back = (lapsed | at_risk) & reach & moved
+        return np.select([win_back, lapsed, new, at_risk],
+                         ["win_back", "lapsed", "new", "at_risk"], "active")
+    win_back = at_risk & reach & worth
     return np.select([lapsed, new, win_back, at_risk],
                      ["lapsed", "new", "win_back", "at_risk"], "active")
 

@@ -54,13 +54,17 @@ def score_features(features: pd.DataFrame, contactable: ArrayLike, loaded: Loade
                                pd.DataFrame(matrix[at_risk], columns=names), policy.top_reasons)
     value = probability * expected_spend(columns, policy)
     reach = np.asarray(pd.Series(np.asarray(contactable, dtype=object)).fillna(True), dtype=bool)
+    uplift = None
+    if loaded.uplift is not None and policy.uses_uplift:
+        uplift = loaded.uplift.model.predict_arm(matrix, loaded.uplift.arm)
     return pd.DataFrame({
         "customer_id": features["customer_id"].to_numpy(),
         "as_of": features["as_of"].to_numpy(),
         "churn_probability": probability,
         "value_at_risk": value,
-        "uplift_spend": np.full(len(matrix), np.nan),
-        "segment": segment(columns, probability, np.nan_to_num(value, nan=0.0), reach, policy),
+        "uplift_spend": np.full(len(matrix), np.nan) if uplift is None else uplift,
+        "segment": segment(columns, probability, np.nan_to_num(value, nan=0.0), reach, policy,
+                           uplift),
         "spend_tier": spend_tiers(columns["spend_365d"], tier_cuts),
         "contactable": reach,
         "reasons": why,

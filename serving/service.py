@@ -176,15 +176,16 @@ def history_features(as_of: date, transactions: list[TransactionIn], events: lis
 
 @bentoml.service(name="churn", http={"port": 3000}, traffic={"timeout": 30})
 class ChurnService:
-    """Scores customers with the champion churn model from the MLflow registry."""
+    """Scores customers with the champion churn (and, when registered, uplift) models."""
 
     def __init__(self) -> None:
         redact_request_errors()
         settings = ServiceSettings.from_environment()
         if settings.tracking_uri:
             mlflow.set_tracking_uri(settings.tracking_uri)
-        self.loaded = load_champion(settings.model_name)
         self.policy = SegmentPolicy.load(settings.policy)
+        self.loaded = load_champion(settings.model_name, uplift=self.policy.uses_uplift,
+                                    uplift_arm=self.policy.uplift_arm or None)
         validation = self.loaded.validation_rows()
         self.tier_cuts = tier_cut_points(validation["spend_365d"], self.policy)
         # Everything loaded so far lives as long as the server: keep it out of the garbage
@@ -292,6 +293,9 @@ class ChurnService:
                 "model_versions": self.loaded.label, "feature_set_version": FEATURE_SET_VERSION,
                 "features": feature_names(), "policy": self.policy.__dict__,
                 "spend_tier_cuts": list(self.tier_cuts),
+                "uplift_model": None if self.loaded.uplift is None else {
+                    "name": self.loaded.uplift.name, "version": self.loaded.uplift.version,
+                    "arm": self.loaded.uplift.arm},
                 "max_customers_per_request": MAX_CUSTOMERS}
 
 

@@ -62,7 +62,7 @@ def test_promotion_moves_the_alias_only_for_a_better_model(mlflow_store, trained
     strong = log_churn_run(churn_config, trained)
     better = promote("churn")
     assert better.promoted
-    assert better.candidate_auc > better.champion_auc
+    assert better.candidate_score > better.champion_score
     assert f"beats v{weak.model_version}" in better.message()
     client = MlflowClient()
     assert str(client.get_model_version_by_alias("churn", CHAMPION).version) == strong.model_version
@@ -71,7 +71,7 @@ def test_promotion_moves_the_alias_only_for_a_better_model(mlflow_store, trained
     # (the same rows, so each side's out-of-time scores) and loses.
     again = promote("churn", run_id=weak.run_id)
     assert not again.promoted
-    assert again.candidate_auc < again.champion_auc
+    assert again.candidate_score < again.champion_score
     assert "champion stays" in again.message()
     assert str(client.get_model_version_by_alias("churn", CHAMPION).version) == strong.model_version
 
@@ -91,4 +91,4 @@ def test_champion_scored_on_rows_it_did_not_validate_on(mlflow_store, trained, c
     rows = pd.read_parquet(mlflow.artifacts.download_artifacts(
         run_id=candidate.run_id, artifact_path="validation/validation.parquet"))
     assert set(rows["cutoff"]) == {pd.Timestamp("2025-09-01")}
-    assert outcome.champion_auc is not None and 0.5 < outcome.champion_auc <= 1.0
+    assert outcome.champion_score is not None and 0.5 < outcome.champion_score <= 1.0

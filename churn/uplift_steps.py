@@ -1,0 +1,105 @@
+"""The uplift steps behind `churn train uplift`, `churn evaluate uplift` and the demo.
+
+Kept apart from the CLI module so that `churn --help` starts without importing MLflow and
+LightGBM.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from training.tracking import LoggedRun
+from training.train_uplift import (
+    UpliftResult,
+    UpliftTrainConfig,
+    evaluate_uplift,
+    evaluation_metrics,
+    summarize_evaluation,
+    train_uplift,
+)
+from training.uplift_data import ExperimentError
+from training.uplift_tracking import UPLIFT_MODEL_NAME, log_uplift_run
+
+__all__ = ["UPLIFT_MODEL_NAME", "ExperimentError", "UpliftTrainConfig", "log_uplift_run"]
+
+OUTCOME_LABELS = {"spend": "spend", "conversion": "conversion rate", "orders": "orders",
+                  "aov": "order value (buyers)"}
+
+
+def train(cfg: UpliftTrainConfig, progress: Progress) -> UpliftResult:
+    """Train with a progress line naming the current step."""
+    with progress as bar:
+        task = bar.add_task("Loading the experiment", total=None)
+        return train_uplift(cfg, progress=lambda text: bar.update(task, description=text))
+
+
+def print_result(result: UpliftResult, console: Console) -> None:
+    """Per arm: average effects, the learners' out-of-fold Qini, and any warnings."""
+    for arm, r in result.arms.items():
+        table = Table(title=f"{arm} vs control ({r.treated:,} treated, {r.control:,} control)",
+                      title_justify="left")
+        for column in ("outcome", "treated - control", "95% interval"):
+            table.add_column(column, justify="left" if column == "outcome" else "right")
+        for outcome, (effect, se) in r.effects.items():
+            if effect == effect:
+                table.add_row(OUTCOME_LABELS.get(outcome, outcome), f"{effect:+.4g}",
+                              f"{effect - 1.96 * se:+.4g} .. {effect + 1.96 * se:+.4g}")
+        console.print(table)
+        chosen = Table(title="Out-of-fold Qini (0 = random)", title_justify="left")
+        chosen.add_column("learner")
+        chosen.add_column("Qini", justify="right")
+        for name, q in sorted(r.selection.qini.items(), key=lambda kv: -kv[1]):
+            mark = "  <- chosen" if name == r.selection.winner else ""
+            chosen.add_row(name + mark, f"{q:.4f}")
+        console.print(chosen)
+        m = r.metrics["spend"]
+        console.print(f"{r.selection.winner}: AUUC {m.auuc:.3f}; uplift in the top 10/20/30%: "
+                      f"{m.uplift_at_10:+.3g} / {m.uplift_at_20:+.3g} / {m.uplift_at_30:+.3g} "
+                      f"(everyone: {r.effects['spend'][0]:+.3g})", highlight=False,
+                      soft_wrap=True)
+        for warning in r.warnings():
+            console.print(f"[bold yellow]warning:[/] {warning}", highlight=False,
+                          soft_wrap=True)
+
+
+def where_to_look(uri: str, logged: LoggedRun, console: Console) -> None:
+    ui = (f"mlflow ui --backend-store-uri {uri}" if uri.startswith("sqlite:")
+          else f"open {uri}")
+    console.print(f"Run {logged.run_id} registered as {UPLIFT_MODEL_NAME} "
+                  f"v{logged.model_version}. See it with: {ui}", highlight=False, soft_wrap=True)
+
+
+def evaluate(cfg: UpliftTrainConfig, folds: int, repeats: int, out: Path,
+             progress: Progress) -> pd.DataFrame:
+    """Write out-of-fold scores to ``out`` and return the metrics summary."""
+    with progress as bar:
+        task = bar.add_task("Loading the experiment", total=None)
+        scores = evaluate_uplift(cfg, folds, repeats,
+                                 progress=lambda text: bar.update(task, description=text))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(out.name + ".partial")
+    if out.suffix.lower() == ".csv":
+        scores.to_csv(partial, index=False)
+    else:
+        scores.to_parquet(partial, index=False)
+    partial.replace(out)
+    return summarize_evaluation(evaluation_metrics(scores))
+
+
+def print_evaluation(summary: pd.DataFrame, out: Path, console: Console) -> None:
+    table = Table(title=f"Out-of-fold uplift metrics (scores per customer in {out})",
+                  title_justify="left")
+    for column in ("arm", "outcome", "Qini", "Qini sd", "AUUC", "top 10%", "top 20%",
+                   "top 30%"):
+        table.add_column(column, justify="left" if column in ("arm", "outcome") else "right")
+    for row in summary.itertuples():
+        sd = "-" if row.qini_sd != row.qini_sd else f"{row.qini_sd:.4f}"
+        table.add_row(row.arm, row.outcome, f"{row.qini:.4f}", sd, f"{row.auuc:.3f}",
+                      f"{row.uplift_at_10:+.3g}", f"{row.uplift_at_20:+.3g}",
+                      f"{row.uplift_at_30:+.3g}")
+    console.print(table)

@@ -1,0 +1,385 @@
+"""Train and evaluate uplift models on a randomised experiment.
+
+For each arm against control: check the experiment is clean (sample ratio, covariate
+balance), report the average effects on spend, conversion and order value among buyers,
+pick a learner by out-of-fold Qini (or use the one asked for), and fit it on every row.
+``evaluate_uplift`` gives honest out-of-fold scores: the learner is chosen again inside
+each outer fold, so the fold it is scored on never took part in choosing it.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+from scipy import stats
+from sklearn.model_selection import StratifiedKFold
+
+from features.tables import DEFAULT_REJECTS, load_tables
+from features.validation import OnBadRows
+from training.uplift_data import (
+    CONTROL,
+    Experiment,
+    ExperimentError,
+    GroupSpec,
+    experiment_from_contract,
+    experiment_from_table,
+    read_table,
+)
+from training.uplift_learners import LEARNERS, BaseParams, make_learner
+from training.uplift_metrics import UpliftMetrics, average_effect
+from training.uplift_model import UpliftModel
+
+AUTO = "auto"
+SRM_P_VALUE = 0.001
+BALANCE_SMD = 0.1
+MIN_GROUP_ROWS = 50
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class UpliftTrainConfig:
+    """Where the experiment comes from and how to learn from it."""
+
+    data: Path | None = None
+    campaign: str | None = None
+    horizon_days: int = 30
+    table: Path | None = None
+    treatments: tuple[str, ...] = ()
+    control: str | None = None
+    outcome: str = "spend"
+    ignore: tuple[str, ...] = ()
+    learner: str = AUTO
+    selection_folds: int = 3
+    expected_share: float | None = None
+    seed: int = 0
+    params: BaseParams = field(default_factory=BaseParams)
+    on_bad_rows: OnBadRows = OnBadRows.stop
+    rejects: Path = DEFAULT_REJECTS
+
+    def check(self) -> None:
+        if (self.data is None) == (self.table is None):
+            raise ExperimentError("give either --data DIR (contract tables with exposures) or "
+                                  "--table FILE (a flat experiment table)")
+        if self.table is not None and (not self.treatments or not self.control):
+            raise ExperimentError("--table needs --treatment COLUMN=VALUE (once per arm) and "
+                                  "--control COLUMN=VALUE")
+        if self.learner != AUTO and self.learner not in LEARNERS:
+            raise ExperimentError(f"unknown learner {self.learner!r}; choose auto or one of "
+                                  f"{', '.join(LEARNERS)}")
+        if self.expected_share is not None and not 0.0 < self.expected_share < 1.0:
+            raise ExperimentError("--expected-share is the designed treated share of an arm "
+                                  "plus control, between 0 and 1")
+        if self.selection_folds < 2:
+            raise ExperimentError("--selection-folds must be at least 2")
+
+    def candidates(self) -> list[str]:
+        return list(LEARNERS) if self.learner == AUTO else [self.learner]
+
+
+def load_experiment(cfg: UpliftTrainConfig) -> Experiment:
+    """The experiment named by ``cfg``, from contract tables or a flat table."""
+    cfg.check()
+    if cfg.table is not None:
+        return experiment_from_table(
+            read_table(cfg.table), [GroupSpec.parse(t, "--treatment") for t in cfg.treatments],
+            GroupSpec.parse(cfg.control or "", "--control"), cfg.outcome, list(cfg.ignore),
+            str(cfg.table))
+    assert cfg.data is not None
+    with tempfile.TemporaryDirectory(prefix="churn-uplift-") as tmp, duckdb.connect() as con:
+        con.sql("SET TimeZone = 'UTC'")
+        loaded = load_tables(con, cfg.data, Path(tmp), cfg.on_bad_rows, cfg.rejects)
+        return experiment_from_contract(con, loaded, cfg.campaign, cfg.horizon_days)
+
+
+# --- is the experiment clean? ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExperimentChecks:
+    """Sample ratio and covariate balance of one arm against control."""
+
+    treated_share: float
+    expected_share: float
+    srm_p_value: float
+    worst_feature: str
+    worst_smd: float
+
+    def warnings(self) -> list[str]:
+        out = []
+        if self.srm_p_value < SRM_P_VALUE:
+            out.append(f"sample ratio mismatch: treated share {self.treated_share:.3f}, "
+                       f"designed {self.expected_share:.3f} (chi-square p = "
+                       f"{self.srm_p_value:.2g}); the split may not be random")
+        if abs(self.worst_smd) > BALANCE_SMD:
+            out.append(f"covariate imbalance: {self.worst_feature} differs between treated "
+                       f"and control by {self.worst_smd:+.2f} standard deviations "
+                       f"(more than {BALANCE_SMD})")
+        return out
+
+
+def standardized_differences(X: pd.DataFrame, treated: np.ndarray) -> pd.Series:
+    """(treated mean - control mean) / pooled sd, per number and per category level."""
+    design = pd.get_dummies(X, dtype=float) if len(X.columns) else X
+    t = np.asarray(treated, dtype=bool)
+    a, b = design[t], design[~t]
+    pooled = np.sqrt((a.var() + b.var()) / 2.0)
+    return ((a.mean() - b.mean()) / pooled.where(pooled > 0)).dropna()
+
+
+def check_experiment(X: pd.DataFrame, treated: np.ndarray,
+                     expected_share: float) -> ExperimentChecks:
+    """Sample ratio (chi-square against the designed share) and the least balanced feature."""
+    n = len(treated)
+    n_t = int(np.sum(treated))
+    p = stats.chisquare([n_t, n - n_t], [n * expected_share, n * (1 - expected_share)]).pvalue
+    smd = standardized_differences(X, treated)
+    worst = smd.abs().idxmax() if len(smd) else ""
+    return ExperimentChecks(n_t / n, expected_share, float(p), str(worst),
+                            float(smd[worst]) if len(smd) else 0.0)
+
+
+# --- choosing and fitting a learner ----------------------------------------------------
+
+
+def _folds(treated: np.ndarray, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """K folds stratified by group, so each keeps the experiment's treated share."""
+    splitter = StratifiedKFold(k, shuffle=True, random_state=seed)
+    return list(splitter.split(np.zeros(len(treated)), treated))
+
+
+def fold_rank(scores: np.ndarray) -> np.ndarray:
+    """Scores as percentile ranks within one fold.
+
+    Pooled out-of-fold scores come from different models. A model fitted where the
+    experiment's effect happened to run high predicts higher for everyone, and its held-out
+    fold, the rest of the data, then runs low: ranking the pooled raw scores would reward
+    that artefact, not the ranking. Ranks within each fold remove it.
+    """
+    return stats.rankdata(scores) / len(scores)
+
+
+def out_of_fold(name: str, X: pd.DataFrame, y: np.ndarray, t: np.ndarray,
+                folds: list[tuple[np.ndarray, np.ndarray]], params: BaseParams,
+                seed: int) -> np.ndarray:
+    """Each row's percentile rank by ``name`` fitted on the other folds, within its fold."""
+    scores = np.empty(len(y))
+    for fit, held in folds:
+        learner = make_learner(name, params, seed).fit(X.iloc[fit], y[fit], t[fit])
+        scores[held] = fold_rank(learner.predict(X.iloc[held]))
+    return scores
+
+
+@dataclass
+class Selection:
+    """Out-of-fold Qini of each candidate learner, and the one chosen."""
+
+    qini: dict[str, float]
+    winner: str
+    scores: np.ndarray
+
+    def table(self) -> pd.DataFrame:
+        return pd.DataFrame({"learner": list(self.qini), "oof_qini": list(self.qini.values()),
+                             "chosen": [n == self.winner for n in self.qini]})
+
+
+def select_learner(X: pd.DataFrame, y: np.ndarray, t: np.ndarray, candidates: list[str],
+                   folds: int, params: BaseParams, seed: int) -> Selection:
+    """The candidate with the highest out-of-fold Qini on these rows."""
+    splits = _folds(t, folds, seed)
+    qini, scores = {}, {}
+    for name in candidates:
+        scores[name] = out_of_fold(name, X, y, t, splits, params, seed)
+        qini[name] = UpliftMetrics.of(y, t, scores[name]).qini
+    winner = max(candidates, key=lambda n: -np.inf if np.isnan(qini[n]) else qini[n])
+    return Selection(qini, winner, scores[winner])
+
+
+def _check_sizes(arm: str, t: np.ndarray, folds: int) -> None:
+    n_t, n_c = int(t.sum()), int(len(t) - t.sum())
+    need = MIN_GROUP_ROWS * folds
+    if min(n_t, n_c) < need:
+        raise ExperimentError(f"arm {arm!r}: {n_t} treated and {n_c} control rows; uplift "
+                              f"with {folds} folds needs at least {need} of each")
+
+
+@dataclass
+class ArmResult:
+    """Everything learned about one arm against control."""
+
+    arm: str
+    treated: int
+    control: int
+    effects: dict[str, tuple[float, float]]
+    checks: ExperimentChecks
+    selection: Selection
+    metrics: dict[str, UpliftMetrics]
+
+    def warnings(self) -> list[str]:
+        return self.checks.warnings()
+
+
+@dataclass
+class UpliftResult:
+    """A trained uplift model and what was measured on the way."""
+
+    experiment: Experiment
+    model: UpliftModel
+    arms: dict[str, ArmResult]
+    validation: pd.DataFrame
+
+
+def average_effects(outcomes: pd.DataFrame, t: np.ndarray) -> dict[str, tuple[float, float]]:
+    """Treated minus control mean (and its standard error) of each outcome; AOV among buyers."""
+    out = {}
+    for name in outcomes.columns:
+        values = outcomes[name].to_numpy(dtype=float)
+        known = ~np.isnan(values)
+        out[name] = average_effect(values[known], t[known])
+    return out
+
+
+def _outcome_metrics(part: Experiment, t: np.ndarray, score: np.ndarray
+                     ) -> dict[str, UpliftMetrics]:
+    metrics = {}
+    for name in ("spend", "conversion"):
+        metrics[name] = UpliftMetrics.of(part.outcomes[name].to_numpy(float), t, score)
+    return metrics
+
+
+def train_arm(part: Experiment, arm: str, cfg: UpliftTrainConfig, expected_share: float,
+              progress: Progress | None = None) -> tuple[ArmResult, object]:
+    """Checks, effects, learner choice and the final fit for one arm against control."""
+    t = part.treated()
+    _check_sizes(arm, t, cfg.selection_folds)
+    y = part.outcome()
+    if progress:
+        progress(f"{arm}: choosing among {', '.join(cfg.candidates())}")
+    selection = select_learner(part.features, y, t, cfg.candidates(), cfg.selection_folds,
+                               cfg.params, cfg.seed)
+    learner = make_learner(selection.winner, cfg.params, cfg.seed).fit(part.features, y, t)
+    result = ArmResult(arm, int(t.sum()), int(len(t) - t.sum()), average_effects(part.outcomes, t),
+                       check_experiment(part.features, t, expected_share), selection,
+                       _outcome_metrics(part, t, selection.scores))
+    return result, learner
+
+
+def _categories(X: pd.DataFrame) -> dict[str, list]:
+    return {c: list(X[c].cat.categories) for c in X.columns
+            if isinstance(X[c].dtype, pd.CategoricalDtype)}
+
+
+def train_uplift(cfg: UpliftTrainConfig, progress: Progress | None = None,
+                 experiment: Experiment | None = None) -> UpliftResult:
+    """One uplift learner per arm, each chosen by out-of-fold Qini and fitted on all rows."""
+    experiment = experiment or load_experiment(cfg)
+    if not experiment.arms:
+        raise ExperimentError(f"{experiment.source}: no treated rows")
+    # Each arm is checked against control alone; by default the two were meant to be equal.
+    share = cfg.expected_share if cfg.expected_share is not None else 0.5
+    arms, learners, validation = {}, {}, []
+    for arm in experiment.arms:
+        part = experiment.arm(arm)
+        arms[arm], learners[arm] = train_arm(part, arm, cfg, share, progress)
+        validation.append(pd.DataFrame({
+            "id": part.ids, "arm": arm, "treated": part.treated(),
+            **{name: part.outcomes[name].to_numpy() for name in part.outcomes.columns},
+            "uplift_score": arms[arm].selection.scores}))
+    model = UpliftModel(learners, list(experiment.features.columns),  # type: ignore[arg-type]
+                        _categories(experiment.features), experiment.outcome_name,
+                        {a: r.selection.winner for a, r in arms.items()})
+    return UpliftResult(experiment, model, arms, pd.concat(validation, ignore_index=True))
+
+
+# --- honest out-of-fold evaluation -----------------------------------------------------
+
+
+def evaluate_arm(part: Experiment, cfg: UpliftTrainConfig, folds: int, repeat: int,
+                 scorers: dict[str, Callable[[pd.DataFrame, np.ndarray, np.ndarray,
+                                              pd.DataFrame], np.ndarray]] | None = None
+                 ) -> pd.DataFrame:
+    """Out-of-fold scores of one arm for one repeat: ``score`` from the trainer's own choice
+    made inside each outer fold, plus any extra ``scorers`` (peers) on the same folds."""
+    t = part.treated()
+    y = part.outcome()
+    _check_sizes(str(part.arms), t, folds)
+    seed = cfg.seed + repeat
+    raw = np.empty(len(y))
+    scores = {"model": np.empty(len(y)), **{k: np.empty(len(y)) for k in (scorers or {})}}
+    chosen = []
+    for fit, held in _folds(t, folds, seed):
+        X_fit, X_held = part.features.iloc[fit], part.features.iloc[held]
+        if len(cfg.candidates()) > 1:
+            pick = select_learner(X_fit, y[fit], t[fit], cfg.candidates(),
+                                  cfg.selection_folds, cfg.params, seed).winner
+        else:
+            pick = cfg.candidates()[0]
+        chosen.append(pick)
+        learner = make_learner(pick, cfg.params, seed).fit(X_fit, y[fit], t[fit])
+        raw[held] = learner.predict(X_held)
+        scores["model"][held] = fold_rank(raw[held])
+        for name, scorer in (scorers or {}).items():
+            scores[name][held] = fold_rank(scorer(X_fit, y[fit], t[fit], X_held))
+    frame = pd.DataFrame({"id": part.ids, "repeat": repeat, "treated": t,
+                          "spend": part.outcomes["spend"].to_numpy(),
+                          "conversion": part.outcomes["conversion"].to_numpy()})
+    frame["learners_chosen"] = ",".join(chosen)
+    frame["uplift_estimate"] = raw
+    for name, values in scores.items():
+        frame["uplift_score" if name == "model" else f"score_{name}"] = values
+    return frame
+
+
+def evaluate_uplift(cfg: UpliftTrainConfig, folds: int = 5, repeats: int = 1,
+                    experiment: Experiment | None = None, progress: Progress | None = None,
+                    scorers: dict | None = None) -> pd.DataFrame:
+    """Out-of-fold uplift scores per customer, arm and repeat."""
+    if folds < 2 or repeats < 1:
+        raise ExperimentError("--folds must be at least 2 and --repeats at least 1")
+    experiment = experiment or load_experiment(cfg)
+    frames = []
+    for arm in experiment.arms:
+        part = experiment.arm(arm)
+        for repeat in range(repeats):
+            if progress:
+                progress(f"{arm}: repeat {repeat + 1} of {repeats}")
+            frames.append(evaluate_arm(part, cfg, folds, repeat, scorers).assign(arm=arm))
+    return pd.concat(frames, ignore_index=True)
+
+
+def evaluation_metrics(scores: pd.DataFrame) -> pd.DataFrame:
+    """Qini, AUUC and uplift at 10/20/30% per arm, outcome, scorer and repeat."""
+    rows = []
+    score_columns = [c for c in scores.columns if c == "uplift_score" or c.startswith("score_")]
+    for (arm, repeat), part in scores.groupby(["arm", "repeat"], sort=True):
+        t = part["treated"].to_numpy()
+        for outcome in ("spend", "conversion"):
+            y = part[outcome].to_numpy(float)
+            for column in score_columns:
+                scorer = "model" if column == "uplift_score" else column.removeprefix("score_")
+                m = UpliftMetrics.of(y, t, part[column].to_numpy(float))
+                rows.append({"arm": arm, "outcome": outcome, "scorer": scorer, "repeat": repeat,
+                             **m.as_dict()})
+    return pd.DataFrame(rows)
+
+
+def summarize_evaluation(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Mean and spread over repeats of each arm x outcome x scorer."""
+    grouped = metrics.groupby(["arm", "outcome", "scorer"], sort=False)
+    out = grouped.agg(qini=("qini", "mean"), qini_sd=("qini", "std"), qini_min=("qini", "min"),
+                      qini_max=("qini", "max"), auuc=("auuc", "mean"),
+                      uplift_at_10=("uplift_at_10", "mean"),
+                      uplift_at_20=("uplift_at_20", "mean"),
+                      uplift_at_30=("uplift_at_30", "mean"))
+    return out.reset_index()
+
+
+__all__ = ["AUTO", "CONTROL", "ArmResult", "UpliftResult", "UpliftTrainConfig",
+           "evaluate_uplift", "evaluation_metrics", "load_experiment", "summarize_evaluation",
+           "train_uplift"]

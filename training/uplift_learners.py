@@ -1,0 +1,206 @@
+"""Uplift learners with LightGBM bases: T-, X-, doubly-robust and transformed-outcome.
+
+Each estimates, for one treatment against the randomised control, the conditional effect
+tau(x) = E[Y | x, treated] - E[Y | x, control]. They share the scikit-learn surface: the
+constructor stores parameters, ``fit(X, y, treated)`` learns and returns ``self``,
+``predict(X)`` gives tau(x). The experiment is randomised, so the propensity is the treated
+share of the rows fitted on, not a model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from typing import Protocol
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+from sklearn.compose import ColumnTransformer, make_column_selector
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import Ridge
+from sklearn.pipeline import FeatureUnion, make_pipeline
+from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
+
+# Ridge penalty of the linear final stage, on standardised features: strong, because the
+# pseudo-outcomes it fits are mostly noise (one customer's effect is never observed).
+LINEAR_ALPHA = 1000.0
+
+
+class Regressor(Protocol):
+    def predict(self, X: pd.DataFrame) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class BaseParams:
+    """LightGBM settings shared by every base model of a learner."""
+
+    learning_rate: float = 0.03
+    num_leaves: int = 7
+    min_data_in_leaf: int = 200
+    rounds: int = 150
+    lambda_l2: float = 10.0
+    feature_fraction: float = 0.8
+    seed: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def lightgbm(self) -> dict:
+        return {"objective": "regression", "learning_rate": self.learning_rate,
+                "num_leaves": self.num_leaves, "min_data_in_leaf": self.min_data_in_leaf,
+                "lambda_l2": self.lambda_l2, "feature_fraction": self.feature_fraction,
+                "bagging_fraction": 0.8, "bagging_freq": 1, "seed": self.seed,
+                "deterministic": True, "verbose": -1, **self.extra}
+
+
+def fit_regressor(X: pd.DataFrame, target: np.ndarray, params: BaseParams) -> lgb.Booster:
+    """One LightGBM regression of ``target`` on ``X`` (pandas categories used as such)."""
+    return lgb.train(params.lightgbm(), lgb.Dataset(X, label=np.asarray(target, dtype=float)),
+                     num_boost_round=params.rounds)
+
+
+def _signed_log(x: np.ndarray) -> np.ndarray:
+    return np.sign(x) * np.log1p(np.abs(x))
+
+
+def fit_linear(X: pd.DataFrame, target: np.ndarray, alpha: float = LINEAR_ALPHA) -> Regressor:
+    """A ridge regression on standardised numbers (raw and signed-log, missing imputed and
+    flagged) and one-hot categories: a smooth effect model that noise cannot carve up."""
+    numbers = make_pipeline(
+        SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
+        FeatureUnion([("raw", FunctionTransformer()),
+                      ("log", FunctionTransformer(_signed_log))]),
+        StandardScaler())
+    design = ColumnTransformer([
+        ("numbers", numbers, make_column_selector(dtype_exclude="category")),
+        ("categories", OneHotEncoder(handle_unknown="ignore"),
+         make_column_selector(dtype_include="category"))])
+    return make_pipeline(design, Ridge(alpha=alpha)).fit(X, np.asarray(target, dtype=float))
+
+
+def _split(treated: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    t = np.asarray(treated, dtype=bool)
+    if t.all() or not t.any():
+        raise ValueError("an uplift learner needs both treated and control rows")
+    return t, ~t, float(t.mean())
+
+
+class UpliftLearner:
+    """Common surface: ``fit(X, y, treated)`` then ``predict(X)`` -> estimated effect."""
+
+    name = "base"
+
+    def __init__(self, params: BaseParams | None = None) -> None:
+        self.params = params or BaseParams()
+
+    def fit(self, X: pd.DataFrame, y: np.ndarray, treated: np.ndarray) -> UpliftLearner:
+        raise NotImplementedError
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        raise NotImplementedError
+
+
+class TLearner(UpliftLearner):
+    """Two outcome models, one per group; the effect is their difference."""
+
+    name = "t_learner"
+
+    def fit(self, X: pd.DataFrame, y: np.ndarray, treated: np.ndarray) -> TLearner:
+        t, c, _ = _split(treated)
+        y = np.asarray(y, dtype=float)
+        self.treated_ = fit_regressor(X[t], y[t], self.params)
+        self.control_ = fit_regressor(X[c], y[c], self.params)
+        return self
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        return self.treated_.predict(X) - self.control_.predict(X)
+
+
+class XLearner(UpliftLearner):
+    """Kunzel et al. (2019): impute each group's effect from the other group's outcome model,
+    model the imputed effects, and weight the two by the propensity."""
+
+    name = "x_learner"
+
+    def fit(self, X: pd.DataFrame, y: np.ndarray, treated: np.ndarray) -> XLearner:
+        t, c, self.share_ = _split(treated)
+        y = np.asarray(y, dtype=float)
+        mu_t = fit_regressor(X[t], y[t], self.params)
+        mu_c = fit_regressor(X[c], y[c], self.params)
+        self.effect_treated_ = fit_regressor(X[t], y[t] - mu_c.predict(X[t]), self.params)
+        self.effect_control_ = fit_regressor(X[c], mu_t.predict(X[c]) - y[c], self.params)
+        return self
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        return (self.share_ * self.effect_control_.predict(X)
+                + (1.0 - self.share_) * self.effect_treated_.predict(X))
+
+
+class DRLearner(UpliftLearner):
+    """Kennedy (2023): a regression of the doubly-robust (AIPW) pseudo-outcome, whose outcome
+    models are cross-fitted so no row's pseudo-outcome uses a model that saw it."""
+
+    name = "dr_learner"
+
+    def __init__(self, params: BaseParams | None = None, folds: int = 2) -> None:
+        super().__init__(params)
+        self.folds = folds
+
+    def pseudo_outcome(self, X: pd.DataFrame, y: np.ndarray, treated: np.ndarray) -> np.ndarray:
+        t, c, share = _split(treated)
+        y = np.asarray(y, dtype=float)
+        rng = np.random.default_rng(self.params.seed)
+        fold = rng.integers(0, self.folds, len(y))
+        mu_t = np.empty(len(y))
+        mu_c = np.empty(len(y))
+        for k in range(self.folds):
+            fit, out = fold != k, fold == k
+            mu_t[out] = fit_regressor(X[fit & t], y[fit & t], self.params).predict(X[out])
+            mu_c[out] = fit_regressor(X[fit & c], y[fit & c], self.params).predict(X[out])
+        return (mu_t - mu_c + t * (y - mu_t) / share - c * (y - mu_c) / (1.0 - share))
+
+    def fit(self, X: pd.DataFrame, y: np.ndarray, treated: np.ndarray) -> DRLearner:
+        self.effect_: Regressor = fit_regressor(X, self.pseudo_outcome(X, y, treated),
+                                                self.params)
+        return self
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        return self.effect_.predict(X)
+
+
+class LinearDRLearner(DRLearner):
+    """The DR-learner with a ridge final stage: LightGBM outcome models, a linear effect."""
+
+    name = "dr_linear"
+
+    def fit(self, X: pd.DataFrame, y: np.ndarray, treated: np.ndarray) -> LinearDRLearner:
+        self.effect_ = fit_linear(X, self.pseudo_outcome(X, y, treated))
+        return self
+
+
+class TransformedOutcome(UpliftLearner):
+    """Athey & Imbens (2015): regress Y (T - e) / (e (1 - e)), whose mean given x is tau(x)."""
+
+    name = "transformed_outcome"
+
+    def fit(self, X: pd.DataFrame, y: np.ndarray, treated: np.ndarray) -> TransformedOutcome:
+        t, _, share = _split(treated)
+        z = np.asarray(y, dtype=float) * (t - share) / (share * (1.0 - share))
+        self.effect_ = fit_regressor(X, z, self.params)
+        return self
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        return self.effect_.predict(X)
+
+
+LEARNERS: dict[str, type[UpliftLearner]] = {
+    cls.name: cls for cls in (TLearner, XLearner, DRLearner, LinearDRLearner,
+                               TransformedOutcome)}
+
+
+def make_learner(name: str, params: BaseParams | None = None, seed: int | None = None
+                 ) -> UpliftLearner:
+    """A learner by name (see ``LEARNERS``), optionally with another seed."""
+    if name not in LEARNERS:
+        raise ValueError(f"unknown uplift learner {name!r}; choose from {sorted(LEARNERS)}")
+    params = params or BaseParams()
+    return LEARNERS[name](replace(params, seed=params.seed if seed is None else seed))

@@ -1,0 +1,175 @@
+"""Record an uplift training run in MLflow and register its model under ``uplift``.
+
+A run holds the parameters and data lineage, per arm: the average effects on spend,
+conversion and order value among buyers, the experiment checks, each candidate learner's
+out-of-fold Qini and the one chosen, Qini/AUUC/uplift-at-k of its out-of-fold scores, the
+Qini and decile plots; and the out-of-fold rows themselves (with features) so a later
+promotion compares models on identical data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import tempfile
+import warnings
+from pathlib import Path
+
+import mlflow
+import mlflow.data
+import pandas as pd
+from matplotlib import pyplot as plt
+from mlflow.models import infer_signature
+
+from training.tracking import LoggedRun
+from training.train_uplift import UpliftResult, UpliftTrainConfig
+from training.uplift_metrics import uplift_by_decile
+from training.uplift_model import ARTIFACT_KEY
+from training.uplift_plots import qini_figure, uplift_decile_figure
+
+UPLIFT_MODEL_NAME = "uplift"
+PYFUNC_CODE = Path(__file__).with_name("uplift_pyfunc.py")
+
+
+def slug(arm: str) -> str:
+    """An arm's name as it appears in metric names: lower case, words joined by ``_``."""
+    return re.sub(r"[^a-z0-9]+", "_", arm.lower()).strip("_") or "arm"
+
+
+def effects_table(result: UpliftResult) -> pd.DataFrame:
+    """Per arm and outcome: average effect, its standard error and the rows behind it."""
+    rows = []
+    for arm, r in result.arms.items():
+        for outcome, (effect, se) in r.effects.items():
+            rows.append({"arm": arm, "outcome": outcome, "effect": effect, "std_error": se,
+                         "treated": r.treated, "control": r.control})
+    return pd.DataFrame(rows)
+
+
+def metrics_table(result: UpliftResult) -> pd.DataFrame:
+    """Per arm and outcome: Qini, AUUC and uplift at 10/20/30% of the out-of-fold scores."""
+    return pd.DataFrame([{"arm": arm, "outcome": outcome, "learner": r.selection.winner,
+                          **m.as_dict()}
+                         for arm, r in result.arms.items() for outcome, m in r.metrics.items()])
+
+
+def validation_digest(rows: pd.DataFrame) -> str:
+    hashed = pd.util.hash_pandas_object(rows[["id", "arm", "treated", "spend"]], index=False)
+    return hashlib.sha256(hashed.to_numpy().tobytes()).hexdigest()[:16]
+
+
+def validation_rows(result: UpliftResult) -> pd.DataFrame:
+    """Out-of-fold scores with outcomes and the features the model reads."""
+    features = result.experiment.features.copy()
+    features.insert(0, "id", result.experiment.ids)
+    return result.validation.merge(features, on="id", how="left")
+
+
+def _params(cfg: UpliftTrainConfig, result: UpliftResult) -> dict[str, object]:
+    e = result.experiment
+    params: dict[str, object] = {
+        "data_source": str((cfg.table or cfg.data).resolve()),  # type: ignore[union-attr]
+        "input": "table" if cfg.table else "contract",
+        "experiment": e.source, "outcome": e.outcome_name, "arms": ",".join(e.arms),
+        "learner": cfg.learner, "selection_folds": cfg.selection_folds, "seed": cfg.seed,
+        "features": len(e.features.columns), "rows": len(e.ids),
+        **{f"base_{k}": v for k, v in cfg.params.lightgbm().items()
+           if k not in ("verbose", "deterministic", "objective")},
+    }
+    if cfg.data is not None:
+        params["horizon_days"] = cfg.horizon_days
+    for arm, r in result.arms.items():
+        params[f"{slug(arm)}_learner"] = r.selection.winner
+    return params
+
+
+def _metrics(result: UpliftResult) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for arm, r in result.arms.items():
+        s = slug(arm)
+        for outcome, m in r.metrics.items():
+            out.update(m.as_dict(prefix=f"{s}_{outcome}_"))
+        for outcome, (effect, se) in r.effects.items():
+            out[f"{s}_ate_{outcome}"] = effect
+            out[f"{s}_ate_{outcome}_se"] = se
+        for learner, q in r.selection.qini.items():
+            out[f"{s}_oof_qini_{learner}"] = q
+        out[f"{s}_treated_share"] = r.checks.treated_share
+        out[f"{s}_srm_p_value"] = r.checks.srm_p_value
+        out[f"{s}_max_abs_smd"] = abs(r.checks.worst_smd)
+    out["qini"] = float(pd.Series([r.metrics["spend"].qini for r in result.arms.values()]).mean())
+    return {k: v for k, v in out.items() if v == v}
+
+
+def _log_plots(result: UpliftResult) -> None:
+    for arm, r in result.arms.items():
+        part = result.validation[result.validation["arm"] == arm]
+        t = part["treated"].to_numpy()
+        score = part["uplift_score"].to_numpy()
+        for outcome in ("spend", "conversion"):
+            y = part[outcome].to_numpy(float)
+            label = f"{arm}: {outcome}"
+            figures = {
+                f"plots/{slug(arm)}/qini_{outcome}.png": qini_figure(
+                    y, t, {r.selection.winner: score}, f"Qini, {label} (out of fold)"),
+                f"plots/{slug(arm)}/uplift_by_decile_{outcome}.png": uplift_decile_figure(
+                    y, t, score, f"Observed uplift by decile, {label}"),
+            }
+            for path, fig in figures.items():
+                mlflow.log_figure(fig, path)
+                plt.close(fig)
+            mlflow.log_text(uplift_by_decile(y, t, score).to_csv(index=False),
+                            f"deciles/{slug(arm)}_{outcome}.csv")
+
+
+def _log_tables(result: UpliftResult, rows: pd.DataFrame, work: Path) -> None:
+    rows.to_parquet(work / "validation.parquet", index=False)
+    mlflow.log_artifact(str(work / "validation.parquet"), "validation")
+    mlflow.log_text(effects_table(result).to_csv(index=False, float_format="%.6g"), "effects.csv")
+    mlflow.log_text(metrics_table(result).to_csv(index=False, float_format="%.5f"), "metrics.csv")
+    selection = pd.concat([r.selection.table().assign(arm=a) for a, r in result.arms.items()])
+    mlflow.log_text(selection.to_csv(index=False, float_format="%.5f"), "selection.csv")
+
+
+def _log_input(cfg: UpliftTrainConfig, result: UpliftResult, rows: pd.DataFrame) -> None:
+    source = str((cfg.table or cfg.data).resolve())  # type: ignore[union-attr]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        dataset = mlflow.data.from_pandas(rows.drop(columns=["uplift_score"]), source=source,
+                                          targets="spend", name="uplift-experiment",
+                                          digest=validation_digest(rows))
+    mlflow.log_input(dataset, context="training")
+
+
+def _log_model(result: UpliftResult, work: Path, registered_name: str) -> str:
+    folder = result.model.save(work / ARTIFACT_KEY)
+    example = result.experiment.features.head(5).copy()
+    for column in result.model.categories:
+        example[column] = example[column].astype(str)
+    signature = infer_signature(example, result.model.predict(example))
+    info = mlflow.pyfunc.log_model(
+        name="model", python_model=str(PYFUNC_CODE), artifacts={ARTIFACT_KEY: str(folder)},
+        signature=signature, input_example=example, registered_model_name=registered_name,
+        pip_requirements=["lightgbm", "scikit-learn", "pandas", "numpy", "joblib"])
+    return str(info.registered_model_version)
+
+
+def log_uplift_run(cfg: UpliftTrainConfig, result: UpliftResult, experiment: str = "uplift",
+                   registered_name: str = UPLIFT_MODEL_NAME) -> LoggedRun:
+    """Log everything about ``result`` as one MLflow run and register the model."""
+    exp = mlflow.set_experiment(experiment)
+    rows = validation_rows(result)
+    with tempfile.TemporaryDirectory(prefix="uplift-run-") as tmp, \
+            mlflow.start_run(run_name=f"uplift-{result.experiment.outcome_name}") as run:
+        work = Path(tmp)
+        mlflow.log_params(_params(cfg, result))
+        _log_input(cfg, result, rows)
+        mlflow.log_metrics(_metrics(result))
+        _log_plots(result)
+        _log_tables(result, rows, work)
+        version = _log_model(result, work, registered_name)
+        warned = [w for r in result.arms.values() for w in r.warnings()]
+        mlflow.set_tags({"validation_digest": validation_digest(rows), "model_version": version,
+                         "experiment_warnings": " | ".join(warned) or "none"})
+    return LoggedRun(run.info.run_id, exp.experiment_id, version)
+
