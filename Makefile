@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench bench-churn bench-serving bench-batch lint clean
+.PHONY: demo test bench bench-churn bench-serving bench-batch bench-uplift lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,9 @@ bench-serving: $(STAMP)
 # Uses the model bench-serving registers.
 bench-batch: $(STAMP)
 	$(BIN)/python bench/batch_scoring.py
+
+bench-uplift: $(STAMP)
+	$(BIN)/python bench/uplift_hillstrom.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -40,8 +40,7 @@ DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "hillst
 ARMS = ("segment=Womens E-Mail", "segment=Mens E-Mail")
 # LightGBM's own defaults (100 trees of 31 leaves, learning rate 0.1, 20 rows per leaf).
 DEFAULTS = BaseParams(learning_rate=0.1, num_leaves=31, min_data_in_leaf=20, rounds=100,
-                      lambda_l2=0.0, feature_fraction=1.0,
-                      extra={"bagging_fraction": 1.0, "bagging_freq": 0})
+                      lambda_l2=0.0, feature_fraction=1.0)
 
 
 def peers() -> dict:
@@ -65,7 +64,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     started = time.time()
-    tables = []
+    tables, pooled = [], []
     for outcome, other in (("spend", "conversion"), ("conversion", "spend")):
         cfg = UpliftTrainConfig(table=args.data, treatments=ARMS, control="segment=No E-Mail",
                                 outcome=outcome, ignore=("visit", other))
@@ -76,12 +75,16 @@ def main() -> None:
         chosen = scores.groupby("arm")["learners_chosen"].agg(
             lambda s: pd.Series(",".join(s.unique()).split(",")).value_counts().to_dict())
         print(outcome, "learners chosen per outer fold:", chosen.to_dict(), flush=True)
-        metrics = evaluation_metrics(scores)
-        tables.append(metrics[metrics["outcome"] == outcome])
+        for target, ranks in ((tables, False), (pooled, True)):
+            metrics = evaluation_metrics(scores, pooled_estimates=ranks)
+            target.append(metrics[metrics["outcome"] == outcome])
     summary = summarize_evaluation(pd.concat(tables, ignore_index=True))
     cells = summary.pivot_table(index="scorer", columns=["arm", "outcome"], values="qini")
-    cells["mean of 4"] = cells.mean(axis=1)
+    cells[("mean of 4", "")] = cells.mean(axis=1)
     spread = summary.pivot_table(index="scorer", columns=["arm", "outcome"], values="qini_sd")
+    raw = summarize_evaluation(pd.concat(pooled, ignore_index=True)).pivot_table(
+        index="scorer", columns=["arm", "outcome"], values="qini")
+    raw[("mean of 4", "")] = raw.mean(axis=1)
     print(f"# Hillstrom uplift, {date.today()}, {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores, python {platform.python_version()}, lightgbm {lgb.__version__}, "
           f"{args.folds} folds x {args.repeats} repeats, {time.time() - started:.0f} s")
@@ -90,6 +93,8 @@ def main() -> None:
         print(cells.round(4).to_string())
         print("Qini spread (sd over repeats)")
         print(spread.round(4).to_string())
+        print("Qini with the raw estimates of all folds ranked together (mean over repeats)")
+        print(raw.round(4).to_string())
         print(summary.round(4).to_string(index=False))
 
 

@@ -149,3 +149,13 @@ def mlflow_store(tmp_path, monkeypatch) -> str:
     mlflow.set_tracking_uri(uri)
     yield uri
     mlflow.set_tracking_uri(previous)
+
+
+@pytest.fixture(scope="session")
+def uplift_trained(synthetic_data):
+    """An uplift model trained on the small synthetic base's campaign (one learner, fast)."""
+    from training.train_uplift import UpliftTrainConfig, train_uplift
+
+    folder, _ = synthetic_data
+    cfg = UpliftTrainConfig(data=folder, learner="x_learner", selection_folds=2)
+    return cfg, train_uplift(cfg)

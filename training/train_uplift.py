@@ -311,6 +311,7 @@ def evaluate_arm(part: Experiment, cfg: UpliftTrainConfig, folds: int, repeat: i
     _check_sizes(str(part.arms), t, folds)
     seed = cfg.seed + repeat
     raw = np.empty(len(y))
+    estimates = {k: np.empty(len(y)) for k in (scorers or {})}
     scores = {"model": np.empty(len(y)), **{k: np.empty(len(y)) for k in (scorers or {})}}
     chosen = []
     for fit, held in _folds(t, folds, seed):
@@ -325,12 +326,15 @@ def evaluate_arm(part: Experiment, cfg: UpliftTrainConfig, folds: int, repeat: i
         raw[held] = learner.predict(X_held)
         scores["model"][held] = fold_rank(raw[held])
         for name, scorer in (scorers or {}).items():
-            scores[name][held] = fold_rank(scorer(X_fit, y[fit], t[fit], X_held))
+            estimates[name][held] = scorer(X_fit, y[fit], t[fit], X_held)
+            scores[name][held] = fold_rank(estimates[name][held])
     frame = pd.DataFrame({"id": part.ids, "repeat": repeat, "treated": t,
                           "spend": part.outcomes["spend"].to_numpy(),
                           "conversion": part.outcomes["conversion"].to_numpy()})
     frame["learners_chosen"] = ",".join(chosen)
     frame["uplift_estimate"] = raw
+    for name, values in estimates.items():
+        frame[f"estimate_{name}"] = values
     for name, values in scores.items():
         frame["uplift_score" if name == "model" else f"score_{name}"] = values
     return frame
@@ -353,16 +357,26 @@ def evaluate_uplift(cfg: UpliftTrainConfig, folds: int = 5, repeats: int = 1,
     return pd.concat(frames, ignore_index=True)
 
 
-def evaluation_metrics(scores: pd.DataFrame) -> pd.DataFrame:
-    """Qini, AUUC and uplift at 10/20/30% per arm, outcome, scorer and repeat."""
+def evaluation_metrics(scores: pd.DataFrame, pooled_estimates: bool = False) -> pd.DataFrame:
+    """Qini, AUUC and uplift at 10/20/30% per arm, outcome, scorer and repeat.
+
+    By default the within-fold ranks are used; ``pooled_estimates`` ranks the raw
+    estimates of all folds together instead (for comparison with figures measured so).
+    """
     rows = []
-    score_columns = [c for c in scores.columns if c == "uplift_score" or c.startswith("score_")]
+    if pooled_estimates:
+        score_columns = [c for c in scores.columns
+                         if c == "uplift_estimate" or c.startswith("estimate_")]
+    else:
+        score_columns = [c for c in scores.columns
+                         if c == "uplift_score" or c.startswith("score_")]
     for (arm, repeat), part in scores.groupby(["arm", "repeat"], sort=True):
         t = part["treated"].to_numpy()
         for outcome in ("spend", "conversion"):
             y = part[outcome].to_numpy(float)
             for column in score_columns:
-                scorer = "model" if column == "uplift_score" else column.removeprefix("score_")
+                scorer = ("model" if column in ("uplift_score", "uplift_estimate")
+                          else column.split("_", 1)[1])
                 m = UpliftMetrics.of(y, t, part[column].to_numpy(float))
                 rows.append({"arm": arm, "outcome": outcome, "scorer": scorer, "repeat": repeat,
                              **m.as_dict()})

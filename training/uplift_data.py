@@ -210,7 +210,7 @@ def experiment_from_table(table: pd.DataFrame, treatments: list[GroupSpec], cont
     for column in features.columns:
         if not pd.api.types.is_numeric_dtype(features[column]):
             features[column] = features[column].astype("category")
-        else:  # floats throughout, so a missing value later never breaks the schema
+        elif pd.api.types.is_bool_dtype(features[column]):
             features[column] = features[column].astype(float)
     ids = np.asarray(table.index[keep].astype(str))
     return Experiment(ids, features, group[keep].to_numpy(dtype=object),

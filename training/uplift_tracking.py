@@ -146,7 +146,11 @@ def _log_model(result: UpliftResult, work: Path, registered_name: str) -> str:
     example = result.experiment.features.head(5).copy()
     for column in result.model.categories:
         example[column] = example[column].astype(str)
-    signature = infer_signature(example, result.model.predict(example))
+    with warnings.catch_warnings():
+        # MLflow's hint that integer columns cannot hold missing values: the table's own
+        # types are the ones callers send.
+        warnings.simplefilter("ignore", UserWarning)
+        signature = infer_signature(example, result.model.predict(example))
     info = mlflow.pyfunc.log_model(
         name="model", python_model=str(PYFUNC_CODE), artifacts={ARTIFACT_KEY: str(folder)},
         signature=signature, input_example=example, registered_model_name=registered_name,

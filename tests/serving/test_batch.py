@@ -16,11 +16,14 @@ import pytest
 
 from features.contract import ContractError
 from serving.batch import ScoreJobConfig, parse_postgres_url, run_score
-from serving.champion import load_champion
+from serving.champion import NoChampionError, load_champion
+from serving.policy import SegmentPolicy
 from serving.scoring import OUTPUT_COLUMNS
 from tests.conftest import build, process_env
 from training.promote import promote
 from training.tracking import log_churn_run
+from training.train_uplift import UpliftTrainConfig, train_uplift
+from training.uplift_tracking import log_uplift_run
 
 AS_OF = date(2025, 10, 1)
 BIN = Path(sys.executable).parent
@@ -135,6 +138,43 @@ def test_killed_run_leaves_the_earlier_parquet(champion, synthetic_data, mlflow_
     # The next run finishes and replaces it.
     score_to(str(out), data, champion, date(2025, 9, 1))
     assert set(pd.read_parquet(out)["as_of"].astype(str)) == {"2025-09-01"}
+
+
+def test_win_back_is_who_the_campaign_would_move(champion, uplift_trained, synthetic_data,
+                                                 tmp_path):
+    cfg, result = uplift_trained
+    log_uplift_run(cfg, result)
+    promote("uplift")
+    loaded = load_champion("churn", uplift=True)
+    data, _ = synthetic_data
+    score_to(str(tmp_path / "scores.parquet"), data, loaded)
+    scores = pd.read_parquet(tmp_path / "scores.parquet").set_index("customer_id")
+    assert set(scores["model_versions"]) == {"churn:v1,uplift:v1"}
+    features = build(data, AS_OF, tmp_path / "features.parquet").loc[scores.index]
+    arm = result.model.arms[0]
+    np.testing.assert_allclose(scores["uplift_spend"],
+                               result.model.predict(features)[f"uplift_{arm}"], rtol=1e-9)
+    policy = SegmentPolicy.load()
+    lapsed = features["recency_days"] >= policy.lapsed_after_days
+    at_risk = scores["churn_probability"].fillna(0) >= policy.at_risk_probability
+    expected = (lapsed | at_risk) & scores["contactable"] & (
+        scores["uplift_spend"] > policy.contact_cost)
+    assert expected.any() and (~expected & (lapsed | at_risk)).any()
+    assert ((scores["segment"] == "win_back") == expected).all()
+
+
+def test_an_uplift_champion_from_a_flat_table_is_refused_for_scoring(champion, tmp_path):
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame({"x": rng.normal(size=2000), "group": rng.choice(["a", "b"], 2000),
+                          "spend": rng.gamma(1, 10, 2000)})
+    table.to_csv(tmp_path / "flat.csv", index=False)
+    cfg = UpliftTrainConfig(table=tmp_path / "flat.csv", treatments=("group=a",),
+                            control="group=b", learner="t_learner", selection_folds=2)
+    log_uplift_run(cfg, train_uplift(cfg))
+    promote("uplift")
+    with pytest.raises(NoChampionError, match="trained on a flat table"):
+        load_champion("churn", uplift=True)
+    assert load_champion("churn").uplift is None
 
 
 def test_postgres_url_needs_a_plain_table_name():

@@ -24,6 +24,7 @@ from serving.champion import load_champion
 from tests.conftest import build, free_port, process_env, wait_until_up
 from training.promote import promote
 from training.tracking import default_tracking_uri, log_churn_run
+from training.uplift_tracking import log_uplift_run
 
 BIN = Path(sys.executable).parent
 TOKEN = "s3cret-token"
@@ -31,8 +32,8 @@ AS_OF = date(2025, 10, 1)
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory, trained, churn_config) -> str:
-    """A tracking store whose champion is the session's trained model."""
+def store(tmp_path_factory, trained, churn_config, uplift_trained) -> str:
+    """A tracking store whose champions are the session's churn and uplift models."""
     folder = tmp_path_factory.mktemp("service-store")
     uri, previous, cwd = default_tracking_uri(folder), mlflow.get_tracking_uri(), Path.cwd()
     os.chdir(folder)
@@ -40,6 +41,8 @@ def store(tmp_path_factory, trained, churn_config) -> str:
     try:
         log_churn_run(churn_config, trained)
         promote("churn")
+        log_uplift_run(*uplift_trained)
+        promote("uplift")
     finally:
         mlflow.set_tracking_uri(previous)
         os.chdir(cwd)
@@ -122,17 +125,21 @@ def features(synthetic_data, tmp_path_factory) -> pd.DataFrame:
     return table[table["recency_days"] < 365]
 
 
-def test_scores_feature_rows_like_the_model(server, features, trained):
+def test_scores_feature_rows_like_the_model(server, features, trained, uplift_trained):
     rows = features.head(25)
     status, body = server.call("/score_features", {"customers": feature_rows(rows)})
     assert status == 200, body
-    assert body["model_version"] == "churn:v1"
+    assert body["model_version"] == "churn:v1,uplift:v1"
     got = pd.DataFrame(body["scores"]).set_index("customer_id")
     np.testing.assert_allclose(got.loc[rows.index, "churn_probability"],
                                trained.model.predict_proba(rows), rtol=1e-12)
-    assert set(got["model_versions"]) == {"churn:v1"}
+    uplift = uplift_trained[1].model
+    np.testing.assert_allclose(got.loc[rows.index, "uplift_spend"],
+                               uplift.predict(rows)[f"uplift_{uplift.arms[0]}"], rtol=1e-9)
+    assert set(got["model_versions"]) == {"churn:v1,uplift:v1"}
     status, meta = server.call("/metadata", {})
     assert status == 200 and meta["model_version"] == "1"
+    assert meta["uplift_model"] == {"name": "uplift", "version": "1", "arm": uplift.arms[0]}
     assert meta["features"] == feature_names()
 
 
@@ -143,7 +150,7 @@ def test_online_history_gives_the_batch_probability(server, store, synthetic_dat
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(store)
     try:
-        loaded = load_champion()
+        loaded = load_champion(uplift=True)
     finally:
         mlflow.set_tracking_uri(previous)
     run_score(ScoreJobConfig(data=data, as_of=AS_OF, out=str(tmp_path / "s.parquet")), loaded)
@@ -168,6 +175,8 @@ def test_online_history_gives_the_batch_probability(server, store, synthetic_dat
     online = pd.DataFrame(answer["scores"]).set_index("customer_id")
     np.testing.assert_allclose(online.loc[chosen, "churn_probability"],
                                batch.loc[chosen, "churn_probability"], rtol=1e-12)
+    np.testing.assert_allclose(online.loc[chosen, "uplift_spend"],
+                               batch.loc[chosen, "uplift_spend"], rtol=1e-9)
     assert (online.loc[chosen, "segment"] == batch.loc[chosen, "segment"]).all()
     assert answer["skipped"] == [{"customer_id": "nobody-here",
                                   "reason": "no rows before 2025-10-01 in this request"}]

@@ -1,0 +1,190 @@
+"""Uplift training and evaluation: synthetic ground truth, Hillstrom end to end, bad input."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import spearmanr
+
+from features.synthetic import GenerateConfig, generate
+from tests.conftest import process_env, shared_file
+from training.promote import promote
+from training.train_uplift import (
+    UpliftTrainConfig,
+    check_experiment,
+    evaluate_uplift,
+    evaluation_metrics,
+    load_experiment,
+    train_uplift,
+)
+from training.uplift_data import ExperimentError
+from training.uplift_learners import LEARNERS, make_learner
+from training.uplift_tracking import log_uplift_run
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def campaign_base(tmp_path_factory) -> Path:
+    """20,000 synthetic customers, about 12,500 of them in the randomised campaign."""
+    folder = tmp_path_factory.mktemp("uplift-base")
+    generate(GenerateConfig(customers=20_000, seed=11), folder)
+    return folder
+
+
+def hillstrom_config(outcome: str, **options) -> UpliftTrainConfig:
+    other = "conversion" if outcome == "spend" else "spend"
+    return UpliftTrainConfig(
+        table=shared_file("hillstrom/hillstrom.csv"),
+        treatments=("segment=Womens E-Mail", "segment=Mens E-Mail"),
+        control="segment=No E-Mail", outcome=outcome, ignore=("visit", other), **options)
+
+
+def test_learned_uplift_ranks_customers_by_their_true_effect(campaign_base):
+    cfg = UpliftTrainConfig(data=campaign_base, learner="x_learner", selection_folds=2)
+    result = train_uplift(cfg)
+    experiment = result.experiment
+    truth = pd.read_parquet(campaign_base / "ground_truth.parquet").set_index("customer_id")
+    true_effect = truth.loc[experiment.ids, "true_uplift_spend"].to_numpy()
+    arm = experiment.arms[0]
+    fitted = result.model.predict(experiment.features)[f"uplift_{arm}"].to_numpy()
+    assert spearmanr(fitted, true_effect).statistic >= 0.5
+    # Held out too: each customer ranked by a model that never saw them.
+    held_out = result.arms[arm].selection.scores
+    assert spearmanr(held_out, true_effect).statistic >= 0.45
+    # The average effect is the campaign's true one within three standard errors.
+    effect, se = result.arms[arm].effects["spend"]
+    assert abs(effect - np.nanmean(true_effect)) < 3 * se
+
+
+def test_contract_experiment_is_point_in_time_and_counts_the_outcome_window(campaign_base):
+    experiment = load_experiment(UpliftTrainConfig(data=campaign_base, horizon_days=30))
+    exposures = pd.read_parquet(campaign_base / "exposures.parquet").set_index("customer_id")
+    tx = pd.read_parquet(campaign_base / "transactions.parquet")
+    some = experiment.ids[:50]
+    for i, customer in enumerate(some):
+        start = exposures.loc[customer, "exposed_at"]
+        mine = tx[tx["customer_id"] == customer]
+        window = mine[(mine["ordered_at"] >= start)
+                      & (mine["ordered_at"] < start + pd.Timedelta(days=30))]
+        assert experiment.outcomes["spend"].iloc[i] == pytest.approx(window["amount"].sum())
+        before = mine[mine["ordered_at"] < start.normalize()]
+        assert experiment.features["orders_total"].iloc[i] == before.loc[
+            before["amount"] >= 0, "order_id"].nunique()
+    treated = exposures.loc[experiment.ids, "treatment"].to_numpy()
+    assert (experiment.treated() == treated).all()
+
+
+def test_every_learner_fits_and_predicts_on_a_multi_arm_table():
+    experiment = load_experiment(hillstrom_config("conversion"))
+    assert experiment.arms == ["Mens E-Mail", "Womens E-Mail"]
+    part = experiment.arm("Womens E-Mail").features.head(4000)
+    sample = experiment.arm("Womens E-Mail")
+    y, t = sample.outcome()[:4000], sample.treated()[:4000]
+    for name in LEARNERS:
+        predicted = make_learner(name).fit(part, y, t).predict(part)
+        assert predicted.shape == (4000,) and np.isfinite(predicted).all(), name
+
+
+@pytest.mark.parametrize("outcome", ["spend", "conversion"])
+def test_hillstrom_trains_and_evaluates_both_arms(outcome, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    cfg = hillstrom_config(outcome, learner="dr_linear", selection_folds=2)
+    result = train_uplift(cfg)
+    assert set(result.arms) == {"Womens E-Mail", "Mens E-Mail"}
+    womens = result.arms["Womens E-Mail"]
+    # The published campaign: both e-mails raised spend and conversion.
+    assert womens.effects[outcome][0] > 2 * womens.effects[outcome][1] > 0
+    assert womens.checks.warnings() == []
+    logged = log_uplift_run(cfg, result)
+    assert "first champion" in promote("uplift").message()
+    run = mlflow.get_run(logged.run_id)
+    assert run.data.params["arms"] == "Mens E-Mail,Womens E-Mail"
+    assert "womens_e_mail_spend_qini" in run.data.metrics
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(
+        logged.run_id, "plots/womens_e_mail")}
+    assert "plots/womens_e_mail/qini_spend.png" in artifacts
+    loaded = mlflow.pyfunc.load_model("models:/uplift@champion")
+    rows = pd.read_csv(cfg.table).head(3)
+    assert list(loaded.predict(rows).columns) == ["uplift_Mens E-Mail", "uplift_Womens E-Mail"]
+
+    scores = evaluate_uplift(cfg, folds=2, repeats=1)
+    assert len(scores) == sum(len(load_experiment(cfg).arm(a).ids) for a in result.arms)
+    metrics = evaluation_metrics(scores)
+    womens_qini = metrics.query("arm == 'Womens E-Mail' and outcome == @outcome")["qini"]
+    assert womens_qini.iloc[0] > 0.05
+
+
+def test_cli_trains_and_evaluates_a_flat_table(tmp_path):
+    table = tmp_path / "experiment.csv"
+    data = pd.read_csv(shared_file("hillstrom/hillstrom.csv"))
+    data[data["segment"] != "Mens E-Mail"].sample(12_000, random_state=0).to_csv(table,
+                                                                                  index=False)
+    common = ["--table", str(table), "--treatment", "segment=Womens E-Mail",
+              "--control", "segment=No E-Mail", "--outcome", "spend", "--ignore", "visit",
+              "--ignore", "conversion", "--learner", "t_learner"]
+    env = process_env()
+    trained = subprocess.run([str(BIN / "churn"), "train", "uplift", *common], cwd=tmp_path,
+                             env=env, capture_output=True, text=True, timeout=600)
+    assert trained.returncode == 0, trained.stderr
+    assert "Womens E-Mail vs control" in trained.stdout
+    assert "registered as uplift v1" in trained.stdout
+    out = tmp_path / "oof.parquet"
+    evaluated = subprocess.run([str(BIN / "churn"), "evaluate", "uplift", *common, "--folds", "3",
+                                "--out", str(out)], cwd=tmp_path, env=env, capture_output=True,
+                               text=True, timeout=600)
+    assert evaluated.returncode == 0, evaluated.stderr
+    scores = pd.read_parquet(out)
+    assert len(scores) == 12_000 - (pd.read_csv(table)["segment"] == "Mens E-Mail").sum()
+    assert {"id", "arm", "treated", "spend", "uplift_score", "uplift_estimate"} <= set(scores)
+    assert "Qini" in evaluated.stdout
+    bad = subprocess.run([str(BIN / "churn"), "train", "uplift", "--table", str(table),
+                          "--treatment", "segment", "--control", "segment=No E-Mail"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1
+    assert "--treatment takes COLUMN=VALUE" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"treatments": ("segment=Kids E-Mail",)}, "no row has segment=Kids E-Mail"),
+    ({"control": "arm=none"}, "no column arm"),
+    ({"outcome": "history_segment"}, "needs a finite number"),
+    ({"learner": "s_learner"}, "unknown learner 's_learner'"),
+])
+def test_flat_table_mistakes_are_named(options, message):
+    base = {"table": shared_file("hillstrom/hillstrom.csv"),
+            "treatments": ("segment=Womens E-Mail",), "control": "segment=No E-Mail"}
+    with pytest.raises(ExperimentError, match=message):
+        load_experiment(UpliftTrainConfig(**{**base, **options}))
+
+
+def test_contract_mistakes_are_named(synthetic_data, tmp_path):
+    folder, _ = synthetic_data
+    with pytest.raises(ExperimentError, match="campaign 'spring' is not in exposures"):
+        load_experiment(UpliftTrainConfig(data=folder, campaign="spring"))
+    with pytest.raises(ExperimentError, match="after the data ends"):
+        load_experiment(UpliftTrainConfig(data=folder, horizon_days=200))
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "transactions.parquet").write_bytes((folder / "transactions.parquet").read_bytes())
+    with pytest.raises(ExperimentError, match="needs an exposures table"):
+        load_experiment(UpliftTrainConfig(data=bare))
+
+
+def test_unbalanced_split_and_covariates_are_flagged():
+    rng = np.random.default_rng(3)
+    X = pd.DataFrame({"spend": rng.gamma(2, 50, 4000), "visits": rng.poisson(3, 4000)})
+    fair = rng.random(4000) < 0.5
+    assert check_experiment(X, fair, 0.5).warnings() == []
+    # Treatment given mostly to big spenders, and to 70% instead of half.
+    skewed = rng.random(4000) < np.where(X["spend"] > 100, 0.9, 0.6)
+    warnings = check_experiment(X, skewed, 0.5).warnings()
+    assert any("sample ratio mismatch" in w for w in warnings)
+    assert any("covariate imbalance: spend" in w for w in warnings)
