@@ -24,7 +24,6 @@ from pathlib import Path
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent]
 
 import lightgbm as lgb  # noqa: E402
-import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from training.train_uplift import (  # noqa: E402
@@ -36,7 +35,8 @@ from training.train_uplift import (  # noqa: E402
 )
 from training.uplift_learners import BaseParams, TLearner, TransformedOutcome  # noqa: E402
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "hillstrom" / "hillstrom.csv"
+DEFAULT_DATA = (Path(__file__).resolve().parents[2] / "shared" / "data" / "hillstrom"
+                / "hillstrom.csv")
 ARMS = ("segment=Womens E-Mail", "segment=Mens E-Mail")
 # LightGBM's own defaults (100 trees of 31 leaves, learning rate 0.1, 20 rows per leaf).
 DEFAULTS = BaseParams(learning_rate=0.1, num_leaves=31, min_data_in_leaf=20, rounds=100,
@@ -86,7 +86,8 @@ def main() -> None:
         index="scorer", columns=["arm", "outcome"], values="qini")
     raw[("mean of 4", "")] = raw.mean(axis=1)
     print(f"# Hillstrom uplift, {date.today()}, {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} cores, python {platform.python_version()}, lightgbm {lgb.__version__}, "
+          f"{os.cpu_count()} cores, python {platform.python_version()}, "
+          f"lightgbm {lgb.__version__}, "
           f"{args.folds} folds x {args.repeats} repeats, {time.time() - started:.0f} s")
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print("Qini (mean over repeats)")

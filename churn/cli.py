@@ -233,6 +233,17 @@ def train_churn_command(
     steps.where_to_look(uri, logged, out_console)
 
 
+def _promote(name: str, run: str | None) -> None:
+    from churn import model_steps as steps
+
+    steps.use_tracking_store()
+    try:
+        outcome = steps.promote(name, run)
+    except steps.USER_ERRORS as err:
+        _fail(str(err))
+    out_console.print(outcome.message(), highlight=False, soft_wrap=True)
+
+
 @promote_app.command("churn")
 def promote_churn_command(
     run: Annotated[str | None, typer.Option(
@@ -243,14 +254,7 @@ def promote_churn_command(
     Both are scored on the candidate's validation rows; the alias moves only when the
     candidate's ROC AUC is higher. The first model becomes champion.
     """
-    from churn import model_steps as steps
-
-    steps.use_tracking_store()
-    try:
-        outcome = steps.promote(steps.CHURN_MODEL_NAME, run)
-    except steps.USER_ERRORS as err:
-        _fail(str(err))
-    out_console.print(outcome.message(), highlight=False, soft_wrap=True)
+    _promote("churn", run)
 
 
 UpliftData = Annotated[Path | None, typer.Option(
@@ -280,16 +284,28 @@ UpliftShare = Annotated[float | None, typer.Option(
          "[default: 0.5].")]
 
 
+UpliftLeaves = Annotated[int, typer.Option(help="LightGBM leaves per tree of every base model.")]
+UpliftMinLeaf = Annotated[int, typer.Option(help="LightGBM rows per leaf, at least.")]
+UpliftRounds = Annotated[int, typer.Option(help="LightGBM trees per base model.")]
+UpliftRate = Annotated[float, typer.Option(help="LightGBM learning rate.")]
+
+
 def _uplift_config(data: Path | None, campaign: str | None, horizon_days: int,
                    table: Path | None, treatment: list[str] | None, control: str | None,
                    outcome: str, ignore: list[str] | None, learner: str,
-                   expected_share: float | None, seed: int) -> object:
+                   expected_share: float | None, seed: int,
+                   trees: tuple[int, int, int, float]) -> object:
     from training.train_uplift import UpliftTrainConfig
+    from training.uplift_learners import BaseParams
 
+    leaves, min_leaf, rounds, rate = trees
     return UpliftTrainConfig(data=data, campaign=campaign, horizon_days=horizon_days,
                              table=table, treatments=tuple(treatment or ()), control=control,
                              outcome=outcome, ignore=tuple(ignore or ()), learner=learner,
-                             expected_share=expected_share, seed=seed)
+                             expected_share=expected_share, seed=seed,
+                             params=BaseParams(learning_rate=rate, num_leaves=leaves,
+                                               min_data_in_leaf=min_leaf, rounds=rounds,
+                                               seed=seed))
 
 
 @train_app.command("uplift")
@@ -298,6 +314,8 @@ def train_uplift_command(
     table: UpliftTable = None, treatment: UpliftTreatment = None, control: UpliftControl = None,
     outcome: UpliftOutcome = "spend", ignore: UpliftIgnore = None,
     learner: UpliftLearner = "auto", expected_share: UpliftShare = None,
+    num_leaves: UpliftLeaves = 31, min_data_in_leaf: UpliftMinLeaf = 20,
+    rounds: UpliftRounds = 100, learning_rate: UpliftRate = 0.1,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "uplift",
 ) -> None:
@@ -317,7 +335,8 @@ def train_uplift_command(
     uri = steps.use_tracking_store()
     try:
         cfg = _uplift_config(data, campaign, horizon_days, table, treatment, control, outcome,
-                             ignore, learner, expected_share, seed)
+                             ignore, learner, expected_share, seed,
+                             (num_leaves, min_data_in_leaf, rounds, learning_rate))
         result = up.train(cfg, _progress())  # type: ignore[arg-type]
         logged = up.log_uplift_run(cfg, result, experiment=experiment)  # type: ignore[arg-type]
     except (up.ExperimentError, *steps.USER_ERRORS) as err:
@@ -333,6 +352,8 @@ def evaluate_uplift_command(
     table: UpliftTable = None, treatment: UpliftTreatment = None, control: UpliftControl = None,
     outcome: UpliftOutcome = "spend", ignore: UpliftIgnore = None,
     learner: UpliftLearner = "auto", expected_share: UpliftShare = None,
+    num_leaves: UpliftLeaves = 31, min_data_in_leaf: UpliftMinLeaf = 20,
+    rounds: UpliftRounds = 100, learning_rate: UpliftRate = 0.1,
     folds: Annotated[int, typer.Option(help="Outer folds.")] = 5,
     repeats: Annotated[int, typer.Option(help="Repeats with fresh folds.")] = 1,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
@@ -349,7 +370,8 @@ def evaluate_uplift_command(
 
     try:
         cfg = _uplift_config(data, campaign, horizon_days, table, treatment, control, outcome,
-                             ignore, learner, expected_share, seed)
+                             ignore, learner, expected_share, seed,
+                             (num_leaves, min_data_in_leaf, rounds, learning_rate))
         summary = up.evaluate(cfg, folds, repeats, out, _progress())  # type: ignore[arg-type]
     except (up.ExperimentError, *steps.USER_ERRORS) as err:
         _fail(str(err))
@@ -366,14 +388,7 @@ def promote_uplift_command(
     Both are scored on the candidate's out-of-fold rows; the alias moves only when the
     candidate's mean Qini over arms is higher. The first model becomes champion.
     """
-    from churn import model_steps as steps
-
-    steps.use_tracking_store()
-    try:
-        outcome = steps.promote("uplift", run)
-    except steps.USER_ERRORS as err:
-        _fail(str(err))
-    out_console.print(outcome.message(), highlight=False, soft_wrap=True)
+    _promote("uplift", run)
 
 
 @app.command("score")

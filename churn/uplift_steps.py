@@ -6,6 +6,7 @@ LightGBM.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -46,7 +47,7 @@ def print_result(result: UpliftResult, console: Console) -> None:
         for column in ("outcome", "treated - control", "95% interval"):
             table.add_column(column, justify="left" if column == "outcome" else "right")
         for outcome, (effect, se) in r.effects.items():
-            if effect == effect:
+            if not math.isnan(effect):
                 table.add_row(OUTCOME_LABELS.get(outcome, outcome), f"{effect:+.4g}",
                               f"{effect - 1.96 * se:+.4g} .. {effect + 1.96 * se:+.4g}")
         console.print(table)

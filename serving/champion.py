@@ -60,7 +60,7 @@ class LoadedModel:
             return pd.read_parquet(path)
 
 
-def _download(name: str, version: str, key: str, load):  # noqa: ANN001, ANN202
+def _download(name: str, version: str, key: str, load):
     with tempfile.TemporaryDirectory(prefix="churn-champion-") as tmp:
         local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}",
                                                     dst_path=tmp)

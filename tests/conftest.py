@@ -20,6 +20,7 @@ from features.job import FeaturesJobConfig, run_features
 from features.synthetic import GenerateConfig, generate
 from training.tracking import default_tracking_uri
 from training.train_churn import ChurnTrainConfig, ChurnTrainResult, train_churn
+from training.train_uplift import UpliftTrainConfig, train_uplift
 
 SHARED_DATA = Path(os.environ.get(
     "CHURN_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
@@ -154,8 +155,6 @@ def mlflow_store(tmp_path, monkeypatch) -> str:
 @pytest.fixture(scope="session")
 def uplift_trained(synthetic_data):
     """An uplift model trained on the small synthetic base's campaign (one learner, fast)."""
-    from training.train_uplift import UpliftTrainConfig, train_uplift
-
     folder, _ = synthetic_data
     cfg = UpliftTrainConfig(data=folder, learner="x_learner", selection_folds=2)
     return cfg, train_uplift(cfg)

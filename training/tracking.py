@@ -126,16 +126,27 @@ def _log_tables(result: ChurnTrainResult, work: Path) -> None:
     mlflow.log_text(deciles.to_csv(index=False), "deciles.csv")
 
 
+def log_pyfunc(code: Path, artifacts: dict[str, Path], example: pd.DataFrame,
+               output: pd.DataFrame, registered_name: str, requirements: list[str]) -> str:
+    """Log a models-from-code pyfunc with its signature and example; register it."""
+    with warnings.catch_warnings():
+        # MLflow's hint that integer columns cannot hold missing values: the example's own
+        # types are the ones callers send.
+        warnings.simplefilter("ignore", UserWarning)
+        signature = infer_signature(example, output)
+    info = mlflow.pyfunc.log_model(
+        name="model", python_model=str(code), artifacts={k: str(v) for k, v in artifacts.items()},
+        signature=signature, input_example=example, registered_model_name=registered_name,
+        pip_requirements=requirements)
+    return str(info.registered_model_version)
+
+
 def _log_model(result: ChurnTrainResult, work: Path, registered_name: str) -> str:
     folder = result.model.save(work / "churn_model")
     example = result.validation[feature_names()].head(5)
-    signature = infer_signature(
-        example, pd.DataFrame({"churn_probability": result.model.predict_proba(example)}))
-    info = mlflow.pyfunc.log_model(
-        name="model", python_model=str(PYFUNC_CODE), artifacts={ARTIFACT_KEY: str(folder)},
-        signature=signature, input_example=example, registered_model_name=registered_name,
-        pip_requirements=["lightgbm", "scikit-learn", "pandas", "numpy", "scipy"])
-    return str(info.registered_model_version)
+    output = pd.DataFrame({"churn_probability": result.model.predict_proba(example)})
+    return log_pyfunc(PYFUNC_CODE, {ARTIFACT_KEY: folder}, example, output, registered_name,
+                      ["lightgbm", "scikit-learn", "pandas", "numpy", "scipy"])
 
 
 def log_churn_run(cfg: ChurnTrainConfig, result: ChurnTrainResult, experiment: str = "churn",

@@ -83,8 +83,9 @@ def _derived_outcomes(spend: pd.Series, orders: pd.Series | None = None) -> pd.D
 
 def campaigns(con: duckdb.DuckDBPyConnection, loaded: LoadedTables) -> list[str]:
     """The campaign ids in the exposures table."""
-    return [r[0] for r in con.sql(f"SELECT DISTINCT campaign_id FROM {loaded.relations['exposures']}"
-                                  " ORDER BY 1").fetchall()]
+    table = loaded.relations["exposures"]
+    return [r[0] for r in con.sql(f"SELECT DISTINCT campaign_id FROM {table} ORDER BY 1")
+            .fetchall()]
 
 
 def _choose_campaign(con: duckdb.DuckDBPyConnection, loaded: LoadedTables,
@@ -134,8 +135,8 @@ def experiment_from_contract(con: duckdb.DuckDBPyConnection, loaded: LoadedTable
             f"{last_end.date()}, after the data ends ({loaded.end}); use a shorter "
             f"--horizon-days or wait for the data")
     frames = []
-    for day in sorted(exposed["feature_day"].unique()):
-        day = pd.Timestamp(day).date()
+    for stamp in sorted(exposed["feature_day"].unique()):
+        day = pd.Timestamp(stamp).date()
         frames.append(con.sql(feature_query(rel, day)).df().assign(feature_day=day))
     features = pd.concat(frames, ignore_index=True)
     exposed["feature_day"] = pd.to_datetime(exposed["feature_day"]).dt.date

@@ -10,7 +10,6 @@ share of the rows fitted on, not a model.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-
 from typing import Protocol
 
 import lightgbm as lgb

@@ -10,6 +10,7 @@ promotion compares models on identical data.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import tempfile
 import warnings
@@ -19,9 +20,8 @@ import mlflow
 import mlflow.data
 import pandas as pd
 from matplotlib import pyplot as plt
-from mlflow.models import infer_signature
 
-from training.tracking import LoggedRun
+from training.tracking import LoggedRun, log_pyfunc
 from training.train_uplift import UpliftResult, UpliftTrainConfig
 from training.uplift_metrics import uplift_by_decile
 from training.uplift_model import ARTIFACT_KEY
@@ -98,7 +98,7 @@ def _metrics(result: UpliftResult) -> dict[str, float]:
         out[f"{s}_srm_p_value"] = r.checks.srm_p_value
         out[f"{s}_max_abs_smd"] = abs(r.checks.worst_smd)
     out["qini"] = float(pd.Series([r.metrics["spend"].qini for r in result.arms.values()]).mean())
-    return {k: v for k, v in out.items() if v == v}
+    return {k: v for k, v in out.items() if not math.isnan(v)}
 
 
 def _log_plots(result: UpliftResult) -> None:
@@ -146,16 +146,8 @@ def _log_model(result: UpliftResult, work: Path, registered_name: str) -> str:
     example = result.experiment.features.head(5).copy()
     for column in result.model.categories:
         example[column] = example[column].astype(str)
-    with warnings.catch_warnings():
-        # MLflow's hint that integer columns cannot hold missing values: the table's own
-        # types are the ones callers send.
-        warnings.simplefilter("ignore", UserWarning)
-        signature = infer_signature(example, result.model.predict(example))
-    info = mlflow.pyfunc.log_model(
-        name="model", python_model=str(PYFUNC_CODE), artifacts={ARTIFACT_KEY: str(folder)},
-        signature=signature, input_example=example, registered_model_name=registered_name,
-        pip_requirements=["lightgbm", "scikit-learn", "pandas", "numpy", "joblib"])
-    return str(info.registered_model_version)
+    return log_pyfunc(PYFUNC_CODE, {ARTIFACT_KEY: folder}, example, result.model.predict(example),
+                      registered_name, ["lightgbm", "scikit-learn", "pandas", "numpy", "joblib"])
 
 
 def log_uplift_run(cfg: UpliftTrainConfig, result: UpliftResult, experiment: str = "uplift",

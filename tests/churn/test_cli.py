@@ -35,7 +35,10 @@ def test_demo_builds_features_trains_and_promotes(tmp_path):
     assert (tmp_path / "mlflow.db").exists()
     assert "Segments: " in done.stdout and "win_back" in done.stdout
     scores = pd.read_parquet(tmp_path / "demo" / "scores.parquet")
-    assert set(scores["model_versions"]) == {"churn:v1"}
+    assert "Out-of-fold Qini" in done.stdout and "<- chosen" in done.stdout
+    assert "uplift v1 is the first champion" in done.stdout
+    assert set(scores["model_versions"]) == {"churn:v1,uplift:v1"}
+    assert scores["uplift_spend"].notna().all()
     assert set(scores["as_of"].astype(str)) == {"2026-01-01"}
 
 
