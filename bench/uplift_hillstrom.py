@@ -62,12 +62,14 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--learner", default="auto",
+                        help="the model's learner: auto (chosen in each outer fold) or one")
     args = parser.parse_args()
     started = time.time()
     tables, pooled = [], []
     for outcome, other in (("spend", "conversion"), ("conversion", "spend")):
         cfg = UpliftTrainConfig(table=args.data, treatments=ARMS, control="segment=No E-Mail",
-                                outcome=outcome, ignore=("visit", other))
+                                outcome=outcome, ignore=("visit", other), learner=args.learner)
         experiment = load_experiment(cfg)
         scores = evaluate_uplift(cfg, args.folds, args.repeats, experiment,
                                  progress=lambda m, o=outcome: print(f"[{o}] {m}", flush=True),
@@ -88,7 +90,8 @@ def main() -> None:
     print(f"# Hillstrom uplift, {date.today()}, {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores, python {platform.python_version()}, "
           f"lightgbm {lgb.__version__}, "
-          f"{args.folds} folds x {args.repeats} repeats, {time.time() - started:.0f} s")
+          f"{args.folds} folds x {args.repeats} repeats, model learner {args.learner}, "
+          f"{time.time() - started:.0f} s")
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print("Qini (mean over repeats)")
         print(cells.round(4).to_string())
