@@ -133,11 +133,11 @@ def log_pyfunc(code: Path, artifacts: dict[str, Path], example: pd.DataFrame,
         # MLflow's hint that integer columns cannot hold missing values: the example's own
         # types are the ones callers send.
         warnings.simplefilter("ignore", UserWarning)
-        signature = infer_signature(example, output)
-    info = mlflow.pyfunc.log_model(
-        name="model", python_model=str(code), artifacts={k: str(v) for k, v in artifacts.items()},
-        signature=signature, input_example=example, registered_model_name=registered_name,
-        pip_requirements=requirements)
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=str(code),
+            artifacts={k: str(v) for k, v in artifacts.items()},
+            signature=infer_signature(example, output), input_example=example,
+            registered_model_name=registered_name, pip_requirements=requirements)
     return str(info.registered_model_version)
 
 
