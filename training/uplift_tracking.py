@@ -138,7 +138,7 @@ def _log_input(cfg: UpliftTrainConfig, result: UpliftResult, rows: pd.DataFrame)
         dataset = mlflow.data.from_pandas(rows.drop(columns=["uplift_score"]), source=source,
                                           targets="spend", name="uplift-experiment",
                                           digest=validation_digest(rows))
-    mlflow.log_input(dataset, context="training")
+        mlflow.log_input(dataset, context="training")
 
 
 def _log_model(result: UpliftResult, work: Path, registered_name: str) -> str:
