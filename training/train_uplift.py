@@ -308,7 +308,7 @@ def evaluate_arm(part: Experiment, cfg: UpliftTrainConfig, folds: int, repeat: i
     made inside each outer fold, plus any extra ``scorers`` (peers) on the same folds."""
     t = part.treated()
     y = part.outcome()
-    _check_sizes(str(part.arms), t, folds)
+    _check_sizes(part.arms[0], t, folds)
     seed = cfg.seed + repeat
     raw = np.empty(len(y))
     estimates = {k: np.empty(len(y)) for k in (scorers or {})}
