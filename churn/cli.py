@@ -339,10 +339,10 @@ def train_uplift_command(
                              (num_leaves, min_data_in_leaf, rounds, learning_rate))
         result = up.train(cfg, _progress())  # type: ignore[arg-type]
         logged = up.log_uplift_run(cfg, result, experiment=experiment)  # type: ignore[arg-type]
-    except (up.ExperimentError, *steps.USER_ERRORS) as err:
+    except steps.USER_ERRORS as err:
         _fail(str(err))
     up.print_result(result, out_console)
-    up.where_to_look(uri, logged, out_console)
+    steps.where_to_look(uri, logged, out_console, up.UPLIFT_MODEL_NAME)
 
 
 @evaluate_app.command("uplift")
@@ -373,7 +373,7 @@ def evaluate_uplift_command(
                              ignore, learner, expected_share, seed,
                              (num_leaves, min_data_in_leaf, rounds, learning_rate))
         summary = up.evaluate(cfg, folds, repeats, out, _progress())  # type: ignore[arg-type]
-    except (up.ExperimentError, *steps.USER_ERRORS) as err:
+    except steps.USER_ERRORS as err:
         _fail(str(err))
     up.print_evaluation(summary, out, out_console)
 
@@ -503,7 +503,7 @@ def demo_command(
                           highlight=False, soft_wrap=True)
         scored = steps.score(steps.ScoreJobConfig(
             data=data, as_of=gen.end, out=str(out / "scores.parquet")), _progress())
-    except (up.ExperimentError, *steps.USER_ERRORS) as err:
+    except steps.USER_ERRORS as err:
         _fail(str(err))
     steps.print_segments(scored, out_console)
     out_console.print(DEMO_SERVE_HINT, highlight=False, soft_wrap=True, markup=False)

@@ -38,13 +38,14 @@ from training.train_churn import (
     monthly_cutoffs,
     train_churn,
 )
+from training.uplift_data import ExperimentError
 
 __all__ = ["CHURN_MODEL_NAME", "DEFAULT_POLICY", "ChurnTrainConfig", "ScoreJobConfig",
            "SegmentPolicy", "log_churn_run", "monthly_cutoffs", "promote"]
 
 # Mistakes a user can fix: reported as one line, never as a traceback.
-USER_ERRORS = (ContractError, PromotionError, NoChampionError, PolicyError, MlflowException,
-               duckdb.Error, psycopg.Error, OSError)
+USER_ERRORS = (ContractError, ExperimentError, PromotionError, NoChampionError, PolicyError,
+               MlflowException, duckdb.Error, psycopg.Error, OSError)
 
 SCORER_LABELS = {"model": "model", "recency_rule": "recency rule",
                  "bgnbd_p_alive": "BG/NBD P(alive)", "bgnbd_expected_purchases": "BG/NBD E(buys)"}
@@ -88,12 +89,13 @@ def print_metrics(result: ChurnTrainResult, console: Console) -> None:
         highlight=False, soft_wrap=True)
 
 
-def where_to_look(uri: str, logged: LoggedRun, console: Console) -> None:
+def where_to_look(uri: str, logged: LoggedRun, console: Console,
+                  name: str = CHURN_MODEL_NAME) -> None:
     """Where the run is and how to open it."""
     ui = (f"mlflow ui --backend-store-uri {uri}" if uri.startswith("sqlite:")
           else f"open {uri}")
-    console.print(f"Run {logged.run_id} registered as churn v{logged.model_version}. "
-                      f"See it with: {ui}", highlight=False, soft_wrap=True)
+    console.print(f"Run {logged.run_id} registered as {name} v{logged.model_version}. "
+                  f"See it with: {ui}", highlight=False, soft_wrap=True)
 
 
 def score(cfg: ScoreJobConfig, progress: Progress) -> ScoreJobResult:

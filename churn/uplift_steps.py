@@ -14,7 +14,6 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from training.tracking import LoggedRun
 from training.train_uplift import (
     UpliftResult,
     UpliftTrainConfig,
@@ -23,10 +22,9 @@ from training.train_uplift import (
     summarize_evaluation,
     train_uplift,
 )
-from training.uplift_data import ExperimentError
 from training.uplift_tracking import UPLIFT_MODEL_NAME, log_uplift_run
 
-__all__ = ["UPLIFT_MODEL_NAME", "ExperimentError", "UpliftTrainConfig", "log_uplift_run"]
+__all__ = ["UPLIFT_MODEL_NAME", "UpliftTrainConfig", "log_uplift_run"]
 
 OUTCOME_LABELS = {"spend": "spend", "conversion": "conversion rate", "orders": "orders",
                   "aov": "order value (buyers)"}
@@ -66,13 +64,6 @@ def print_result(result: UpliftResult, console: Console) -> None:
         for warning in r.warnings():
             console.print(f"[bold yellow]warning:[/] {warning}", highlight=False,
                           soft_wrap=True)
-
-
-def where_to_look(uri: str, logged: LoggedRun, console: Console) -> None:
-    ui = (f"mlflow ui --backend-store-uri {uri}" if uri.startswith("sqlite:")
-          else f"open {uri}")
-    console.print(f"Run {logged.run_id} registered as {UPLIFT_MODEL_NAME} "
-                  f"v{logged.model_version}. See it with: {ui}", highlight=False, soft_wrap=True)
 
 
 def evaluate(cfg: UpliftTrainConfig, folds: int, repeats: int, out: Path,
