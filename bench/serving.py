@@ -57,8 +57,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def prepare(work: Path, customers: int) -> pd.DataFrame:
-    """Synthetic base, the bench model registered as champion, and features to send."""
+def prepare(work: Path, customers: int, reuse: bool = False) -> pd.DataFrame:
+    """Synthetic base, the bench model registered as champion, and features to send.
+
+    ``reuse`` keeps the champion an earlier run of this benchmark left in ``work``."""
     data = work / "data"
     cfg = GenerateConfig(customers=customers, seed=3)
     if not (data / "transactions.parquet").exists():
@@ -67,12 +69,18 @@ def prepare(work: Path, customers: int) -> pd.DataFrame:
     run_features(FeaturesJobConfig(data=data, as_of=as_of, out=work / "features.parquet"))
     os.chdir(work)
     mlflow.set_tracking_uri(default_tracking_uri(work))
+    if reuse and mlflow.MlflowClient().search_registered_models(filter_string="name='churn'"):
+        return _rows_to_send(work)
     train = ChurnTrainConfig(data=data, cutoffs=monthly_cutoffs(as_of, 4), num_leaves=63,
                              max_trees=500, early_stopping_rounds=None, min_data_in_leaf=20)
     result = train_churn(train)
     assert result.model.booster.current_iteration() == 500
     log_churn_run(train, result)
     promote("churn")
+    return _rows_to_send(work)
+
+
+def _rows_to_send(work: Path) -> pd.DataFrame:
     features = pd.read_parquet(work / "features.parquet")
     return features[features["recency_days"] < 365].reset_index(drop=True)
 
@@ -176,12 +184,17 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=20_000)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--work", type=Path, default=HERE / "data" / "serving")
+    parser.add_argument("--only", help="Measure only the servers whose name contains this, "
+                        "and requests of --rows rows")
+    parser.add_argument("--rows", type=int, choices=(1, 1000))
+    parser.add_argument("--reuse", action="store_true",
+                        help="Keep the champion an earlier run left in --work")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not on PATH (Debian: apt-get install wrk)")
     args.work.mkdir(parents=True, exist_ok=True)
     work = args.work.resolve()
-    frame = prepare(work, args.customers)
+    frame = prepare(work, args.customers, args.reuse)
     paths = bodies(frame, work)
     lua = Path(tempfile.mkstemp(suffix=".lua")[1])
     lua.write_text(LUA)
@@ -204,7 +217,11 @@ def main() -> None:
                   "churn serve table"))
     try:
         for url, body in cells:
+            if args.only and args.only not in body:
+                continue
             for n, connections in ((1, 1), (1, 8), (1000, 2)):
+                if args.rows and n != args.rows:
+                    continue
                 check_answer(url, paths[(body, n)])
                 measured = wrk(url, paths[(body, n)], connections, args.seconds, lua)
                 results.append({"server": body, "rows": n, "connections": connections,

@@ -32,11 +32,24 @@ def score_features(features: pd.DataFrame, contactable: ArrayLike, loaded: Loade
     ``tier_cuts`` are the spend amounts between low/medium and medium/high; without them
     they are the policy's quantiles of the rows given. ``explain=False`` leaves ``reasons``
     empty, which makes scoring many times faster (TreeSHAP costs far more than predict).
+    """
+    columns = score_matrix(features["customer_id"].to_numpy(), features["as_of"].to_numpy(),
+                           features[loaded.model.features].to_numpy(dtype=np.float64),
+                           contactable, loaded, policy, tier_cuts, explain)
+    return pd.DataFrame(columns, columns=list(OUTPUT_COLUMNS))
+
+
+def score_matrix(ids: np.ndarray, as_of: np.ndarray | None, matrix: np.ndarray,
+                 contactable: ArrayLike, loaded: LoadedModel, policy: SegmentPolicy,
+                 tier_cuts: tuple[float, float] | None = None,
+                 explain: bool = True) -> dict[str, np.ndarray]:
+    """``score_features`` on a float matrix whose columns are the model's features, as one
+    array per output column (what the service turns into JSON without a DataFrame).
+
     The churn model speaks for the base only (an order within the base window); others get
     no probability.
     """
     names = loaded.model.features
-    matrix = features[names].to_numpy(dtype=np.float64)
     columns = {name: matrix[:, i] for i, name in enumerate(names)}
     if tier_cuts is None:
         tier_cuts = tier_cut_points(pd.Series(columns["spend_365d"]), policy)
@@ -44,7 +57,8 @@ def score_features(features: pd.DataFrame, contactable: ArrayLike, loaded: Loade
         base = columns["recency_days"] < policy.lapsed_after_days
     probability = np.full(len(matrix), np.nan)
     if base.any():
-        probability[base] = loaded.model.predict_proba_matrix(matrix[base])
+        probability[base] = loaded.model.predict_proba_matrix(
+            matrix if base.all() else matrix[base])
     why = np.full(len(matrix), None, dtype=object)
     at_risk = np.nan_to_num(probability, nan=0.0) >= policy.at_risk_probability
     # Reasons (TreeSHAP, far slower than prediction) for those at risk: the ones contacted.
@@ -53,13 +67,13 @@ def score_features(features: pd.DataFrame, contactable: ArrayLike, loaded: Loade
         why[at_risk] = reasons(pd.DataFrame(contributions, columns=names),
                                pd.DataFrame(matrix[at_risk], columns=names), policy.top_reasons)
     value = probability * expected_spend(columns, policy)
-    reach = np.asarray(pd.Series(np.asarray(contactable, dtype=object)).fillna(True), dtype=bool)
+    reach = _flags(contactable, len(matrix))
     uplift = None
     if loaded.uplift is not None and policy.uses_uplift:
         uplift = loaded.uplift.model.predict_arm(matrix, loaded.uplift.arm)
-    return pd.DataFrame({
-        "customer_id": features["customer_id"].to_numpy(),
-        "as_of": features["as_of"].to_numpy(),
+    return {
+        "customer_id": np.asarray(ids),
+        "as_of": np.full(len(matrix), None, dtype=object) if as_of is None else as_of,
         "churn_probability": probability,
         "value_at_risk": value,
         "uplift_spend": np.full(len(matrix), np.nan) if uplift is None else uplift,
@@ -68,8 +82,16 @@ def score_features(features: pd.DataFrame, contactable: ArrayLike, loaded: Loade
         "spend_tier": spend_tiers(columns["spend_365d"], tier_cuts),
         "contactable": reach,
         "reasons": why,
-        "model_versions": loaded.label,
-    }, columns=list(OUTPUT_COLUMNS))
+        "model_versions": np.full(len(matrix), loaded.label, dtype=object),
+    }
+
+
+def _flags(contactable: ArrayLike, rows: int) -> np.ndarray:
+    """Booleans, with a missing value read as True (contactable unless told otherwise)."""
+    values = np.asarray(contactable)
+    if values.dtype == bool:
+        return values if values.shape else np.full(rows, bool(values))
+    return np.asarray(pd.Series(values, dtype=object).fillna(True), dtype=bool)
 
 
 def segment_totals(scores: pd.DataFrame) -> pd.DataFrame:

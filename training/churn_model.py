@@ -7,6 +7,7 @@ scoring service can load the Booster directly, without going through pickles.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,12 +77,19 @@ class ChurnModel:
         self.calibrator = calibrator
         self.feature_set_version = feature_set_version
         self.features = feature_names()
+        self.evaluator: Callable[[np.ndarray], np.ndarray] | None = None
 
     def matrix(self, frame: pd.DataFrame) -> np.ndarray:
         return frame[self.features].to_numpy(dtype=np.float64)
 
     def margin(self, frame: pd.DataFrame) -> np.ndarray:
-        return self.booster.predict(self.matrix(frame), raw_score=True)
+        return self.margin_matrix(self.matrix(frame))
+
+    def margin_matrix(self, matrix: np.ndarray) -> np.ndarray:
+        """The booster's raw margins, from ``evaluator`` when one is set (same numbers)."""
+        if self.evaluator is not None:
+            return self.evaluator(matrix)
+        return self.booster.predict(matrix, raw_score=True)
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         """Calibrated churn probability per row."""
@@ -89,7 +97,7 @@ class ChurnModel:
 
     def predict_proba_matrix(self, matrix: np.ndarray) -> np.ndarray:
         """``predict_proba`` on a float64 matrix whose columns are ``features``."""
-        return self.calibrator.predict(self.booster.predict(matrix, raw_score=True))
+        return self.calibrator.predict(self.margin_matrix(matrix))
 
     def contributions(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Per-feature contributions to the raw margin (LightGBM's own SHAP values)."""
