@@ -3,7 +3,8 @@
 One model for all (LightGBM, 500 trees, 63 leaves, the full feature set), registered and
 promoted in a bench-only MLflow store. Load comes from wrk (C, not Python) with a POST body:
 1-row requests at concurrency 1 and 8, and 1000-row requests at concurrency 2. The floor is
-the same Booster's predict in this process on the same rows. Needs `wrk` on PATH
+the same Booster's predict in this process on the same rows (and, for
+reference, the compiled forest the service scores with). Needs `wrk` on PATH
 (Debian: `apt-get install wrk`).
 
     python bench/serving.py [--customers 20000] [--seconds 10]
@@ -24,6 +25,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
@@ -39,6 +41,7 @@ from features.job import FeaturesJobConfig, run_features  # noqa: E402
 from features.registry import feature_names  # noqa: E402
 from features.synthetic import GenerateConfig, as_of_default, generate  # noqa: E402
 from serving.champion import load_champion  # noqa: E402
+from serving.forest import CompiledForest  # noqa: E402
 from training.promote import promote  # noqa: E402
 from training.tracking import default_tracking_uri, log_churn_run  # noqa: E402
 from training.train_churn import ChurnTrainConfig, monthly_cutoffs, train_churn  # noqa: E402
@@ -165,14 +168,14 @@ def wrk(url: str, body: Path, connections: int, seconds: int, lua: Path) -> dict
             "requests_s": float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))}
 
 
-def in_process(booster: lgb.Booster, frame: pd.DataFrame, n: int,
+def in_process(predict: Callable[[np.ndarray], np.ndarray], frame: pd.DataFrame, n: int,
                seconds: float) -> dict[str, float]:
     matrix = frame.head(n)[feature_names()].to_numpy(dtype=np.float64)
     times = []
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline:
         started = time.perf_counter()
-        booster.predict(matrix, raw_score=True)
+        predict(matrix)
         times.append(time.perf_counter() - started)
     arr = np.array(times)
     return {"p50_ms": float(np.percentile(arr, 50)) * 1e3,
@@ -232,9 +235,13 @@ def main() -> None:
             process.terminate()
             process.wait(timeout=30)
     booster = load_champion().model.booster
-    for n in (1, 1000):
-        results.append({"server": "in-process Booster.predict", "rows": n, "connections": 1,
-                        **in_process(booster, frame, n, args.seconds)})
+    forest = CompiledForest.from_booster(booster)
+    floors = {"in-process Booster.predict": lambda m: booster.predict(m, raw_score=True),
+              "in-process CompiledForest.margins": forest.margins}
+    for name, predict in floors.items():
+        for n in (1, 1000):
+            results.append({"server": name, "rows": n, "connections": 1,
+                            **in_process(predict, frame, n, args.seconds)})
     table = pd.DataFrame(results)
     table["rows_s"] = table["requests_s"] * table["rows"]
     print(f"\n# Serving, {date.today()}, {platform.processor() or platform.machine()}, "

@@ -391,6 +391,12 @@ def promote_uplift_command(
     _promote("uplift", run)
 
 
+
+CompiledOption = Annotated[bool, typer.Option(
+    "--compiled-forest/--lightgbm-predict",
+    help="Score with the compiled forest (LightGBM's exact margins, checked at load, several "
+         "times faster) or with LightGBM's own Booster.predict.")]
+
 @app.command("score")
 def score_command(
     data: Annotated[Path, typer.Option(help="Folder holding the contract tables.")],
@@ -406,6 +412,7 @@ def score_command(
     reasons: Annotated[bool, typer.Option(
         help="Give at-risk customers their top reasons (LightGBM pred_contrib); far slower "
              "than scoring alone.")] = True,
+    compiled: CompiledOption = True,
 ) -> None:
     """Score every customer with the champion churn model and assign segments.
 
@@ -420,7 +427,7 @@ def score_command(
             data=data, as_of=_iso_date(as_of), out=out,
             policy=steps.SegmentPolicy.load(policy or steps.DEFAULT_POLICY),
             on_bad_rows=on_bad_rows, reasons=reasons)
-        result = steps.score(cfg, _progress())
+        result = steps.score(cfg, _progress(), compiled)
     except steps.USER_ERRORS as err:
         _fail(str(err))
     steps.print_segments(result, out_console)
@@ -434,6 +441,7 @@ def serve_command(
         help="Segmentation policy (TOML) [default: serving/segments.toml].")] = None,
     max_request_bytes: Annotated[int, typer.Option(
         help="Larger request bodies get 413.")] = 8 * 1024 * 1024,
+    compiled: CompiledOption = True,
 ) -> None:
     """Serve the champion churn model over HTTP (BentoML).
 
@@ -448,6 +456,7 @@ def serve_command(
     env = dict(os.environ)
     env.setdefault("MLFLOW_TRACKING_URI", default_tracking_uri(Path.cwd()))
     env["CHURN_MAX_REQUEST_BYTES"] = str(max_request_bytes)
+    env["CHURN_COMPILED_FOREST"] = "1" if compiled else "0"
     if policy:
         env["CHURN_POLICY"] = str(policy.resolve())
     bentoml = Path(sys.executable).with_name("bentoml")

@@ -98,10 +98,10 @@ def where_to_look(uri: str, logged: LoggedRun, console: Console,
                   f"See it with: {ui}", highlight=False, soft_wrap=True)
 
 
-def score(cfg: ScoreJobConfig, progress: Progress) -> ScoreJobResult:
+def score(cfg: ScoreJobConfig, progress: Progress, compiled: bool = True) -> ScoreJobResult:
     """Load the champion and run the batch job with a progress bar over customers."""
     loaded = load_champion(CHURN_MODEL_NAME, uplift=cfg.policy.uses_uplift,
-                           uplift_arm=cfg.policy.uplift_arm or None)
+                           uplift_arm=cfg.policy.uplift_arm or None, compiled=compiled)
     with progress as bar:
         task = bar.add_task(f"Scoring with {loaded.label}", total=None)
 
