@@ -3,7 +3,8 @@
 Both sides use the same model (the 500-tree, 63-leaf one `bench/serving.py` registers) and
 the same feature matrix. "raw" is `Booster.predict` on the matrix already in memory; "job"
 streams the features file in 200k-row chunks through the job's scoring code (probability,
-value at risk, segment, spend tier; reasons off) and writes Parquet atomically. Each side
+value at risk, segment, spend tier; reasons off) and writes Parquet atomically, with the
+compiled forest ("job") and with `Booster.predict` ("job-lightgbm"). Each side
 runs in its own process, so peak memory is its own.
 
     python bench/serving.py            # once, to register the bench model
@@ -50,11 +51,11 @@ def features_file(work: Path, customers: int) -> Path:
     return out
 
 
-def model():
+def model(compiled: bool = True):
     store = HERE / "data" / "serving"
     os.chdir(store)
     mlflow.set_tracking_uri(default_tracking_uri(store))
-    return load_champion()
+    return load_champion(compiled=compiled)
 
 
 def raw(features: Path) -> dict[str, float]:
@@ -65,8 +66,8 @@ def raw(features: Path) -> dict[str, float]:
     return {"rows": len(matrix), "seconds": time.perf_counter() - started}
 
 
-def job(features: Path, out: Path) -> dict[str, float]:
-    loaded = model()
+def job(features: Path, out: Path, compiled: bool = True) -> dict[str, float]:
+    loaded = model(compiled)
     policy = SegmentPolicy()
     started = time.perf_counter()
     spend = pd.read_parquet(features, columns=["spend_365d"])["spend_365d"]
@@ -102,19 +103,21 @@ def in_child(mode: str, features: Path, out: Path) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, default=1_000_000)
-    parser.add_argument("--mode", choices=["raw", "job"])
+    parser.add_argument("--mode", choices=["raw", "job", "job-lightgbm"])
     parser.add_argument("--features", type=Path)
     parser.add_argument("--out", type=Path, default=HERE / "data" / "batch" / "scores.parquet")
     args = parser.parse_args()
     if args.mode:
-        result = raw(args.features) if args.mode == "raw" else job(args.features, args.out)
+        result = (raw(args.features) if args.mode == "raw"
+                  else job(args.features, args.out, compiled=args.mode == "job"))
         result["peak_gib"] = peak_gib()
         print(json.dumps(result))
         return
     work = HERE / "data" / "batch"
     work.mkdir(parents=True, exist_ok=True)
     features = features_file(work, args.customers)
-    results = {mode: in_child(mode, features, args.out) for mode in ("raw", "job")}
+    results = {mode: in_child(mode, features, args.out)
+               for mode in ("raw", "job", "job-lightgbm")}
     print(f"# Batch scoring, {time.strftime('%Y-%m-%d %H:%M')}, "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores\n")
     print("| path | rows | seconds | rows/s | peak memory (GiB) |")
@@ -122,9 +125,10 @@ def main() -> None:
     for mode, r in results.items():
         print(f"| {mode} | {r['rows']:,} | {r['seconds']:.2f} | {r['rows'] / r['seconds']:,.0f} "
               f"| {r['peak_gib']:.2f} |")
-    ratio = (results["job"]["rows"] / results["job"]["seconds"]) / (
-        results["raw"]["rows"] / results["raw"]["seconds"])
-    print(f"\njob / raw predict throughput: {ratio:.2f}x")
+    for mode in ("job", "job-lightgbm"):
+        ratio = (results[mode]["rows"] / results[mode]["seconds"]) / (
+            results["raw"]["rows"] / results["raw"]["seconds"])
+        print(f"\n{mode} / raw predict throughput: {ratio:.2f}x")
 
 
 if __name__ == "__main__":
