@@ -69,7 +69,7 @@ def score_matrix(ids: np.ndarray, as_of: np.ndarray | None, matrix: np.ndarray,
     value = probability * expected_spend(columns, policy)
     reach = _flags(contactable, len(matrix))
     uplift = None
-    if loaded.uplift is not None and policy.uses_uplift:
+    if loaded.uplift is not None and policy.uses_uplift and len(matrix):
         uplift = loaded.uplift.model.predict_arm(matrix, loaded.uplift.arm)
     return {
         "customer_id": np.asarray(ids),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gc
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -187,7 +188,7 @@ def _json_values(column: np.ndarray) -> list:
 
 
 def json_response(columns: dict[str, np.ndarray], model_version: str,
-                  skipped: list[Skipped]) -> Response:
+                  skipped: Sequence[Skipped]) -> Response:
     """The ``ScoreResponse`` of these score columns, serialised by orjson in one pass
     (NaN becomes null). Building 1000 pydantic objects cost more than scoring them."""
     names = list(OUTPUT_COLUMNS)
@@ -225,8 +226,10 @@ class ChurnService:
 
     def _respond(self, ids: list[str], as_of: np.ndarray | None, matrix: np.ndarray,
                  contactable: list[bool] | np.ndarray | bool, explain: bool,
-                 skipped: list[Skipped] = ()) -> Response:  # type: ignore[assignment]
-        """A ``ScoreResponse`` as JSON, written straight from the score arrays."""
+                 skipped: Sequence[Skipped] = ()) -> Response:
+        """A ``ScoreResponse`` as JSON, written straight from the score arrays. The API
+        methods keep ``ScoreResponse`` as their declared type, which is what the OpenAPI
+        schema shows; BentoML passes a ``Response`` through as it is."""
         columns = score_matrix(np.asarray(ids, dtype=object), as_of, matrix, contactable,
                                self.loaded, self.policy, self.tier_cuts, explain)
         return json_response(columns, self.loaded.label, skipped)

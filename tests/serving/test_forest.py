@@ -105,3 +105,11 @@ def test_wrong_shape_is_refused():
     forest = CompiledForest.from_booster(_train(X, y, rounds=5))
     with pytest.raises(ValueError, match="8 columns"):
         forest.margins(X[:, :7])
+
+
+def test_trees_of_a_single_leaf():
+    X, y = _data(rows=200)
+    booster = _train(X, y, rounds=5, min_data_in_leaf=150)
+    assert {t["num_leaves"] for t in booster.dump_model()["tree_info"]} == {1}
+    forest = CompiledForest.from_booster(booster)
+    assert np.array_equal(forest.margins(X), booster.predict(X, raw_score=True))

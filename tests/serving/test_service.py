@@ -173,13 +173,19 @@ def test_online_history_gives_the_batch_probability(server, store, synthetic_dat
     status, answer = server.call("/score_history", body)
     assert status == 200, answer
     online = pd.DataFrame(answer["scores"]).set_index("customer_id")
-    np.testing.assert_allclose(online.loc[chosen, "churn_probability"],
-                               batch.loc[chosen, "churn_probability"], rtol=1e-12)
+    np.testing.assert_array_equal(online.loc[chosen, "churn_probability"],
+                                  batch.loc[chosen, "churn_probability"])
+    assert set(online["as_of"]) == {AS_OF.isoformat()}
     np.testing.assert_allclose(online.loc[chosen, "uplift_spend"],
                                batch.loc[chosen, "uplift_spend"], rtol=1e-9)
     assert (online.loc[chosen, "segment"] == batch.loc[chosen, "segment"]).all()
     assert answer["skipped"] == [{"customer_id": "nobody-here",
                                   "reason": "no rows before 2025-10-01 in this request"}]
+
+    status, answer = server.call("/score_history", {**body, "customer_ids": ["nobody-here"]})
+    assert status == 200, answer
+    assert answer["scores"] == [] and [s["customer_id"] for s in answer["skipped"]] == [
+        "nobody-here"]
 
 
 @pytest.mark.parametrize(("raw", "where"), [
