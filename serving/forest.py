@@ -16,6 +16,7 @@ caller keeps the Booster.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +34,7 @@ IS_LEAF = 1 << (FEATURE_BITS + 1)
 CHILD_SHIFT = FEATURE_BITS + 2
 LANES = 6
 ROWS_PER_THREAD = 256
+CPUS = os.cpu_count() or 1
 
 
 class UnsupportedModel(ValueError):
@@ -112,7 +114,8 @@ class CompiledForest:
     def from_booster(cls, booster: lgb.Booster) -> CompiledForest:
         """Flatten ``booster`` (its best iteration, as ``predict`` uses by default)."""
         dump = booster.dump_model()
-        _check_supported(dump)
+        if dump.get("num_tree_per_iteration", 1) != 1:
+            raise UnsupportedModel("more than one tree per iteration (multiclass)")
         n_features = dump["max_feature_idx"] + 1
         if n_features >= 1 << FEATURE_BITS:
             raise UnsupportedModel(f"{n_features} features; at most {(1 << FEATURE_BITS) - 1}")
@@ -134,11 +137,10 @@ class CompiledForest:
             raise ValueError(f"need a 2-D matrix with {self.n_features} columns, "
                              f"got shape {matrix.shape}")
         out = np.empty(len(matrix))
-        parts = _parts(len(matrix), threads or os.cpu_count() or 1)
+        parts = _parts(len(matrix), threads or CPUS)
         if len(parts) == 1:
             return self._margins_of(matrix, out)
-        list(_pool(len(parts)).map(
-            lambda part: self._margins_of(matrix[part], out[part]), parts))
+        list(_pool().map(lambda part: self._margins_of(matrix[part], out[part]), parts))
         return out
 
     def probe_rows(self, rows: int = 2000, seed: int = 0) -> np.ndarray:
@@ -192,10 +194,16 @@ class _Nodes:
         pending = [(root, start)]
         while pending:
             node, slot = pending.pop()
+            if "leaf_coeff" in node:
+                raise UnsupportedModel("linear trees")
             if "split_index" not in node:
                 self.words[slot] = IS_LEAF
                 self.values[slot] = node["leaf_value"]
                 continue
+            if node["decision_type"] != "<=":
+                raise UnsupportedModel("categorical splits")
+            if node["missing_type"] not in ("None", "NaN"):
+                raise UnsupportedModel(f"missing_type {node['missing_type']}")
             left = self._slots(2)
             feature = node["split_feature"]
             nan_right = node["missing_type"] == "NaN" and not node["default_left"]
@@ -222,34 +230,12 @@ def _thresholds(booster: lgb.Booster) -> list[np.ndarray]:
             if line.startswith("threshold=")]
 
 
-def _check_supported(dump: dict) -> None:
-    if dump.get("num_tree_per_iteration", 1) != 1:
-        raise UnsupportedModel("more than one tree per iteration (multiclass)")
-    for info in dump["tree_info"]:
-        pending = [info["tree_structure"]]
-        while pending:
-            node = pending.pop()
-            if "leaf_coeff" in node:
-                raise UnsupportedModel("linear trees")
-            if "split_index" not in node:
-                continue
-            if node["decision_type"] != "<=":
-                raise UnsupportedModel("categorical splits")
-            if node["missing_type"] not in ("None", "NaN"):
-                raise UnsupportedModel(f"missing_type {node['missing_type']}")
-            pending += [node["left_child"], node["right_child"]]
-
-
 def _parts(rows: int, threads: int) -> list[slice]:
     count = max(1, min(threads, rows // ROWS_PER_THREAD))
     bounds = np.linspace(0, rows, count + 1).astype(int)
     return [slice(a, b) for a, b in itertools.pairwise(bounds)]
 
 
-_POOLS: dict[int, ThreadPoolExecutor] = {}
-
-
-def _pool(size: int) -> ThreadPoolExecutor:
-    if size not in _POOLS:
-        _POOLS[size] = ThreadPoolExecutor(size, thread_name_prefix="forest")
-    return _POOLS[size]
+@functools.cache
+def _pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(CPUS, thread_name_prefix="forest")
