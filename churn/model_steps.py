@@ -23,32 +23,41 @@ from features.contract import ContractError
 from serving.batch import ScoreJobConfig, ScoreJobResult, run_score
 from serving.champion import NoChampionError, load_champion
 from serving.policy import DEFAULT_POLICY, PolicyError, SegmentPolicy
+from training.backtest import METRICS, BacktestResult, run_backtest
 from training.dataset import LABEL
 from training.promote import PromotionError, promote
 from training.tracking import (
     CHURN_MODEL_NAME,
     LoggedRun,
     default_tracking_uri,
+    log_backtest_run,
     log_churn_run,
     metrics_table,
 )
 from training.train_churn import (
+    SCORER_LABELS,
     ChurnTrainConfig,
     ChurnTrainResult,
-    monthly_cutoffs,
     train_churn,
 )
 from training.uplift_data import ExperimentError
 
-__all__ = ["CHURN_MODEL_NAME", "DEFAULT_POLICY", "ChurnTrainConfig", "ScoreJobConfig",
-           "SegmentPolicy", "log_churn_run", "monthly_cutoffs", "promote"]
+__all__ = [
+    "CHURN_MODEL_NAME",
+    "DEFAULT_POLICY",
+    "ChurnTrainConfig",
+    "PromotionError",
+    "ScoreJobConfig",
+    "SegmentPolicy",
+    "log_backtest_run",
+    "log_churn_run",
+    "promote",
+]
 
 # Mistakes a user can fix: reported as one line, never as a traceback.
 USER_ERRORS = (ContractError, ExperimentError, PromotionError, NoChampionError, PolicyError,
                MlflowException, duckdb.Error, psycopg.Error, OSError)
 
-SCORER_LABELS = {"model": "model", "recency_rule": "recency rule",
-                 "bgnbd_p_alive": "BG/NBD P(alive)", "bgnbd_expected_purchases": "BG/NBD E(buys)"}
 METRIC_LABELS = {"roc_auc": "ROC AUC", "pr_auc": "PR AUC", "log_loss": "log loss",
                  "brier": "Brier", "ece": "ECE",
                  "top_decile_lift": "lift top 10%",
@@ -72,9 +81,10 @@ def train(cfg: ChurnTrainConfig, progress: Progress) -> ChurnTrainResult:
 
 def print_metrics(result: ChurnTrainResult, console: Console) -> None:
     """The model-vs-baselines table: one column per scorer, one row per metric."""
-    table = Table(title=f"Churn model vs baselines on the validation cutoff "
-                        f"{result.validation_cutoff} ({len(result.validation):,} customers, "
-                        f"{result.validation[LABEL].mean():.1%} churned)", title_justify="left")
+    table = Table(title=f"Churn model vs baselines on the test cutoff {result.test_cutoff} "
+                        f"({len(result.test):,} customers, {result.test[LABEL].mean():.1%} "
+                        f"churned; neither training nor validation saw it)",
+                  title_justify="left")
     metrics = metrics_table(result)
     table.add_column("metric")
     for name in metrics.index:
@@ -83,10 +93,60 @@ def print_metrics(result: ChurnTrainResult, console: Console) -> None:
         table.add_row(label, *("-" if pd.isna(v) else f"{v:.3f}" for v in metrics[column]))
     table.add_row("verdict", *metrics["verdict"], end_section=True)
     console.print(table)
+    plan = result.plan
+    for notice in plan.notices:
+        console.print(f"note: {notice}", highlight=False, soft_wrap=True)
     console.print(
-        f"{result.trees} trees, {result.model.calibrator.method} calibration; trained on "
-        f"{len(result.train_cutoffs)} earlier cutoffs, then refitted on all of them.",
+        f"Trained on {len(plan.train)} cutoffs ({plan.train[0]} .. {plan.train[-1]}); "
+        f"{result.trees} trees and {result.model.calibrator.method} calibration chosen on the "
+        f"validation cutoff {plan.validation} (ROC AUC {result.validation_metrics.roc_auc:.3f}); "
+        f"then refitted on the training and validation cutoffs and tested on {plan.test}.",
         highlight=False, soft_wrap=True)
+
+
+def backtest(cfg: ChurnTrainConfig, origins: tuple, progress: Progress) -> BacktestResult:
+    """Run the backtest with a progress line naming the origin and step."""
+    with progress as bar:
+        task = bar.add_task("Backtest", total=None)
+        return run_backtest(cfg, origins,
+                            on_step=lambda text: bar.update(task, description=text))
+
+
+def _fmt(value: float) -> str:
+    return "-" if pd.isna(value) else f"{value:.3f}"
+
+
+def print_backtest(result: BacktestResult, console: Console) -> None:
+    """Per origin: customers, churn rate and each scorer's metrics; then mean +- sd."""
+    table = Table(title="Rolling-origin backtest: each origin's base, scored by a model trained "
+                        "only on what was known then", title_justify="left")
+    for column in ("origin", "customers", "churned", "scorer"):
+        table.add_column(column, justify="right" if column in ("customers", "churned")
+                         else "left")
+    for metric in METRICS:
+        table.add_column(METRIC_LABELS[metric], justify="right")
+    for origin, part in result.per_origin.groupby("origin", sort=True):
+        for i, (_, row) in enumerate(part.iterrows()):
+            first = i == 0
+            table.add_row(str(origin) if first else "",
+                          f"{row['customers']:,}" if first else "",
+                          f"{row['churn_rate']:.1%}" if first else "",
+                          SCORER_LABELS.get(row["scorer"], row["scorer"]),
+                          *(_fmt(row[m]) for m in METRICS), end_section=i == len(part) - 1)
+    console.print(table)
+    summary = result.summary()
+    overall = Table(title=f"Mean +- sd over {len(result.origins)} origins", title_justify="left")
+    overall.add_column("scorer")
+    for metric in METRICS:
+        overall.add_column(METRIC_LABELS[metric], justify="right")
+    for scorer, row in summary.iterrows():
+        overall.add_row(SCORER_LABELS.get(str(scorer), str(scorer)), *(
+            "-" if pd.isna(row[("mean", m)]) else
+            f"{row[('mean', m)]:.3f} +- {0.0 if pd.isna(row[('sd', m)]) else row[('sd', m)]:.3f}"
+            for m in METRICS))
+    console.print(overall)
+    for note in result.notes:
+        console.print(f"note: {note}", highlight=False, soft_wrap=True)
 
 
 def where_to_look(uri: str, logged: LoggedRun, console: Console,

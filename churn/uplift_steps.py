@@ -57,7 +57,10 @@ def print_result(result: UpliftResult, console: Console) -> None:
             chosen.add_row(name + mark, f"{q:.4f}")
         console.print(chosen)
         m = r.metrics["spend"]
-        console.print(f"{r.selection.winner}: AUUC {m.auuc:.3f}; uplift in the top 10/20/30%: "
+        console.print(f"Nested out of fold (the learner chosen again inside each of "
+                      f"{r.nested['learners_chosen'].iloc[0].count(',') + 1} folds: "
+                      f"{r.nested['learners_chosen'].iloc[0]}): Qini {m.qini:.4f}, "
+                      f"AUUC {m.auuc:.3f}; uplift in the top 10/20/30%: "
                       f"{m.uplift_at_10:+.3g} / {m.uplift_at_20:+.3g} / {m.uplift_at_30:+.3g} "
                       f"(everyone: {r.effects['spend'][0]:+.3g})", highlight=False,
                       soft_wrap=True)

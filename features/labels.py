@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 import duckdb
+import numpy as np
 
 from features.contract import ContractError
 
@@ -61,13 +62,32 @@ def data_end(con: duckdb.DuckDBPyConnection, transactions: str) -> date:
     return last.date() + timedelta(days=1)
 
 
-def check_matured(cutoffs: list[date], cfg: ChurnLabelConfig, end: date) -> None:
+def data_start(con: duckdb.DuckDBPyConnection, transactions: str) -> date:
+    """The day of the first order."""
+    first: datetime | None = con.sql(
+        f"SELECT min(ordered_at) FROM {transactions} WHERE amount >= 0").fetchall()[0][0]
+    if first is None:
+        raise ContractError("transactions: no orders, so there is nothing to learn from")
+    return first.date()
+
+
+def in_base(recency_days: np.ndarray, base_days: float) -> np.ndarray:
+    """Whether each customer is in the churn base: an order in [T - base_days, T).
+
+    The same definition as ``churn_label_query``'s (an order exactly ``base_days`` before the
+    cutoff counts); missing recency (no order yet) is outside.
+    """
+    with np.errstate(invalid="ignore"):
+        return np.asarray(recency_days, dtype=float) <= base_days
+
+
+def check_matured(cutoffs: list[date], horizon_days: int, end: date) -> None:
     """Raise unless every cutoff's label window [T, T + horizon) ends by ``end``."""
-    late = [c for c in cutoffs if c + timedelta(days=cfg.horizon_days) > end]
+    late = [c for c in cutoffs if c + timedelta(days=horizon_days) > end]
     if late:
-        latest_ok = end - timedelta(days=cfg.horizon_days)
+        latest_ok = end - timedelta(days=horizon_days)
         raise LabelWindowError(
-            f"cutoff {', '.join(c.isoformat() for c in late)}: the {cfg.horizon_days}-day label "
+            f"cutoff {', '.join(c.isoformat() for c in late)}: the {horizon_days}-day label "
             f"window is not over yet (the data ends {end.isoformat()}, so the latest cutoff "
             f"with a matured label is {latest_ok.isoformat()})"
         )

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import duckdb
 
-from features.labels import data_end
-from features.sources import find_tables
+from features.contract import TABLES
+from features.labels import data_end, data_start
+from features.sources import empty_relation_sql, find_tables
 from features.validation import OnBadRows, Progress, TableReport, validate_tables
 
 DEFAULT_REJECTS = Path("rejects")
@@ -22,6 +23,12 @@ class LoadedTables:
     relations: dict[str, str]
     reports: list[TableReport]
     end: date
+    start: date
+    present: frozenset[str] = frozenset()
+
+    def has(self, table: str) -> bool:
+        """Whether the data folder holds ``table`` (absent optional tables are empty)."""
+        return table in self.present
 
     def rows(self) -> dict[str, int]:
         return {r.table: r.rows for r in self.reports}
@@ -32,13 +39,17 @@ def load_tables(con: duckdb.DuckDBPyConnection, data_dir: Path, work_dir: Path,
                 progress: Progress | None = None) -> LoadedTables:
     """Validate the tables in ``data_dir`` once and keep their clean rows in ``con``.
 
+    Every contract table gets a relation; an optional table the folder lacks is an empty one.
+
     With ``OnBadRows.quarantine`` the rejected rows go to ``rejects`` (kept after the job).
     """
     validated = validate_tables(con, find_tables(data_dir), on_bad_rows, work_dir, rejects,
                                 progress)
     relations = {}
-    for name, table in validated.items():
-        con.sql(f"CREATE OR REPLACE TEMP TABLE contract_{name} AS SELECT * FROM {table.relation}")
+    for name, spec in TABLES.items():
+        source = validated[name].relation if name in validated else empty_relation_sql(spec)
+        con.sql(f"CREATE OR REPLACE TEMP TABLE contract_{name} AS SELECT * FROM {source}")
         relations[name] = f"contract_{name}"
     return LoadedTables(relations, [t.report for t in validated.values()],
-                        data_end(con, relations["transactions"]))
+                        data_end(con, relations["transactions"]),
+                        data_start(con, relations["transactions"]), frozenset(validated))

@@ -182,8 +182,7 @@ def run_score(cfg: ScoreJobConfig, loaded: LoadedModel, progress: Progress | Non
                                 progress=progress).relations
         con.sql(f"CREATE TEMP TABLE scoring AS {_scoring_query(relations, cfg.as_of)}")
         total = con.sql("SELECT count(*) FROM scoring").fetchall()[0][0]
-        spend = con.sql("SELECT spend_365d FROM scoring").df()["spend_365d"]
-        cuts = tier_cut_points(spend, cfg.policy)
+        cuts = tier_cut_points(loaded.model.spend_percentiles, cfg.policy)
         destination = destination_for(cfg.out, cfg.as_of)
         totals, done = [], 0
         try:

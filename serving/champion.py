@@ -16,7 +16,7 @@ from mlflow.exceptions import MlflowException
 from serving.forest import CompiledForest, UnsupportedModel
 from training.churn_model import ARTIFACT_KEY, ChurnModel
 from training.promote import CHAMPION
-from training.tracking import VALIDATION_ARTIFACT
+from training.tracking import TEST_ARTIFACT
 from training.uplift_model import ARTIFACT_KEY as UPLIFT_ARTIFACT_KEY
 from training.uplift_model import UpliftModel
 
@@ -56,11 +56,11 @@ class LoadedModel:
         own = f"{self.name}:v{self.version}"
         return f"{own},{self.uplift.label}" if self.uplift else own
 
-    def validation_rows(self) -> pd.DataFrame:
-        """The validation rows (features, label, probability) its training run logged."""
-        with tempfile.TemporaryDirectory(prefix="churn-validation-") as tmp:
+    def test_rows(self) -> pd.DataFrame:
+        """The test rows (features, label, probability) its training run logged."""
+        with tempfile.TemporaryDirectory(prefix="churn-test-rows-") as tmp:
             path = mlflow.artifacts.download_artifacts(
-                run_id=self.run_id, artifact_path=VALIDATION_ARTIFACT, dst_path=tmp)
+                run_id=self.run_id, artifact_path=TEST_ARTIFACT, dst_path=tmp)
             return pd.read_parquet(path)
 
 

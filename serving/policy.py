@@ -30,7 +30,6 @@ class PolicyError(ValueError):
 class SegmentPolicy:
     """The thresholds of segments.toml, typed."""
 
-    lapsed_after_days: float = 365
     new_within_days: float = 90
     at_risk_probability: float = 0.5
     min_value_at_risk: float = 50.0
@@ -46,7 +45,6 @@ class SegmentPolicy:
         try:
             raw = tomllib.loads(path.read_text())
             policy = cls(
-                lapsed_after_days=float(raw["segments"]["lapsed_after_days"]),
                 new_within_days=float(raw["segments"]["new_within_days"]),
                 at_risk_probability=float(raw["segments"]["at_risk_probability"]),
                 min_value_at_risk=float(raw["win_back"]["min_value_at_risk"]),
@@ -61,6 +59,11 @@ class SegmentPolicy:
             raise PolicyError(f"policy {path}: {err}") from None
         except (KeyError, TypeError, ValueError) as err:
             raise PolicyError(f"policy {path}: missing or malformed setting {err}") from None
+        if "lapsed_after_days" in raw.get("segments", {}):
+            raise PolicyError(
+                f"policy {path}: segments.lapsed_after_days is no longer read: lapsed now means "
+                f"outside the churn model's own base (set with `churn train churn --base-days`); "
+                f"remove the line")
         policy.check(path)
         return policy
 
@@ -103,11 +106,15 @@ def _fmt(value: float) -> str:
     return f"{value:,.0f}" if abs(value) >= 10 or float(value).is_integer() else f"{value:.2f}"
 
 
-def tier_cut_points(spend: pd.Series, policy: SegmentPolicy) -> tuple[float, float]:
-    """The spend amounts at the policy's tier quantiles (missing spend counts as 0)."""
-    if spend.empty:
-        return (0.0, 0.0)
-    low, high = spend.fillna(0.0).quantile(list(policy.tier_quantiles)).to_numpy()
+def tier_cut_points(percentiles: list[float] | None,
+                    policy: SegmentPolicy) -> tuple[float, float]:
+    """The spend amounts at the policy's tier quantiles, read off the 0th..100th percentiles
+    of spend that the churn model recorded over its test base (so batch and online cut the
+    same way). A model without them cuts nothing: every customer is ``low``."""
+    if not percentiles:
+        return (np.inf, np.inf)
+    grid = np.arange(len(percentiles)) * 100.0 / (len(percentiles) - 1)
+    low, high = np.interp([q * 100.0 for q in policy.tier_quantiles], grid, percentiles)
     return float(low), float(high)
 
 
@@ -118,10 +125,13 @@ def spend_tiers(spend: ArrayLike, cuts: tuple[float, float]) -> np.ndarray:
     return np.where(filled > high, "high", np.where(filled > low, "medium", "low"))
 
 
-def segment(features: Columns, churn_probability: ArrayLike, value_at_risk: ArrayLike,
-            contactable: ArrayLike, policy: SegmentPolicy,
+def segment(features: Columns, in_base: ArrayLike, churn_probability: ArrayLike,
+            value_at_risk: ArrayLike, contactable: ArrayLike, policy: SegmentPolicy,
             uplift_spend: ArrayLike | None = None) -> np.ndarray:
     """The lifecycle segment of each customer; the first rule that fits wins.
+
+    ``in_base`` says who is in the churn model's base: a customer with orders but outside it
+    is lapsed.
 
     With ``uplift_spend`` (the campaign's predicted incremental spend), win_back is a lapsed
     or at-risk, contactable customer whose uplift beats the contact cost, checked first.
@@ -130,7 +140,7 @@ def segment(features: Columns, churn_probability: ArrayLike, value_at_risk: Arra
     recency = np.asarray(features["recency_days"], dtype=float)
     tenure = np.nan_to_num(np.asarray(features["tenure_days"], dtype=float), nan=0.0)
     with np.errstate(invalid="ignore"):
-        lapsed = recency >= policy.lapsed_after_days
+        lapsed = ~np.asarray(in_base, dtype=bool) & ~np.isnan(recency)
         new = (tenure < policy.new_within_days) | (
             np.asarray(features["orders_total"], dtype=float) == 0)
         at_risk = np.asarray(churn_probability, dtype=float) >= policy.at_risk_probability

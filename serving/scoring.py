@@ -30,8 +30,9 @@ def score_features(features: pd.DataFrame, contactable: ArrayLike, loaded: Loade
     """One output row per feature row (``customer_id``, ``as_of`` and the registry's features).
 
     ``tier_cuts`` are the spend amounts between low/medium and medium/high; without them
-    they are the policy's quantiles of the rows given. ``explain=False`` leaves ``reasons``
-    empty, which makes scoring many times faster (TreeSHAP costs far more than predict).
+    they are the policy's quantiles of the spend the model recorded. ``explain=False`` leaves
+    ``reasons`` empty, which makes scoring many times faster (TreeSHAP costs far more than
+    predict).
     """
     columns = score_matrix(features["customer_id"].to_numpy(), features["as_of"].to_numpy(),
                            features[loaded.model.features].to_numpy(dtype=np.float64),
@@ -46,15 +47,14 @@ def score_matrix(ids: np.ndarray, as_of: np.ndarray | None, matrix: np.ndarray,
     """``score_features`` on a float matrix whose columns are the model's features, as one
     array per output column (what the service turns into JSON without a DataFrame).
 
-    The churn model speaks for the base only (an order within the base window); others get
-    no probability.
+    The churn model speaks for its own base only (an order within the base window it was
+    trained for); others get no probability.
     """
     names = loaded.model.features
     columns = {name: matrix[:, i] for i, name in enumerate(names)}
     if tier_cuts is None:
-        tier_cuts = tier_cut_points(pd.Series(columns["spend_365d"]), policy)
-    with np.errstate(invalid="ignore"):
-        base = columns["recency_days"] < policy.lapsed_after_days
+        tier_cuts = tier_cut_points(loaded.model.spend_percentiles, policy)
+    base = loaded.model.in_base(columns["recency_days"])
     probability = np.full(len(matrix), np.nan)
     if base.any():
         probability[base] = loaded.model.predict_proba_matrix(
@@ -77,7 +77,7 @@ def score_matrix(ids: np.ndarray, as_of: np.ndarray | None, matrix: np.ndarray,
         "churn_probability": probability,
         "value_at_risk": value,
         "uplift_spend": np.full(len(matrix), np.nan) if uplift is None else uplift,
-        "segment": segment(columns, probability, np.nan_to_num(value, nan=0.0), reach, policy,
+        "segment": segment(columns, base, probability, np.nan_to_num(value, nan=0.0), reach, policy,
                            uplift),
         "spend_tier": spend_tiers(columns["spend_365d"], tier_cuts),
         "contactable": reach,

@@ -212,11 +212,10 @@ class ChurnService:
         self.loaded = load_champion(settings.model_name, uplift=self.policy.uses_uplift,
                                     uplift_arm=self.policy.uplift_arm or None,
                                     compiled=settings.compiled)
-        validation = self.loaded.validation_rows()
-        self.tier_cuts = tier_cut_points(validation["spend_365d"], self.policy)
+        self.tier_cuts = tier_cut_points(self.loaded.model.spend_percentiles, self.policy)
         # One scoring pass first, so what the first request would load (compiled code,
         # lazy imports) is loaded now.
-        sample = validation.head(8)
+        sample = self.loaded.test_rows().head(8)
         self._respond(list(map(str, range(len(sample)))), None,
                       sample[feature_names()].to_numpy(dtype=np.float64), True, explain=True)
         # Everything loaded so far lives as long as the server: keep it out of the garbage

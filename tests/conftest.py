@@ -124,20 +124,29 @@ def postgres_database() -> str:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-# Four monthly cutoffs; the synthetic data ends 2026-01-01, so 2025-10-01 is the last whose
-# 90-day label window is over.
-CUTOFFS = (date(2025, 7, 1), date(2025, 8, 1), date(2025, 9, 1), date(2025, 10, 1))
+# The synthetic data ends 2026-01-01, so by default the test cutoff is 2025-10-01 (the last
+# first of a month whose 90-day label window is over), validation 2025-07-01, and training
+# three monthly cutoffs ending 2025-04-01.
+TRAIN_CUTOFFS = (date(2025, 2, 1), date(2025, 3, 1), date(2025, 4, 1))
+VALIDATION_CUTOFF = date(2025, 7, 1)
+TEST_CUTOFF = date(2025, 10, 1)
 
 
 @pytest.fixture(scope="session")
 def churn_config(synthetic_data) -> ChurnTrainConfig:
     folder, _ = synthetic_data
-    return ChurnTrainConfig(data=folder, cutoffs=CUTOFFS, learning_rate=0.05)
+    return ChurnTrainConfig(data=folder, train_cutoff_count=3, learning_rate=0.05)
 
 
 @pytest.fixture(scope="session")
 def trained(churn_config) -> ChurnTrainResult:
     return train_churn(churn_config)
+
+
+def crown(name: str, version: str) -> None:
+    """Give ``version`` of ``name`` the champion alias directly, whatever its quality: for
+    tests of scoring, which need a champion, not of promotion, which would judge it."""
+    mlflow.MlflowClient().set_registered_model_alias(name, "champion", version)
 
 
 @pytest.fixture

@@ -1,7 +1,9 @@
 """The churn model: a LightGBM booster on the registry's features plus a probability calibrator.
 
 Saved as three plain files (``model.txt``, ``calibration.json``, ``features.json``) so the
-scoring service can load the Booster directly, without going through pickles.
+scoring service can load the Booster directly, without going through pickles. ``features.json``
+also holds the label definition the model was trained for (its base and horizon: scoring
+gives a probability to the same base) and the spend percentiles its spend tiers cut.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 from sklearn.model_selection import StratifiedKFold
 
+from features.labels import ChurnLabelConfig, in_base
 from features.registry import FEATURE_SET_VERSION, feature_names
 
 CALIBRATION_METHODS = ("platt", "isotonic")
@@ -68,16 +71,36 @@ def choose_calibration(margin: np.ndarray, y: np.ndarray,
     return best, losses, probs[best]
 
 
+def spend_percentiles(spend: pd.Series) -> list[float]:
+    """The 0th..100th percentiles of ``spend_365d`` (missing as 0), for the spend tiers."""
+    values = spend.fillna(0.0).to_numpy(dtype=float)
+    if not len(values):
+        return [0.0] * 101
+    return np.percentile(values, np.arange(101)).tolist()
+
+
 class ChurnModel:
-    """Booster + calibrator over the registry's features, in registry order."""
+    """Booster + calibrator over the registry's features, in registry order.
+
+    ``label`` is the churn label it predicts (who is in the base, over what horizon);
+    ``spend_percentiles`` are those of its test base, from which spend tiers are cut.
+    """
 
     def __init__(self, booster: lgb.Booster, calibrator: Calibrator,
-                 feature_set_version: str = FEATURE_SET_VERSION) -> None:
+                 feature_set_version: str = FEATURE_SET_VERSION,
+                 label: ChurnLabelConfig | None = None,
+                 spend_percentiles: list[float] | None = None) -> None:
         self.booster = booster
         self.calibrator = calibrator
         self.feature_set_version = feature_set_version
         self.features = feature_names()
+        self.label = label or ChurnLabelConfig()
+        self.spend_percentiles = spend_percentiles
         self.evaluator: Callable[[np.ndarray], np.ndarray] | None = None
+
+    def in_base(self, recency_days: np.ndarray) -> np.ndarray:
+        """Rows the model speaks for: an order within its base window before the cutoff."""
+        return in_base(recency_days, self.label.base_days)
 
     def matrix(self, frame: pd.DataFrame) -> np.ndarray:
         return frame[self.features].to_numpy(dtype=np.float64)
@@ -114,7 +137,9 @@ class ChurnModel:
         (folder / "calibration.json").write_text(json.dumps(
             {"method": self.calibrator.method, "params": self.calibrator.params}))
         (folder / "features.json").write_text(json.dumps(
-            {"feature_set_version": self.feature_set_version, "features": self.features}))
+            {"feature_set_version": self.feature_set_version, "features": self.features,
+             "base_days": self.label.base_days, "horizon_days": self.label.horizon_days,
+             "spend_percentiles": self.spend_percentiles}))
         return folder
 
     @classmethod
@@ -126,4 +151,7 @@ class ChurnModel:
                 f"which differs from this code's feature set {FEATURE_SET_VERSION}")
         cal = json.loads((folder / "calibration.json").read_text())
         booster = lgb.Booster(model_file=str(folder / "model.txt"))
-        return cls(booster, Calibrator(cal["method"], cal["params"]), meta["feature_set_version"])
+        label = ChurnLabelConfig(horizon_days=meta.get("horizon_days", 90),
+                                 base_days=meta.get("base_days", 365))
+        return cls(booster, Calibrator(cal["method"], cal["params"]), meta["feature_set_version"],
+                   label, meta.get("spend_percentiles"))

@@ -38,7 +38,7 @@ def training_frame(con: duckdb.DuckDBPyConnection, loaded: LoadedTables, cutoffs
                    cfg: ChurnLabelConfig,
                    on_cutoff: Callable[[date], None] | None = None) -> pd.DataFrame:
     """Stack the snapshots of ``cutoffs``; refuse cutoffs whose label window has not ended."""
-    check_matured(cutoffs, cfg, loaded.end)
+    check_matured(cutoffs, cfg.horizon_days, loaded.end)
     frames = []
     for cutoff in sorted(cutoffs):
         frames.append(snapshot(con, loaded.relations, cutoff, cfg))

@@ -1,4 +1,5 @@
-"""The figures a churn run logs: ROC, reliability, gains and lift, importance, SHAP summary."""
+"""The figures a churn run logs (ROC, reliability, gains and lift, importance, SHAP summary)
+and a backtest's metrics across origins."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ def roc_figure(y: np.ndarray, scores: dict[str, np.ndarray]) -> Figure:
         ax.plot(fpr, tpr, label=name)
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="random")
     ax.set(xlabel="false positive rate", ylabel="true positive rate (churners found)",
-           title="ROC on the validation cutoff")
+           title="ROC on the test cutoff")
     ax.legend(loc="lower right")
     fig.tight_layout()
     return fig
@@ -39,7 +40,7 @@ def reliability_figure(y: np.ndarray, probability: np.ndarray, bins: int = 10) -
                                    gridspec_kw={"height_ratios": [3, 1]})
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfectly calibrated")
     ax.plot(frame.predicted, frame.observed, marker="o", label="model")
-    ax.set(ylabel="observed churn rate", title="Reliability diagram (validation cutoff)")
+    ax.set(ylabel="observed churn rate", title="Reliability diagram (test cutoff)")
     ax.legend(loc="upper left")
     hist.hist(probability, bins=edges, color="tab:blue", alpha=0.6)
     hist.set(xlabel="predicted churn probability", ylabel="customers")
@@ -91,5 +92,28 @@ def shap_summary_figure(contributions: pd.DataFrame, values: pd.DataFrame, top: 
     ax.set_yticks(range(len(order)), list(order))
     ax.set(xlabel="contribution to churn log-odds (LightGBM pred_contrib)",
            title="SHAP summary (colour: feature value, blue low, red high)")
+    fig.tight_layout()
+    return fig
+
+
+BACKTEST_PANELS = (("roc_auc", "ROC AUC"), ("pr_auc", "PR AUC"), ("ece", "ECE (lower is better)"),
+                   ("top_decile_lift", "lift in the top 10%"))
+
+
+def backtest_figure(per_origin: pd.DataFrame, labels: dict[str, str]) -> Figure:
+    """Each scorer's metrics at each origin of a rolling-origin backtest."""
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7), sharex=True)
+    for ax, (metric, title) in zip(axes.flat, BACKTEST_PANELS, strict=True):
+        for scorer, part in per_origin.groupby("scorer", sort=False):
+            if part[metric].notna().any():
+                ax.plot(pd.to_datetime(part["origin"]), part[metric], marker="o",
+                        label=labels.get(str(scorer), str(scorer)))
+        ax.set(title=title)
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize="small")
+    for ax in axes[1]:
+        ax.set_xlabel("origin (test cutoff)")
+        ax.tick_params(axis="x", labelrotation=30)
+    fig.suptitle("Rolling-origin backtest: each origin trained only on what was known then")
     fig.tight_layout()
     return fig

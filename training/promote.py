@@ -1,17 +1,23 @@
-"""Move a registered model's ``champion`` alias only when the candidate is better.
+"""Move a registered model's ``champion`` alias only when the candidate wins a fair comparison.
 
-The two are compared on the candidate's validation rows: ROC AUC for ``churn``, mean Qini
-over arms for ``uplift``. The candidate's scores there are its held-out ones (logged by its
-run: out-of-time for churn, out-of-fold for uplift). The champion's are its own held-out
-scores when its run validated on the very same rows (same digest); otherwise the champion
-model scores those rows.
+Fair means both models are judged on the same rows, rows neither was fitted on:
+
+- ``churn``: the candidate's test cutoff (logged by its run). The champion scores those rows
+  itself, which is allowed only when everything it was fitted on ended by that cutoff (its
+  ``fitted_through``) and it predicts the same label (base and horizon); otherwise the
+  promotion is refused with what to do instead. A first champion must beat the recency rule
+  on its own test cutoff by ``min_gain`` in ROC AUC.
+- ``uplift``: the nested out-of-fold Qini (the learner chosen inside each training fold) that
+  each run logs. On the same experiment both runs' nested scores are compared; on another
+  experiment the champion scores the candidate's rows, if it never saw any of them. A first
+  champion must beat random targeting (Qini above 0).
 """
 
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date, timedelta
 
 import mlflow
 import mlflow.pyfunc
@@ -23,7 +29,7 @@ from mlflow.exceptions import MlflowException
 
 from training.dataset import LABEL
 from training.metrics import score_metrics
-from training.tracking import VALIDATION_ARTIFACT
+from training.tracking import TEST_ARTIFACT, VALIDATION_ARTIFACT
 from training.uplift_metrics import qini_coefficient
 
 CHAMPION = "champion"
@@ -31,6 +37,9 @@ CHAMPION = "champion"
 
 class PromotionError(ValueError):
     """The registry does not hold what the promotion needs."""
+
+
+MIN_GAIN_OVER_RECENCY = 0.0
 
 
 @dataclass(frozen=True)
@@ -43,18 +52,20 @@ class Promotion:
     candidate_score: float
     champion_score: float | None
     promoted: bool
-    metric: str = "ROC AUC"
+    metric: str
+    rows: str
+    bar: str = ""
 
     def message(self) -> str:
         if self.champion is None:
-            return (f"{self.name} v{self.candidate} is the first champion "
-                    f"(validation {self.metric} {self.candidate_score:.4f})")
+            return (f"{self.name} v{self.candidate} is the first champion: {self.metric} "
+                    f"{self.candidate_score:.4f} on {self.rows}, against {self.bar}")
         if self.champion == self.candidate:
             return f"{self.name} v{self.candidate} is already the champion"
         assert self.champion_score is not None
         diff = self.candidate_score - self.champion_score
         compared = (f"{self.metric} {self.candidate_score:.4f} vs {self.champion_score:.4f} "
-                    f"({diff:+.4f}) on the candidate's validation rows")
+                    f"({diff:+.4f}) on {self.rows}")
         if self.promoted:
             return (f"{self.name} v{self.candidate} beats v{self.champion}: {compared}; "
                     f"champion -> v{self.candidate}")
@@ -78,32 +89,111 @@ def _champion(client: MlflowClient, name: str) -> ModelVersion | None:
         return None
 
 
-def _validation_rows(run_id: str) -> pd.DataFrame:
+def _logged_rows(run_id: str, artifact: str, what: str) -> pd.DataFrame:
     with tempfile.TemporaryDirectory(prefix="churn-promote-") as tmp:
-        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=VALIDATION_ARTIFACT,
-                                                   dst_path=tmp)
+        try:
+            path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact,
+                                                       dst_path=tmp)
+        except (MlflowException, OSError):
+            raise PromotionError(
+                f"run {run_id} logged no {what} ({artifact}); it was trained by an earlier "
+                f"version of this tool: train it again to compare it fairly") from None
         return pd.read_parquet(path)
 
 
-@dataclass(frozen=True)
-class Yardstick:
-    """How one kind of model is judged on validation rows."""
+def _model_predictions(version: ModelVersion, rows: pd.DataFrame) -> pd.DataFrame:
+    model = mlflow.pyfunc.load_model(f"models:/{version.name}/{version.version}")
+    columns = model.metadata.get_input_schema().input_names()
+    missing = [c for c in columns if c not in rows.columns]
+    if missing:
+        raise PromotionError(f"v{version.version} reads columns the candidate's rows lack "
+                             f"({', '.join(missing[:5])}); it cannot be compared on them")
+    return model.predict(rows[columns])
+
+
+class Judge:
+    """How one kind of model is compared: on which rows, by what, against which bar."""
 
     metric: str
-    score_column: str
-    measure: Callable[[pd.DataFrame, np.ndarray], float]
-    model_scores: Callable[[pd.DataFrame, pd.DataFrame], np.ndarray]
+    bar_name: str
+
+    def rows(self, client: MlflowClient, candidate: ModelVersion) -> tuple[pd.DataFrame, str]:
+        raise NotImplementedError
+
+    def score(self, rows: pd.DataFrame, scores: np.ndarray) -> float:
+        raise NotImplementedError
+
+    def candidate_scores(self, rows: pd.DataFrame) -> np.ndarray:
+        raise NotImplementedError
+
+    def bar(self, rows: pd.DataFrame) -> float:
+        raise NotImplementedError
+
+    def champion_score(self, client: MlflowClient, champion: ModelVersion,
+                       candidate: ModelVersion, rows: pd.DataFrame) -> float:
+        raise NotImplementedError
 
 
-def _churn_auc(rows: pd.DataFrame, scores: np.ndarray) -> float:
-    return score_metrics(rows[LABEL].to_numpy(), scores, True).roc_auc
+def _run_params(client: MlflowClient, version: ModelVersion) -> dict[str, str]:
+    return client.get_run(version.run_id).data.params
 
 
-def _churn_model_scores(rows: pd.DataFrame, predicted: pd.DataFrame) -> np.ndarray:
-    return predicted["churn_probability"].to_numpy()
+def fitted_through(params: dict[str, str]) -> date | None:
+    """The first day of data a churn run's registered model never saw (None if unknown)."""
+    if "fitted_through" in params:
+        return date.fromisoformat(params["fitted_through"])
+    if "validation_cutoff" in params and "horizon_days" in params:
+        # Earlier runs refitted on every cutoff, the validation cutoff included.
+        return (date.fromisoformat(params["validation_cutoff"])
+                + timedelta(days=int(params["horizon_days"])))
+    return None
 
 
-def _mean_qini(rows: pd.DataFrame, scores: np.ndarray) -> float:
+class ChurnJudge(Judge):
+    """ROC AUC on the candidate's test cutoff."""
+
+    metric = "ROC AUC"
+    bar_name = "the recency rule"
+
+    def rows(self, client, candidate):
+        rows = _logged_rows(candidate.run_id, TEST_ARTIFACT, "test rows")
+        cutoff = _run_params(client, candidate)["test_cutoff"]
+        return rows, f"the candidate's test cutoff {cutoff} ({len(rows):,} customers)"
+
+    def score(self, rows, scores):
+        return score_metrics(rows[LABEL].to_numpy(), scores, True).roc_auc
+
+    def candidate_scores(self, rows):
+        return rows["churn_probability"].to_numpy()
+
+    def bar(self, rows):
+        return score_metrics(rows[LABEL].to_numpy(), rows["recency_days"].to_numpy(),
+                             False).roc_auc
+
+    def champion_score(self, client, champion, candidate, rows):
+        own, theirs = _run_params(client, candidate), _run_params(client, champion)
+        for label in ("horizon_days", "base_days"):
+            if own.get(label) != theirs.get(label):
+                raise PromotionError(
+                    f"v{champion.version} predicts another label ({label} {theirs.get(label)} "
+                    f"against the candidate's {own.get(label)}), so the two cannot be judged on "
+                    f"the same rows; train the candidate with the champion's --horizon-days and "
+                    f"--base-days, or register it under another model name")
+        seen = fitted_through(theirs)
+        test = date.fromisoformat(own["test_cutoff"])
+        if seen is None or seen > test:
+            when = seen.isoformat() if seen else "an unrecorded date"
+            raise PromotionError(
+                f"v{champion.version} was fitted on data up to {when}, after the candidate's test "
+                f"cutoff {test}: it would be judged on customers whose outcomes it learned from. "
+                f"For a fair comparison train the candidate with --test-cutoff on or after "
+                f"{when}, or retrain the champion's configuration with --test-cutoff {test}")
+        return self.score(rows, _model_predictions(champion, rows)["churn_probability"]
+                          .to_numpy())
+
+
+def mean_qini(rows: pd.DataFrame, scores: np.ndarray) -> float:
+    """Qini of ``scores`` on spend (the trained outcome), averaged over arms."""
     values = []
     for _, part in rows.assign(_score=scores).groupby("arm"):
         values.append(qini_coefficient(part["spend"].to_numpy(float), part["treated"].to_numpy(),
@@ -111,62 +201,94 @@ def _mean_qini(rows: pd.DataFrame, scores: np.ndarray) -> float:
     return float(np.mean(values))
 
 
-def _uplift_model_scores(rows: pd.DataFrame, predicted: pd.DataFrame) -> np.ndarray:
-    out = np.empty(len(rows))
-    for arm, index in rows.groupby("arm").indices.items():
-        column = f"uplift_{arm}"
-        if column not in predicted.columns:
-            raise PromotionError(f"the champion has no arm {arm!r}; it cannot be compared "
-                                 f"on this experiment")
-        out[index] = predicted[column].to_numpy()[index]
-    return out
+class UpliftJudge(Judge):
+    """Mean Qini over arms of nested out-of-fold scores."""
+
+    metric = "nested out-of-fold Qini"
+    bar_name = "random targeting"
+
+    def rows(self, client, candidate):
+        rows = _logged_rows(candidate.run_id, VALIDATION_ARTIFACT, "nested out-of-fold rows")
+        if client.get_run(candidate.run_id).data.tags.get("evaluation") != "nested":
+            raise PromotionError(
+                f"run {candidate.run_id} logged no nested out-of-fold scores; it was trained by "
+                f"an earlier version of this tool: train it again to compare it fairly")
+        return rows, f"the candidate's experiment ({len(rows):,} rows, nested out of fold)"
+
+    def score(self, rows, scores):
+        return mean_qini(rows, scores)
+
+    def candidate_scores(self, rows):
+        return rows["uplift_score"].to_numpy()
+
+    def bar(self, rows):
+        return 0.0
+
+    def champion_score(self, client, champion, candidate, rows):
+        tags = client.get_run(champion.run_id).data.tags
+        if tags.get("experiment_digest") == client.get_run(candidate.run_id).data.tags.get(
+                "experiment_digest"):
+            theirs, _ = self.rows(client, champion)
+            return self.score(theirs, theirs["uplift_score"].to_numpy())
+        seen = _logged_rows(champion.run_id, VALIDATION_ARTIFACT, "out-of-fold rows")
+        shared = set(seen["id"].astype(str)) & set(rows["id"].astype(str))
+        if shared:
+            raise PromotionError(
+                f"v{champion.version} was fitted on another version of this experiment that "
+                f"shares {len(shared):,} rows with the candidate's (e.g. {sorted(shared)[0]}), so "
+                f"it cannot be judged on them; retrain the champion's configuration on the "
+                f"candidate's experiment and promote the better one")
+        predicted = _model_predictions(champion, rows)
+        out = np.empty(len(rows))
+        for arm, index in rows.groupby("arm").indices.items():
+            column = f"uplift_{arm}"
+            if column not in predicted.columns:
+                raise PromotionError(f"v{champion.version} has no arm {arm!r}; it cannot be "
+                                     f"compared on this experiment")
+            out[index] = predicted[column].to_numpy()[index]
+        return self.score(rows, out)
 
 
-YARDSTICKS = {
-    "churn": Yardstick("ROC AUC", "churn_probability", _churn_auc, _churn_model_scores),
-    "uplift": Yardstick("Qini", "uplift_score", _mean_qini, _uplift_model_scores),
-}
-
-
-def yardstick(name: str) -> Yardstick:
+def judge_for(name: str) -> Judge:
     """Uplift models (registered under a name containing ``uplift``) by Qini, others by AUC."""
-    return YARDSTICKS["uplift" if "uplift" in name else "churn"]
+    return UpliftJudge() if "uplift" in name else ChurnJudge()
 
 
-def _champion_scores(client: MlflowClient, champion: ModelVersion, rows: pd.DataFrame,
-                     digest: str | None, judge: Yardstick) -> np.ndarray:
-    if digest and client.get_run(champion.run_id).data.tags.get("validation_digest") == digest:
-        return _validation_rows(champion.run_id)[judge.score_column].to_numpy()
-    model = mlflow.pyfunc.load_model(f"models:/{champion.name}/{champion.version}")
-    columns = model.metadata.get_input_schema().input_names()
-    missing = [c for c in columns if c not in rows.columns]
-    if missing:
-        raise PromotionError(f"the champion reads columns these validation rows lack "
-                             f"({', '.join(missing[:5])}); it cannot be compared on them")
-    return judge.model_scores(rows, model.predict(rows[columns]))
+def promote(name: str, run_id: str | None = None,
+            min_gain: float = MIN_GAIN_OVER_RECENCY) -> Promotion:
+    """Make the candidate (the newest version, or the one from ``run_id``) champion if it wins.
 
-
-def promote(name: str, run_id: str | None = None) -> Promotion:
-    """Make the candidate (the newest version, or the one from ``run_id``) champion if better."""
+    A first champion must beat the bar (the recency rule for churn, by ``min_gain`` in ROC AUC;
+    random targeting for uplift) on its own held-out rows.
+    """
     client = MlflowClient()
-    judge = yardstick(name)
+    judge = judge_for(name)
     candidate = _candidate(client, name, run_id)
     champion = _champion(client, name)
-    rows = _validation_rows(candidate.run_id)
-    candidate_score = judge.measure(rows, rows[judge.score_column].to_numpy())
-    if champion is None or str(champion.version) == str(candidate.version):
-        if champion is None:
-            client.set_registered_model_alias(name, CHAMPION, str(candidate.version))
-        return Promotion(name, str(candidate.version), champion and str(champion.version),
-                         candidate_score, candidate_score if champion else None,
-                         champion is None, judge.metric)
-    digest = client.get_run(candidate.run_id).data.tags.get("validation_digest")
-    champion_score = judge.measure(rows, _champion_scores(client, champion, rows, digest, judge))
+    rows, described = judge.rows(client, candidate)
+    candidate_score = judge.score(rows, judge.candidate_scores(rows))
+    if champion is not None and str(champion.version) == str(candidate.version):
+        return Promotion(name, str(candidate.version), str(champion.version), candidate_score,
+                         candidate_score, False, judge.metric, described)
+    if champion is None:
+        bar = judge.bar(rows)
+        margin = min_gain if isinstance(judge, ChurnJudge) else 0.0
+        if not candidate_score > bar + margin:
+            raise PromotionError(
+                f"{name} v{candidate.version} does not beat {judge.bar_name} on {described}: "
+                f"{judge.metric} {candidate_score:.4f} against {bar:.4f}, short by "
+                f"{bar + margin - candidate_score:.4f}"
+                + (f" (the margin asked is {margin:.4f})" if margin else "")
+                + "; it is not made champion")
+        client.set_registered_model_alias(name, CHAMPION, str(candidate.version))
+        return Promotion(name, str(candidate.version), None, candidate_score, None, True,
+                         judge.metric, described, f"{judge.bar_name} {bar:.4f}")
+    champion_score = judge.champion_score(client, champion, candidate, rows)
     better = candidate_score > champion_score
     if better:
         client.set_registered_model_alias(name, CHAMPION, str(candidate.version))
     client.set_model_version_tag(name, str(candidate.version), "promotion",
                                  f"{judge.metric} {candidate_score:.4f} vs v{champion.version} "
-                                 f"{champion_score:.4f}")
+                                 f"{champion_score:.4f} on {described}")
     return Promotion(name, str(candidate.version), str(champion.version), candidate_score,
-                     champion_score, better, judge.metric)
+                     champion_score, better, judge.metric, described)

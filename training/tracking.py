@@ -1,9 +1,10 @@
 """Record a churn training run in MLflow and register its model.
 
-A run holds the parameters, the data lineage (source, cutoffs, row counts, digests), the
-metrics of the model and of each baseline on the same validation rows, the plots, the
-validation rows themselves (so a later promotion compares models on identical data) and the
-model with its signature and input example, registered under ``churn``.
+A run holds the parameters, the data lineage (source, cutoffs of each role, row counts,
+digests), the metrics of the registered model and of each baseline on the same test rows
+(``test_*``; the model's before the refit on the validation cutoff as ``validation_*``), the
+plots, the test and validation rows themselves (a later promotion judges models on the test
+rows) and the model with its signature and input example, registered under ``churn``.
 """
 
 from __future__ import annotations
@@ -21,14 +22,16 @@ from mlflow.models import infer_signature
 
 from features.registry import FEATURE_SET_VERSION, feature_names
 from training import plots
+from training.backtest import METRICS, BacktestResult
 from training.churn_model import ARTIFACT_KEY
 from training.dataset import LABEL, frame_digest
 from training.metrics import decile_table
-from training.train_churn import MODEL, ChurnTrainConfig, ChurnTrainResult
+from training.train_churn import MODEL, SCORER_LABELS, ChurnTrainConfig, ChurnTrainResult
 
 CHURN_MODEL_NAME = "churn"
 PYFUNC_CODE = Path(__file__).with_name("pyfunc.py")
 VALIDATION_ARTIFACT = "validation/validation.parquet"
+TEST_ARTIFACT = "test/test.parquet"
 
 
 def default_tracking_uri(folder: Path) -> str:
@@ -59,6 +62,9 @@ def _params(cfg: ChurnTrainConfig, result: ChurnTrainResult) -> dict[str, object
         "data_source": str(cfg.data.resolve()),
         "train_cutoffs": ",".join(c.isoformat() for c in result.train_cutoffs),
         "validation_cutoff": result.validation_cutoff.isoformat(),
+        "test_cutoff": result.test_cutoff.isoformat(),
+        "fitted_through": result.plan.fitted_through().isoformat(),
+        "data_start": result.loaded.start.isoformat(),
         "data_end": result.loaded.end.isoformat(),
         "horizon_days": cfg.labels.horizon_days,
         "base_days": cfg.labels.base_days,
@@ -71,6 +77,7 @@ def _params(cfg: ChurnTrainConfig, result: ChurnTrainResult) -> dict[str, object
         **{k: v for k, v in cfg.lightgbm_params().items() if k != "verbose"},
         "train_rows": int((result.frame["cutoff"] < pd.Timestamp(result.validation_cutoff)).sum()),
         "validation_rows": len(result.validation),
+        "test_rows": len(result.test),
         **rows,
     }
 
@@ -78,17 +85,22 @@ def _params(cfg: ChurnTrainConfig, result: ChurnTrainResult) -> dict[str, object
 def _metrics(result: ChurnTrainResult) -> dict[str, float]:
     out: dict[str, float] = {}
     for name, m in result.metrics.items():
-        out.update(m.as_dict(prefix="" if name == MODEL else f"{name}_"))
+        out.update(m.as_dict(prefix="test_" if name == MODEL else f"test_{name}_"))
+    out.update(result.validation_metrics.as_dict(prefix="validation_"))
     out.update({f"calibration_log_loss_{k}": v for k, v in result.calibration_losses.items()})
     out["validation_churn_rate"] = float(result.validation[LABEL].mean())
+    out["test_churn_rate"] = float(result.test[LABEL].mean())
     return out
 
 
 def _log_inputs(cfg: ChurnTrainConfig, result: ChurnTrainResult) -> None:
     source = str(cfg.data.resolve())
-    is_valid = result.frame["cutoff"] == pd.Timestamp(result.validation_cutoff)
-    for context, part in (("training", result.frame[~is_valid]),
-                          ("validation", result.frame[is_valid])):
+    cutoff = result.frame["cutoff"]
+    roles = (("training", cutoff < pd.Timestamp(result.validation_cutoff)),
+             ("validation", cutoff == pd.Timestamp(result.validation_cutoff)),
+             ("test", cutoff == pd.Timestamp(result.test_cutoff)))
+    for context, rows in roles:
+        part = result.frame[rows]
         with warnings.catch_warnings():
             # MLflow hints that the integer label cannot hold missing values; it never does.
             warnings.simplefilter("ignore", UserWarning)
@@ -98,10 +110,10 @@ def _log_inputs(cfg: ChurnTrainConfig, result: ChurnTrainResult) -> None:
 
 
 def _log_plots(result: ChurnTrainResult) -> None:
-    valid = result.validation
-    y = valid[LABEL].to_numpy()
-    scores = {"model": valid["churn_probability"].to_numpy(), **result.baseline_scores}
-    sample = valid.sample(min(len(valid), 3000), random_state=0)
+    test = result.test
+    y = test[LABEL].to_numpy()
+    scores = {"model": test["churn_probability"].to_numpy(), **result.baseline_scores}
+    sample = test.sample(min(len(test), 3000), random_state=0)
     importance = pd.Series(result.model.booster.feature_importance("gain"),
                            index=result.model.features)
     figures = {
@@ -118,11 +130,14 @@ def _log_plots(result: ChurnTrainResult) -> None:
 
 
 def _log_tables(result: ChurnTrainResult, work: Path) -> None:
-    result.validation.to_parquet(work / "validation.parquet", index=False)
-    mlflow.log_artifact(str(work / "validation.parquet"), "validation")
-    mlflow.log_text(metrics_table(result).to_csv(float_format="%.5f"), "metrics.csv")
-    deciles = decile_table(result.validation[LABEL].to_numpy(),
-                           result.validation["churn_probability"].to_numpy())
+    for rows, artifact in ((result.validation, VALIDATION_ARTIFACT),
+                           (result.test, TEST_ARTIFACT)):
+        folder, name = artifact.split("/")
+        rows.to_parquet(work / name, index=False)
+        mlflow.log_artifact(str(work / name), folder)
+    mlflow.log_text(metrics_table(result).to_csv(float_format="%.5f"), "test_metrics.csv")
+    deciles = decile_table(result.test[LABEL].to_numpy(),
+                           result.test["churn_probability"].to_numpy())
     mlflow.log_text(deciles.to_csv(index=False), "deciles.csv")
 
 
@@ -143,7 +158,7 @@ def log_pyfunc(code: Path, artifacts: dict[str, Path], example: pd.DataFrame,
 
 def _log_model(result: ChurnTrainResult, work: Path, registered_name: str) -> str:
     folder = result.model.save(work / "churn_model")
-    example = result.validation[feature_names()].head(5)
+    example = result.test[feature_names()].head(5)
     output = pd.DataFrame({"churn_probability": result.model.predict_proba(example)})
     return log_pyfunc(PYFUNC_CODE, {ARTIFACT_KEY: folder}, example, output, registered_name,
                       ["lightgbm", "scikit-learn", "pandas", "numpy", "scipy"])
@@ -153,7 +168,7 @@ def log_churn_run(cfg: ChurnTrainConfig, result: ChurnTrainResult, experiment: s
                   registered_name: str = CHURN_MODEL_NAME) -> LoggedRun:
     """Log everything about ``result`` as one MLflow run and register the model."""
     exp = mlflow.set_experiment(experiment)
-    run_name = f"churn-{result.validation_cutoff.isoformat()}"
+    run_name = f"churn-test-{result.test_cutoff.isoformat()}"
     with tempfile.TemporaryDirectory(prefix="churn-run-") as tmp, \
             mlflow.start_run(run_name=run_name) as run:
         work = Path(tmp)
@@ -163,6 +178,37 @@ def log_churn_run(cfg: ChurnTrainConfig, result: ChurnTrainResult, experiment: s
         _log_plots(result)
         _log_tables(result, work)
         version = _log_model(result, work, registered_name)
-        mlflow.set_tags({"validation_digest": frame_digest(result.validation),
+        mlflow.set_tags({"test_digest": frame_digest(result.test),
                          "model_version": version})
     return LoggedRun(run.info.run_id, exp.experiment_id, version)
+
+
+def log_backtest_run(cfg: ChurnTrainConfig, result: BacktestResult,
+                     experiment: str = "churn-backtest") -> LoggedRun:
+    """One run holding the backtest: per-origin metrics (as steps), their mean and spread, the
+    table as CSV and the plot across origins. Nothing is registered."""
+    exp = mlflow.set_experiment(experiment)
+    origins = ",".join(o.isoformat() for o in result.origins)
+    with mlflow.start_run(run_name=f"backtest-{origins}") as run:
+        mlflow.log_params({
+            "data_source": str(cfg.data.resolve()), "origins": origins,
+            "horizon_days": cfg.labels.horizon_days, "base_days": cfg.labels.base_days,
+            "train_cutoff_count": cfg.train_cutoff_count, "feature_set_version":
+                FEATURE_SET_VERSION, **{k: v for k, v in cfg.lightgbm_params().items()
+                                        if k != "verbose"}})
+        for step, (_, part) in enumerate(result.per_origin.groupby("origin", sort=True)):
+            for _, row in part.iterrows():
+                mlflow.log_metrics({f"{row['scorer']}_{m}": float(row[m]) for m in METRICS
+                                    if pd.notna(row[m])}, step=step)
+        summary = result.summary()
+        for scorer, row in summary.iterrows():
+            mlflow.log_metrics({f"{kind}_{scorer}_{m}": float(row[(kind, m)])
+                                for kind in ("mean", "sd") for m in METRICS
+                                if pd.notna(row[(kind, m)])})
+        mlflow.log_text(result.per_origin.to_csv(index=False, float_format="%.5f"),
+                        "backtest.csv")
+        fig = plots.backtest_figure(result.per_origin, SCORER_LABELS)
+        mlflow.log_figure(fig, "plots/backtest.png")
+        plt.close(fig)
+        mlflow.set_tags({"kind": "backtest", "notes": " | ".join(result.notes) or "none"})
+    return LoggedRun(run.info.run_id, exp.experiment_id, "")

@@ -1,8 +1,11 @@
-"""Train the churn model: time-based validation, early stopping, calibration, baselines, refit.
+"""Train the churn model: training, validation and test cutoffs, early stopping, calibration,
+baselines, refit.
 
-Earlier cutoffs train, the latest validates (never shuffled across time). LightGBM stops
-early on the validation cutoff; the calibration method is chosen on validation data; then
-the booster is refitted on every cutoff with the chosen number of trees.
+Training cutoffs fit the trees; LightGBM stops early on the validation cutoff, where the
+calibration method is chosen too; the booster is then refitted on the training and validation
+cutoffs with the chosen number of trees. That refitted model, the one registered, and every
+baseline are measured on the test cutoff, which neither saw (see ``training.cutoffs``).
+Nothing is shuffled across time.
 """
 
 from __future__ import annotations
@@ -10,9 +13,10 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 
+import duckdb
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
@@ -24,12 +28,15 @@ from features.registry import feature_names
 from features.tables import LoadedTables, load_tables
 from features.validation import OnBadRows, Progress
 from training.bgnbd import BGNBD
-from training.churn_model import Calibrator, ChurnModel, choose_calibration
+from training.churn_model import Calibrator, ChurnModel, choose_calibration, spend_percentiles
+from training.cutoffs import DEFAULT_TRAIN_CUTOFFS, CutoffPlan, plan_cutoffs
 from training.dataset import LABEL, clv_summary, training_frame
 from training.metrics import ScoreMetrics, score_metrics
 
 MODEL = "model"
 BASELINES = ("recency_rule", "bgnbd_p_alive", "bgnbd_expected_purchases")
+SCORER_LABELS = {MODEL: "model", "recency_rule": "recency rule",
+                 "bgnbd_p_alive": "BG/NBD P(alive)", "bgnbd_expected_purchases": "BG/NBD E(buys)"}
 
 
 @dataclass(frozen=True)
@@ -37,7 +44,10 @@ class ChurnTrainConfig:
     """Everything a churn training run needs, built from CLI flags or MLproject parameters."""
 
     data: Path
-    cutoffs: tuple[date, ...]
+    cutoffs: tuple[date, ...] | None = None
+    validation_cutoff: date | None = None
+    test_cutoff: date | None = None
+    train_cutoff_count: int = DEFAULT_TRAIN_CUTOFFS
     labels: ChurnLabelConfig = field(default_factory=ChurnLabelConfig)
     learning_rate: float = 0.03
     num_leaves: int = 7
@@ -62,28 +72,36 @@ class EligibilityError(ContractError):
 
 @dataclass
 class ChurnTrainResult:
-    """The fitted model and everything a person or the tracker wants to see about it."""
+    """The fitted model and everything a person or the tracker wants to see about it.
+
+    ``metrics`` are the registered model's and the baselines' on the test cutoff;
+    ``validation_metrics`` the model's (before the refit) on the validation cutoff.
+    """
 
     model: ChurnModel
     trees: int
     calibration_losses: dict[str, float]
     metrics: dict[str, ScoreMetrics]
+    validation_metrics: ScoreMetrics
+    test: pd.DataFrame
     validation: pd.DataFrame
-    train_cutoffs: list[date]
-    validation_cutoff: date
+    plan: CutoffPlan
     frame: pd.DataFrame
     loaded: LoadedTables
     bgnbd: BGNBD
     baseline_scores: dict[str, np.ndarray] = field(default_factory=dict)
 
+    @property
+    def train_cutoffs(self) -> list[date]:
+        return list(self.plan.train)
 
-def check_cutoffs(cutoffs: tuple[date, ...]) -> None:
-    """At least two distinct cutoffs: earlier ones to train, the latest to validate."""
-    if len(set(cutoffs)) < 2:
-        raise EligibilityError("--cutoffs: give at least two dates; the latest validates the "
-                               "model trained on the earlier ones")
-    if len(set(cutoffs)) != len(cutoffs):
-        raise EligibilityError("--cutoffs: a date is listed twice")
+    @property
+    def validation_cutoff(self) -> date:
+        return self.plan.validation
+
+    @property
+    def test_cutoff(self) -> date:
+        return self.plan.test
 
 
 def check_eligible(frame: pd.DataFrame, part: str, min_rows: int) -> None:
@@ -97,13 +115,14 @@ def check_eligible(frame: pd.DataFrame, part: str, min_rows: int) -> None:
             f"--horizon-days / --base-days")
 
 
-def baseline_scores(validation: pd.DataFrame, bgnbd: BGNBD, summary: pd.DataFrame,
+def baseline_scores(rows: pd.DataFrame, bgnbd: BGNBD, summary: pd.DataFrame,
                     horizon_days: int) -> dict[str, tuple[np.ndarray, bool]]:
-    """Each baseline's churn score on the validation rows, and whether it is a probability."""
-    rows = summary.set_index("customer_id").loc[validation["customer_id"]]
+    """Each baseline's churn score on ``rows``, and whether it is a probability."""
+    recency = rows["recency_days"].to_numpy()
+    rows = summary.set_index("customer_id").loc[rows["customer_id"]]
     horizon = horizon_days / 7.0
     return {
-        "recency_rule": (validation["recency_days"].to_numpy(), False),
+        "recency_rule": (recency, False),
         "bgnbd_p_alive": (1.0 - bgnbd.p_alive(rows), True),
         "bgnbd_expected_purchases": (-bgnbd.expected_purchases(rows, horizon), False),
     }
@@ -125,50 +144,71 @@ def _refit(cfg: ChurnTrainConfig, frame: pd.DataFrame, trees: int) -> lgb.Booste
     return lgb.train(cfg.lightgbm_params(), lgb.Dataset(frame[names], frame[LABEL]), trees)
 
 
+def resolve_plan(cfg: ChurnTrainConfig, loaded: LoadedTables) -> CutoffPlan:
+    """The three roles of cutoffs for ``cfg`` on the data in ``loaded``."""
+    return plan_cutoffs(cfg.labels.horizon_days, loaded.start, loaded.end, cfg.cutoffs,
+                        cfg.validation_cutoff, cfg.test_cutoff, cfg.train_cutoff_count)
+
+
+def _split(frame: pd.DataFrame, plan: CutoffPlan) -> tuple[pd.DataFrame, ...]:
+    cutoff = frame["cutoff"]
+    parts = (frame[cutoff.isin([pd.Timestamp(c) for c in plan.train])],
+             frame[cutoff == pd.Timestamp(plan.validation)],
+             frame[cutoff == pd.Timestamp(plan.test)])
+    return tuple(p.reset_index(drop=True) for p in parts)
+
+
 def train_churn(cfg: ChurnTrainConfig, progress: Progress | None = None,
                 on_step: Callable[[str], None] | None = None) -> ChurnTrainResult:
     """Run the whole training of the churn model on the tables in ``cfg.data``."""
-    step = on_step or (lambda _: None)
-    check_cutoffs(cfg.cutoffs)
     with tempfile.TemporaryDirectory(prefix="churn-train-") as work, \
             connect(cfg.memory_limit, Path(work) / "spill") as con:
         loaded = load_tables(con, cfg.data, Path(work), cfg.on_bad_rows, progress=progress)
-        frame = training_frame(con, loaded, list(cfg.cutoffs), cfg.labels,
-                               on_cutoff=lambda c: step(f"features and labels at {c}"))
-        validation_cutoff = max(cfg.cutoffs)
-        summary = clv_summary(con, loaded.relations, validation_cutoff)
-    is_valid = frame["cutoff"] == pd.Timestamp(validation_cutoff)
-    train, valid = frame[~is_valid], frame[is_valid].reset_index(drop=True)
-    check_eligible(train, f"training cutoffs (before {validation_cutoff})", cfg.min_class_rows)
-    check_eligible(valid, f"validation cutoff {validation_cutoff}", cfg.min_class_rows)
+        return train_on_tables(cfg, con, loaded, on_step)
+
+
+def train_on_tables(cfg: ChurnTrainConfig, con: duckdb.DuckDBPyConnection,
+                    loaded: LoadedTables,
+                    on_step: Callable[[str], None] | None = None) -> ChurnTrainResult:
+    """``train_churn`` on tables already validated into ``con`` (the backtest trains many
+    times on the same tables)."""
+    step = on_step or (lambda _: None)
+    plan = resolve_plan(cfg, loaded)
+    for notice in plan.notices:
+        step(notice)
+    frame = training_frame(con, loaded, plan.all(), cfg.labels,
+                           on_cutoff=lambda c: step(f"features and labels at {c}"))
+    summary = clv_summary(con, loaded.relations, plan.test)
+    train, valid, test = _split(frame, plan)
+    check_eligible(train, f"training cutoffs ({', '.join(c.isoformat() for c in plan.train)})",
+                   cfg.min_class_rows)
+    check_eligible(valid, f"validation cutoff {plan.validation}", cfg.min_class_rows)
+    check_eligible(test, f"test cutoff {plan.test}", cfg.min_class_rows)
 
     step("LightGBM with early stopping on the validation cutoff")
     booster = _fit_booster(cfg, train, valid)
     trees = (booster.best_iteration if cfg.early_stopping_rounds else 0) or \
         booster.current_iteration()
-    y = valid[LABEL].to_numpy()
+    y_valid = valid[LABEL].to_numpy()
     margin = booster.predict(valid[feature_names()], raw_score=True, num_iteration=trees)
-    method, losses, probability = choose_calibration(margin, y, cfg.seed)
+    method, losses, valid_probability = choose_calibration(margin, y_valid, cfg.seed)
 
-    step("baselines: recency rule and BG/NBD")
+    step(f"refit on the training and validation cutoffs with {trees} trees")
+    fitted = pd.concat([train, valid], ignore_index=True)
+    model = ChurnModel(_refit(cfg, fitted, trees), Calibrator.fit(method, margin, y_valid),
+                       label=cfg.labels)
+
+    step(f"the refitted model and the baselines on the test cutoff {plan.test}")
+    y = test[LABEL].to_numpy()
+    probability = model.predict_proba(test)
     bgnbd = BGNBD().fit(summary)
-    baselines = baseline_scores(valid, bgnbd, summary, cfg.labels.horizon_days)
+    baselines = baseline_scores(test, bgnbd, summary, cfg.labels.horizon_days)
     metrics = {MODEL: score_metrics(y, probability, is_probability=True)}
     metrics.update({name: score_metrics(y, s, p) for name, (s, p) in baselines.items()})
-
-    step(f"refit on all {len(cfg.cutoffs)} cutoffs with {trees} trees")
-    model = ChurnModel(_refit(cfg, frame, trees), Calibrator.fit(method, margin, y))
-    validation = valid[["cutoff", "customer_id", *feature_names(), LABEL]].assign(
-        churn_probability=probability)
-    return ChurnTrainResult(model, trees, losses, metrics, validation,
-                            sorted(set(cfg.cutoffs) - {validation_cutoff}), validation_cutoff,
-                            frame, loaded, bgnbd, {k: s for k, (s, _) in baselines.items()})
-
-
-def monthly_cutoffs(last: date, count: int) -> tuple[date, ...]:
-    """``count`` cutoffs on the first of the month, ending with the month of ``last``."""
-    out, day = [], last.replace(day=1)
-    for _ in range(count):
-        out.append(day)
-        day = (day - timedelta(days=1)).replace(day=1)
-    return tuple(sorted(out))
+    model.spend_percentiles = spend_percentiles(test["spend_365d"])
+    keep = ["cutoff", "customer_id", *feature_names(), LABEL]
+    return ChurnTrainResult(
+        model, trees, losses, metrics, score_metrics(y_valid, valid_probability, True),
+        test[keep].assign(churn_probability=probability),
+        valid[keep].assign(churn_probability=valid_probability), plan, frame, loaded, bgnbd,
+        {k: s for k, (s, _) in baselines.items()})

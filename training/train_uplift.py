@@ -57,6 +57,7 @@ class UpliftTrainConfig:
     ignore: tuple[str, ...] = ()
     learner: str = AUTO
     selection_folds: int = 3
+    nested_folds: int = 3
     expected_share: float | None = None
     seed: int = 0
     params: BaseParams = field(default_factory=BaseParams)
@@ -76,8 +77,8 @@ class UpliftTrainConfig:
         if self.expected_share is not None and not 0.0 < self.expected_share < 1.0:
             raise ExperimentError("--expected-share is the designed treated share of an arm "
                                   "plus control, between 0 and 1")
-        if self.selection_folds < 2:
-            raise ExperimentError("--selection-folds must be at least 2")
+        if self.selection_folds < 2 or self.nested_folds < 2:
+            raise ExperimentError("--selection-folds and --nested-folds must be at least 2")
 
     def candidates(self) -> list[str]:
         return list(LEARNERS) if self.learner == AUTO else [self.learner]
@@ -211,7 +212,12 @@ def _check_sizes(arm: str, t: np.ndarray, folds: int) -> None:
 
 @dataclass
 class ArmResult:
-    """Everything learned about one arm against control."""
+    """Everything learned about one arm against control.
+
+    ``metrics`` are those of the nested out-of-fold scores in ``nested`` (the learner chosen
+    again inside each training fold), not of the winner's own out-of-fold scores, which the
+    choice among learners inflates.
+    """
 
     arm: str
     treated: int
@@ -220,6 +226,7 @@ class ArmResult:
     checks: ExperimentChecks
     selection: Selection
     metrics: dict[str, UpliftMetrics]
+    nested: pd.DataFrame
 
     def warnings(self) -> list[str]:
         return self.checks.warnings()
@@ -264,9 +271,12 @@ def train_arm(part: Experiment, arm: str, cfg: UpliftTrainConfig, expected_share
     selection = select_learner(part.features, y, t, cfg.candidates(), cfg.selection_folds,
                                cfg.params, cfg.seed)
     learner = make_learner(selection.winner, cfg.params, cfg.seed).fit(part.features, y, t)
+    if progress:
+        progress(f"{arm}: nested out-of-fold scores ({cfg.nested_folds} folds)")
+    nested = evaluate_arm(part, cfg, cfg.nested_folds, repeat=0)
     result = ArmResult(arm, int(t.sum()), int(len(t) - t.sum()), average_effects(part.outcomes, t),
                        check_experiment(part.features, t, expected_share), selection,
-                       _outcome_metrics(part, t, selection.scores))
+                       _outcome_metrics(part, t, nested["uplift_score"].to_numpy()), nested)
     return result, learner
 
 
@@ -277,7 +287,8 @@ def _categories(X: pd.DataFrame) -> dict[str, list]:
 
 def train_uplift(cfg: UpliftTrainConfig, progress: Progress | None = None,
                  experiment: Experiment | None = None) -> UpliftResult:
-    """One uplift learner per arm, each chosen by out-of-fold Qini and fitted on all rows."""
+    """One uplift learner per arm, each chosen by out-of-fold Qini and fitted on all rows, and
+    measured by nested out-of-fold scores (the choice made again inside each fold)."""
     experiment = experiment or load_experiment(cfg)
     if not experiment.arms:
         raise ExperimentError(f"{experiment.source}: no treated rows")
@@ -290,7 +301,7 @@ def train_uplift(cfg: UpliftTrainConfig, progress: Progress | None = None,
         validation.append(pd.DataFrame({
             "id": part.ids, "arm": arm, "treated": part.treated(),
             **{name: part.outcomes[name].to_numpy() for name in part.outcomes.columns},
-            "uplift_score": arms[arm].selection.scores}))
+            "uplift_score": arms[arm].nested["uplift_score"].to_numpy()}))
     model = UpliftModel(learners, list(experiment.features.columns),  # type: ignore[arg-type]
                         _categories(experiment.features), experiment.outcome_name,
                         {a: r.selection.winner for a, r in arms.items()})

@@ -90,7 +90,7 @@ def campaigns(con: duckdb.DuckDBPyConnection, loaded: LoadedTables) -> list[str]
 
 def _choose_campaign(con: duckdb.DuckDBPyConnection, loaded: LoadedTables,
                      campaign: str | None) -> str:
-    if "exposures" not in loaded.relations:
+    if not loaded.has("exposures"):
         raise ExperimentError("uplift needs an exposures table (customer_id, campaign_id, "
                               "exposed_at, treatment) in the data folder")
     known = campaigns(con, loaded)

@@ -2,9 +2,9 @@
 
 A run holds the parameters and data lineage, per arm: the average effects on spend,
 conversion and order value among buyers, the experiment checks, each candidate learner's
-out-of-fold Qini and the one chosen, Qini/AUUC/uplift-at-k of its out-of-fold scores, the
-Qini and decile plots; and the out-of-fold rows themselves (with features) so a later
-promotion compares models on identical data.
+out-of-fold Qini and the one chosen, Qini/AUUC/uplift-at-k of the nested out-of-fold scores
+(the learner chosen again inside each training fold), the Qini and decile plots; and the
+nested out-of-fold rows themselves (with features), which promotion compares.
 """
 
 from __future__ import annotations
@@ -47,14 +47,17 @@ def effects_table(result: UpliftResult) -> pd.DataFrame:
 
 
 def metrics_table(result: UpliftResult) -> pd.DataFrame:
-    """Per arm and outcome: Qini, AUUC and uplift at 10/20/30% of the out-of-fold scores."""
+    """Per arm and outcome: Qini, AUUC and uplift at 10/20/30% of the nested out-of-fold
+    scores."""
     return pd.DataFrame([{"arm": arm, "outcome": outcome, "learner": r.selection.winner,
                           **m.as_dict()}
                          for arm, r in result.arms.items() for outcome, m in r.metrics.items()])
 
 
 def validation_digest(rows: pd.DataFrame) -> str:
-    hashed = pd.util.hash_pandas_object(rows[["id", "arm", "treated", "spend"]], index=False)
+    """A digest of the experiment's rows (id, arm, group, outcome), whatever their order."""
+    key = rows[["id", "arm", "treated", "spend"]].sort_values(["arm", "id"])
+    hashed = pd.util.hash_pandas_object(key, index=False)
     return hashlib.sha256(hashed.to_numpy().tobytes()).hexdigest()[:16]
 
 
@@ -111,7 +114,7 @@ def _log_plots(result: UpliftResult) -> None:
             label = f"{arm}: {outcome}"
             figures = {
                 f"plots/{slug(arm)}/qini_{outcome}.png": qini_figure(
-                    y, t, {r.selection.winner: score}, f"Qini, {label} (out of fold)"),
+                    y, t, {r.selection.winner: score}, f"Qini, {label} (nested out of fold)"),
                 f"plots/{slug(arm)}/uplift_by_decile_{outcome}.png": uplift_decile_figure(
                     y, t, score, f"Observed uplift by decile, {label}"),
             }
@@ -165,7 +168,8 @@ def log_uplift_run(cfg: UpliftTrainConfig, result: UpliftResult, experiment: str
         _log_tables(result, rows, work)
         version = _log_model(result, work, registered_name)
         warned = [w for r in result.arms.values() for w in r.warnings()]
-        mlflow.set_tags({"validation_digest": validation_digest(rows), "model_version": version,
+        mlflow.set_tags({"experiment_digest": validation_digest(rows), "evaluation": "nested",
+                         "model_version": version,
                          "experiment_warnings": " | ".join(warned) or "none"})
     return LoggedRun(run.info.run_id, exp.experiment_id, version)
 

@@ -27,32 +27,44 @@ def test_demo_builds_features_trains_and_promotes(tmp_path):
     features = pd.read_parquet(tmp_path / "demo" / "features.parquet")
     assert list(features.columns) == ["customer_id", "as_of", *feature_names()]
     assert 800 < len(features) <= 1000
-    assert "Churn model vs baselines on the validation cutoff 2025-10-01" in done.stdout
+    assert "Churn model vs baselines on the test cutoff 2025-10-01" in done.stdout
     for row in ("ROC AUC", "ECE", "lift top 10%", "verdict"):
         assert row in done.stdout
     assert "churn v1 is the first champion" in done.stdout
+    assert "against the recency rule" in done.stdout
     assert f"mlflow ui --backend-store-uri sqlite:///{tmp_path / 'mlflow.db'}" in done.stdout
     assert (tmp_path / "mlflow.db").exists()
-    assert "Segments: " in done.stdout and "win_back" in done.stdout
+    assert "Segments: " in done.stdout
     scores = pd.read_parquet(tmp_path / "demo" / "scores.parquet")
     assert "Out-of-fold Qini" in done.stdout and "<- chosen" in done.stdout
-    assert "uplift v1 is the first champion" in done.stdout
-    assert set(scores["model_versions"]) == {"churn:v1,uplift:v1"}
-    assert scores["uplift_spend"].notna().all()
+    assert "Nested out of fold" in done.stdout
     assert set(scores["as_of"].astype(str)) == {"2026-01-01"}
+    # On 1,000 customers the campaign holds 600 rows; the uplift model becomes champion only
+    # if its nested out-of-fold Qini beats random targeting, and scoring follows what happened.
+    if "uplift v1 is the first champion" in done.stdout:
+        assert set(scores["model_versions"]) == {"churn:v1,uplift:v1"}
+        assert scores["uplift_spend"].notna().all()
+    else:
+        assert "note: uplift v1 does not beat random targeting" in done.stdout
+        assert set(scores["model_versions"]) == {"churn:v1"}
+        assert scores["uplift_spend"].isna().all()
 
 
 def test_train_and_promote_errors_are_one_line(tmp_path):
     data = tmp_path / "data"
     assert run("generate", "--customers", "300", "--out", "data", cwd=tmp_path).returncode == 0
-    late = run("train", "churn", "--data", str(data), "--cutoffs", "2025-09-01,2025-12-01",
+    late = run("train", "churn", "--data", str(data), "--test-cutoff", "2025-12-01",
                cwd=tmp_path)
     assert late.returncode == 1
     assert "error: cutoff 2025-12-01: the 90-day label window is not over yet" in late.stderr
     # Refused before anything was recorded.
     assert not (tmp_path / "mlruns").exists()
-    one = run("train", "churn", "--data", str(data), "--cutoffs", "2025-09-01", cwd=tmp_path)
-    assert one.returncode == 1 and "give at least two dates" in one.stderr
+    overlap = run("train", "churn", "--data", str(data), "--cutoffs", "2025-05-01,2025-06-01",
+                  cwd=tmp_path)
+    assert overlap.returncode == 1
+    assert ("error: training cutoff 2025-05-01, 2025-06-01: its 90-day label window ends after "
+            "the validation cutoff 2025-07-01") in overlap.stderr
+    assert "The latest training cutoff that works is 2025-04-02" in overlap.stderr
     bad = run("train", "churn", "--data", str(data), "--cutoffs", "2025-09-01,sept",
               cwd=tmp_path)
     assert bad.returncode == 2 and "'sept' is not an ISO date" in bad.stderr
@@ -63,7 +75,7 @@ def test_train_and_promote_errors_are_one_line(tmp_path):
                       "s.parquet", cwd=tmp_path)
     assert no_champion.returncode == 1
     assert "error: no 'churn' model holds the 'champion' alias" in no_champion.stderr
-    for done in (late, one, bad, nothing, no_champion):
+    for done in (late, overlap, bad, nothing, no_champion):
         assert "Traceback" not in done.stderr
 
 
@@ -114,4 +126,5 @@ def test_help_teaches_the_first_steps(tmp_path):
     features_help = run("features", "--help", cwd=tmp_path).stdout
     assert "--on-bad-rows" in features_help and "quarantine" in features_help
     train_help = run("train", "churn", "--help", cwd=tmp_path).stdout
-    assert "--cutoffs" in train_help and "--horizon-days" in train_help
+    for option in ("--cutoffs", "--validation-cutoff", "--test-cutoff", "--horizon-days"):
+        assert option in train_help

@@ -50,9 +50,9 @@ def test_a_return_is_not_an_order():
 
 def test_maturity_names_the_late_cutoff_and_the_latest_good_one():
     end = date(2025, 10, 1)
-    check_matured([date(2025, 7, 3)], ChurnLabelConfig(), end)
+    check_matured([date(2025, 7, 3)], 90, end)
     with pytest.raises(LabelWindowError) as err:
-        check_matured([date(2025, 6, 1), date(2025, 7, 4)], ChurnLabelConfig(), end)
+        check_matured([date(2025, 6, 1), date(2025, 7, 4)], 90, end)
     assert "cutoff 2025-07-04" in str(err.value)
     assert "latest cutoff with a matured label is 2025-07-03" in str(err.value)
 

@@ -19,7 +19,7 @@ from serving.batch import ScoreJobConfig, parse_postgres_url, run_score
 from serving.champion import NoChampionError, load_champion
 from serving.policy import SegmentPolicy
 from serving.scoring import OUTPUT_COLUMNS
-from tests.conftest import build, process_env
+from tests.conftest import build, crown, process_env
 from training.promote import promote
 from training.tracking import log_churn_run
 from training.train_uplift import UpliftTrainConfig, train_uplift
@@ -145,8 +145,7 @@ def test_killed_run_leaves_the_earlier_parquet(champion, synthetic_data, mlflow_
 def test_win_back_is_who_the_campaign_would_move(champion, uplift_trained, synthetic_data,
                                                  tmp_path):
     cfg, result = uplift_trained
-    log_uplift_run(cfg, result)
-    promote("uplift")
+    crown("uplift", log_uplift_run(cfg, result).model_version)
     loaded = load_champion("churn", uplift=True)
     data, _ = synthetic_data
     score_to(str(tmp_path / "scores.parquet"), data, loaded)
@@ -157,7 +156,7 @@ def test_win_back_is_who_the_campaign_would_move(champion, uplift_trained, synth
     np.testing.assert_allclose(scores["uplift_spend"],
                                result.model.predict(features)[f"uplift_{arm}"], rtol=1e-9)
     policy = SegmentPolicy.load()
-    lapsed = features["recency_days"] >= policy.lapsed_after_days
+    lapsed = features["recency_days"] > loaded.model.label.base_days
     at_risk = scores["churn_probability"].fillna(0) >= policy.at_risk_probability
     expected = (lapsed | at_risk) & scores["contactable"] & (
         scores["uplift_spend"] > policy.contact_cost)
@@ -172,8 +171,7 @@ def test_an_uplift_champion_from_a_flat_table_is_refused_for_scoring(champion, t
     table.to_csv(tmp_path / "flat.csv", index=False)
     cfg = UpliftTrainConfig(table=tmp_path / "flat.csv", treatments=("group=a",),
                             control="group=b", learner="t_learner", selection_folds=2)
-    log_uplift_run(cfg, train_uplift(cfg))
-    promote("uplift")
+    crown("uplift", log_uplift_run(cfg, train_uplift(cfg)).model_version)
     with pytest.raises(NoChampionError, match="trained on a flat table"):
         load_champion("churn", uplift=True)
     assert load_champion("churn").uplift is None

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from features.labels import in_base
 from serving.policy import (
     DEFAULT_POLICY,
     PolicyError,
@@ -17,6 +18,7 @@ from serving.policy import (
     reasons,
     segment,
     spend_tiers,
+    tier_cut_points,
 )
 
 
@@ -29,18 +31,42 @@ def test_the_default_file_is_the_documented_defaults():
 
 
 def test_segments_first_rule_that_fits_wins():
-    policy = SegmentPolicy(lapsed_after_days=365, new_within_days=90, at_risk_probability=0.5,
-                           min_value_at_risk=50)
+    policy = SegmentPolicy(new_within_days=90, at_risk_probability=0.5, min_value_at_risk=50)
     f = customers(
-        recency_days=[400, 10, 30, 30, 30, 30, np.nan],
-        tenure_days=[900, 40, 500, 500, 500, 500, 20],
-        orders_total=[3, 1, 5, 5, 5, 5, 0],
+        recency_days=[400, 10, 30, 30, 30, 30, np.nan, 365],
+        tenure_days=[900, 40, 500, 500, 500, 500, 20, 900],
+        orders_total=[3, 1, 5, 5, 5, 5, 0, 2],
     )
-    churn = pd.Series([np.nan, 0.9, 0.2, 0.8, 0.8, 0.8, np.nan])
-    value = pd.Series([0, 100, 10, 100, 20, 100, 0])
-    contactable = pd.Series([True, True, True, True, True, False, True])
-    got = segment(f, churn, value, contactable, policy).tolist()
-    assert list(got) == ["lapsed", "new", "active", "win_back", "at_risk", "at_risk", "new"]
+    base = in_base(f["recency_days"], 365)
+    churn = pd.Series([np.nan, 0.9, 0.2, 0.8, 0.8, 0.8, np.nan, 0.3])
+    value = pd.Series([0, 100, 10, 100, 20, 100, 0, 5])
+    contactable = pd.Series([True, True, True, True, True, False, True, True])
+    got = segment(f, base, churn, value, contactable, policy).tolist()
+    # The last one ordered exactly 365 days ago: still in the base, like the label's.
+    assert list(got) == ["lapsed", "new", "active", "win_back", "at_risk", "at_risk", "new",
+                         "active"]
+
+
+def test_lapsed_follows_the_models_base():
+    f = customers(recency_days=[100.0, 200.0], tenure_days=[500.0, 500.0],
+                  orders_total=[4.0, 4.0])
+    got = segment(f, in_base(f["recency_days"], 180), pd.Series([0.1, np.nan]),
+                  pd.Series([0.0, 0.0]), pd.Series([True, True]), SegmentPolicy())
+    assert got.tolist() == ["active", "lapsed"]
+
+
+def test_a_policy_with_the_old_lapsed_setting_is_refused(tmp_path: Path):
+    old = tmp_path / "old.toml"
+    old.write_text(DEFAULT_POLICY.read_text().replace(
+        "[segments]\n", "[segments]\nlapsed_after_days = 365\n"))
+    with pytest.raises(PolicyError, match="lapsed_after_days is no longer read.*--base-days"):
+        SegmentPolicy.load(old)
+
+
+def test_tier_cuts_come_from_the_recorded_percentiles():
+    percentiles = list(np.arange(101) * 2.0)  # spend p-th percentile = 2p
+    assert tier_cut_points(percentiles, SegmentPolicy()) == (100.0, 160.0)
+    assert tier_cut_points(None, SegmentPolicy()) == (np.inf, np.inf)
 
 
 def test_spend_tiers_and_expected_spend():

@@ -21,7 +21,7 @@ import pytest
 from features.registry import feature_names
 from serving.batch import ScoreJobConfig, run_score
 from serving.champion import load_champion
-from tests.conftest import build, free_port, process_env, wait_until_up
+from tests.conftest import build, crown, free_port, process_env, wait_until_up
 from training.promote import promote
 from training.tracking import default_tracking_uri, log_churn_run
 from training.uplift_tracking import log_uplift_run
@@ -41,8 +41,7 @@ def store(tmp_path_factory, trained, churn_config, uplift_trained) -> str:
     try:
         log_churn_run(churn_config, trained)
         promote("churn")
-        log_uplift_run(*uplift_trained)
-        promote("uplift")
+        crown("uplift", log_uplift_run(*uplift_trained).model_version)
     finally:
         mlflow.set_tracking_uri(previous)
         os.chdir(cwd)

@@ -47,7 +47,7 @@ def test_train_and_promote_against_a_tracking_server(mlflow_server, synthetic_da
     trained = subprocess.run(
         [str(BIN / "mlflow"), "run", str(REPO), "-e", "train_churn", "--env-manager", "local",
          "--experiment-name", "churn", "-P", f"data={folder}",
-         "-P", "cutoffs=2025-08-01,2025-09-01,2025-10-01"],
+         "-P", "cutoffs=3"],
         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600, check=False)
     assert trained.returncode == 0, trained.stderr[-3000:]
     assert "ROC AUC" in trained.stdout
@@ -61,11 +61,13 @@ def test_train_and_promote_against_a_tracking_server(mlflow_server, synthetic_da
     client = MlflowClient(tracking_uri=mlflow_server, registry_uri=mlflow_server)
     champion = client.get_model_version_by_alias("churn", CHAMPION)
     run = client.get_run(champion.run_id)
-    assert run.data.params["validation_cutoff"] == "2025-10-01"
-    assert run.data.metrics["roc_auc"] > run.data.metrics["recency_rule_roc_auc"]
-    assert {d.tags[0].value for d in run.inputs.dataset_inputs} == {"training", "validation"}
+    assert run.data.params["test_cutoff"] == "2025-10-01"
+    assert run.data.params["validation_cutoff"] == "2025-07-01"
+    assert run.data.metrics["test_roc_auc"] > run.data.metrics["test_recency_rule_roc_auc"]
+    assert {d.tags[0].value for d in run.inputs.dataset_inputs} == {
+        "training", "validation", "test"}
     rows = pd.read_parquet(mlflow.artifacts.download_artifacts(
-        run_id=champion.run_id, artifact_path="validation/validation.parquet",
+        run_id=champion.run_id, artifact_path="test/test.parquet",
         dst_path=str(tmp_path / "download"), tracking_uri=mlflow_server))
-    assert len(rows) == int(run.data.params["validation_rows"])
+    assert len(rows) == int(run.data.params["test_rows"])
     assert (tmp_path / "artifacts").exists()
