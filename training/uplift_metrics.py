@@ -12,6 +12,11 @@ fraction from 0 to 1, divided by the total increment: 0 is random, positive is b
 Uplift curve (for AUUC): at each prefix, ``(mean_t(k) - mean_c(k)) * k``; AUUC is its area
 over the population fraction divided by the whole population's ``mean_t - mean_c``, so random
 targeting gives 0.5.
+
+Customers with the same score cannot be told apart, so a tied group enters the curves as one
+step (as scikit-learn's ``roc_curve`` and scikit-uplift treat ties): the curves have a point
+only where the score changes, and the result never depends on the rows' order. A constant
+score is random targeting: Qini 0, AUUC 0.5.
 """
 
 from __future__ import annotations
@@ -26,34 +31,37 @@ TOP_FRACTIONS = (0.1, 0.2, 0.3)
 
 def _prefix_sums(y: np.ndarray, treated: np.ndarray,
                  score: np.ndarray) -> tuple[np.ndarray, ...]:
-    order = np.argsort(-np.asarray(score, dtype=float), kind="stable")
+    """Customers so far, treated and control counts and outcome sums, at the end of each
+    group of tied scores (highest scores first)."""
+    score = np.asarray(score, dtype=float)
+    order = np.argsort(-score, kind="stable")
     t = np.asarray(treated, dtype=bool)[order]
     y = np.asarray(y, dtype=float)[order]
-    n_t = np.cumsum(t)
-    n_c = np.cumsum(~t)
-    y_t = np.cumsum(np.where(t, y, 0.0))
-    y_c = np.cumsum(np.where(t, 0.0, y))
-    return n_t, n_c, y_t, y_c
+    ends = np.r_[np.flatnonzero(np.diff(score[order]) != 0), len(order) - 1]
+    n_t = np.cumsum(t)[ends]
+    n_c = np.cumsum(~t)[ends]
+    y_t = np.cumsum(np.where(t, y, 0.0))[ends]
+    y_c = np.cumsum(np.where(t, 0.0, y))[ends]
+    return ends + 1, n_t, n_c, y_t, y_c
 
 
 def qini_curve(y: np.ndarray, treated: np.ndarray, score: np.ndarray) -> pd.DataFrame:
-    """Population fraction against incremental outcome, starting at (0, 0)."""
-    n_t, n_c, y_t, y_c = _prefix_sums(y, treated, score)
+    """Population fraction against incremental outcome, starting at (0, 0); one point per
+    distinct score."""
+    k, n_t, n_c, y_t, y_c = _prefix_sums(y, treated, score)
     with np.errstate(invalid="ignore", divide="ignore"):
         control_scaled = np.where(n_c > 0, y_c * n_t / n_c, 0.0)
     incremental = y_t - control_scaled
-    fraction = np.arange(1, len(n_t) + 1) / len(n_t)
-    return pd.DataFrame({"fraction": np.r_[0.0, fraction], "incremental": np.r_[0.0, incremental]})
+    return pd.DataFrame({"fraction": np.r_[0.0, k / k[-1]], "incremental": np.r_[0.0, incremental]})
 
 
 def uplift_curve(y: np.ndarray, treated: np.ndarray, score: np.ndarray) -> pd.DataFrame:
     """Population fraction against (treated mean - control mean) x customers so far."""
-    n_t, n_c, y_t, y_c = _prefix_sums(y, treated, score)
+    k, n_t, n_c, y_t, y_c = _prefix_sums(y, treated, score)
     with np.errstate(invalid="ignore", divide="ignore"):
         gap = np.where(n_t > 0, y_t / np.maximum(n_t, 1), 0.0) - np.where(
             n_c > 0, y_c / np.maximum(n_c, 1), 0.0)
-    k = np.arange(1, len(n_t) + 1)
-    return pd.DataFrame({"fraction": np.r_[0.0, k / len(k)], "gain": np.r_[0.0, gap * k]})
+    return pd.DataFrame({"fraction": np.r_[0.0, k / k[-1]], "gain": np.r_[0.0, gap * k]})
 
 
 def _area(x: np.ndarray, y: np.ndarray) -> float:

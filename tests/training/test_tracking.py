@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
+from sklearn.metrics import roc_auc_score
 
 from features.registry import feature_names
 from tests.conftest import TEST_CUTOFF
@@ -87,7 +88,6 @@ def test_a_first_champion_must_beat_the_recency_rule(mlflow_store, trained, chur
     logged = log_churn_run(churn_config, trained)
     rows = pd.read_parquet(mlflow.artifacts.download_artifacts(
         run_id=logged.run_id, artifact_path=TEST_ARTIFACT))
-    from sklearn.metrics import roc_auc_score
     gain = (roc_auc_score(rows["churned"], rows["churn_probability"])
             - roc_auc_score(rows["churned"], rows["recency_days"]))
     with pytest.raises(PromotionError, match=rf"does not beat the recency rule .* short by "

@@ -9,6 +9,7 @@ from datetime import date, timedelta
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from features.labels import LabelWindowError
 from tests.conftest import TEST_CUTOFF, TRAIN_CUTOFFS, VALIDATION_CUTOFF, write_table
@@ -47,7 +48,6 @@ def test_test_metrics_are_those_of_the_registered_model(trained):
     probability = trained.model.predict_proba(trained.test)
     np.testing.assert_array_equal(probability, trained.test["churn_probability"].to_numpy())
     auc = trained.metrics[MODEL].roc_auc
-    from sklearn.metrics import roc_auc_score
     assert auc == roc_auc_score(trained.test["churned"], probability)
 
 
@@ -85,12 +85,12 @@ def test_probabilities_are_those_of_the_saved_model(trained, tmp_path):
 
 def test_plan_refuses_training_labels_that_overlap_validation():
     end = date(2026, 1, 1)
-    with pytest.raises(CutoffError, match="training cutoff 2025-05-01: its 90-day label window "
-                                          "ends after the validation cutoff 2025-07-01.*"
-                                          "latest training cutoff that works is 2025-04-02"):
+    with pytest.raises(CutoffError, match=r"training cutoff 2025-05-01: its 90-day label window "
+                                          r"ends after the validation cutoff 2025-07-01.*"
+                                          r"latest training cutoff that works is 2025-04-02"):
         plan_cutoffs(90, date(2023, 1, 1), end, train=(date(2025, 4, 1), date(2025, 5, 1)))
-    with pytest.raises(CutoffError, match="validation cutoff 2025-08-01.*latest validation "
-                                          "cutoff that works is 2025-07-03"):
+    with pytest.raises(CutoffError, match=r"validation cutoff 2025-08-01.*latest validation "
+                                          r"cutoff that works is 2025-07-03"):
         plan_cutoffs(90, date(2023, 1, 1), end, validation=date(2025, 8, 1))
 
 
