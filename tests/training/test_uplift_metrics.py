@@ -8,7 +8,6 @@ import pytest
 
 from tests.conftest import shared_file
 from training.uplift_metrics import (
-    UpliftMetrics,
     auuc,
     qini_coefficient,
     qini_curve,
