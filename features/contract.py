@@ -27,8 +27,13 @@ KNOWN_EVENT_TYPES: tuple[str, ...] = (
 UTC_TIMESTAMP = pd.DatetimeTZDtype(unit="us", tz="UTC")
 
 
+def non_empty(values: pd.Series) -> pd.Series:
+    """The rule every id and type must meet: text with something besides spaces."""
+    return values.str.strip().str.len() > 0
+
+
 def _non_empty() -> pa.Check:
-    return pa.Check(lambda s: s.str.strip().str.len() > 0, name="not_empty")
+    return pa.Check(non_empty, name="not_empty")
 
 
 def _finite() -> pa.Check:

@@ -29,8 +29,10 @@ from bentoml.exceptions import InvalidArgument
 from pydantic import BaseModel, ConfigDict, Field, create_model
 from starlette.responses import Response
 
+from features.contract import TABLES
 from features.point_in_time import feature_query
 from features.registry import FEATURE_SET_VERSION, FEATURES, feature_names
+from features.validation import frame_problems, id_problems
 from serving.champion import load_champion
 from serving.guards import (
     BearerTokenMiddleware,
@@ -161,12 +163,21 @@ def _frame(rows: list[BaseModel], columns: list[str], times: tuple[str, ...]) ->
 
 def history_features(as_of: date, transactions: list[TransactionIn], events: list[EventIn],
                      customers: list[CustomerIn]) -> pd.DataFrame:
-    """Features as of ``as_of`` from contract rows, by the batch job's own query."""
+    """Features as of ``as_of`` from contract rows, by the batch job's own query.
+
+    The rows are checked by the contract's own rules first (the ones batch files meet), so
+    what a batch job would reject is rejected here too: ``InvalidArgument`` (a 400) naming the
+    table, column, rule and row numbers, never the values.
+    """
     tables = {
         "transactions": _frame(transactions, list(TransactionIn.model_fields), ("ordered_at",)),
         "events": _frame(events, list(EventIn.model_fields), ("occurred_at",)),
         "customers": _frame(customers, list(CustomerIn.model_fields), ("signed_up_at",)),
     }
+    problems = [line for name, frame in tables.items()
+                for line in frame_problems(frame, TABLES[name])]
+    if problems:
+        raise InvalidArgument("rows break the data contract: " + "; ".join(problems))
     with duckdb.connect() as con:
         con.sql("SET TimeZone = 'UTC'")
         for name, frame in tables.items():
@@ -178,6 +189,14 @@ def history_features(as_of: date, transactions: list[TransactionIn], events: lis
     features["contactable"] = features["customer_id"].map(
         dict(zip(contact["customer_id"], contact["c"], strict=True))).fillna(True)
     return features
+
+
+def check_customer_ids(ids: list[str], field: str) -> None:
+    """The customers table's key rules (not blank, each once), as batch files meet them."""
+    problems = id_problems(ids, TABLES["customers"])
+    if problems:
+        raise InvalidArgument(f"{field}: " + "; ".join(
+            p.removeprefix("customers: ") for p in problems))
 
 
 def _json_values(column: np.ndarray) -> list:
@@ -242,8 +261,7 @@ class ChurnService:
         """Score 1..N customers given their feature rows (null for an unknown value)."""
         names = feature_names()
         ids = [c.customer_id for c in customers]
-        if len(set(ids)) != len(ids):
-            raise InvalidArgument("customers: a customer_id appears more than once")
+        check_customer_ids(ids, "customers")
         matrix = np.array([[getattr(c, n) for n in names] for c in customers], dtype=np.float64)
         return self._respond(ids, None, matrix, [c.contactable for c in customers], explain)
 
@@ -271,8 +289,7 @@ class ChurnService:
         if len(data) != len(customer_ids) or (contactable and len(contactable) != len(data)):
             raise InvalidArgument("customer_ids, data and contactable must have one entry "
                                   "per customer")
-        if len(set(customer_ids)) != len(customer_ids):
-            raise InvalidArgument("customer_ids: a customer_id appears more than once")
+        check_customer_ids(customer_ids, "customer_ids")
         if any(len(row) != len(columns) for row in data):
             raise InvalidArgument(f"data: every row needs {len(columns)} values")
         matrix = np.array(data, dtype=np.float64)

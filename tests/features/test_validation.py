@@ -7,9 +7,9 @@ from datetime import date
 import pandas as pd
 import pytest
 
-from features.contract import ContractError
+from features.contract import TABLES, ContractError
 from features.job import FeaturesJobConfig, run_features
-from features.validation import OnBadRows
+from features.validation import OnBadRows, frame_problems, id_problems
 from tests.conftest import build, write_table
 
 AS_OF = date(1998, 1, 1)
@@ -158,3 +158,14 @@ def test_mixed_formats_in_a_folder_are_refused(tmp_path):
     write_table(folder, "part-2", transactions())
     with pytest.raises(ContractError, match=r"both \.parquet and \.csv"):
         build(tmp_path / "data", AS_OF)
+
+
+def test_request_ids_meet_the_same_rules_as_files():
+    """The quick id check of online requests gives what the contract's own rules give."""
+    ids = ["a", " ", "", "\t\n", "\u00a0", "b", "a", "\u2003x", "b", "ok"]
+    assert id_problems(ids, TABLES["customers"]) == frame_problems(
+        pd.DataFrame({"customer_id": ids}), TABLES["customers"])
+    assert id_problems(ids, TABLES["transactions"]) == frame_problems(
+        pd.DataFrame({"customer_id": ids, "order_id": [str(i) for i in range(len(ids))],
+                      "ordered_at": ["2025-01-01"] * len(ids), "amount": [1.0] * len(ids)}),
+        TABLES["transactions"])

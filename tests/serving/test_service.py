@@ -21,6 +21,7 @@ import pytest
 from features.registry import feature_names
 from serving.batch import ScoreJobConfig, run_score
 from serving.champion import load_champion
+from serving.scoring import OUTPUT_COLUMNS
 from tests.conftest import build, crown, free_port, process_env, wait_until_up
 from training.promote import promote
 from training.tracking import default_tracking_uri, log_churn_run
@@ -171,13 +172,17 @@ def test_online_history_gives_the_batch_probability(server, store, synthetic_dat
             "customer_ids": [*chosen, "nobody-here"]}
     status, answer = server.call("/score_history", body)
     assert status == 200, answer
-    online = pd.DataFrame(answer["scores"]).set_index("customer_id")
-    np.testing.assert_array_equal(online.loc[chosen, "churn_probability"],
-                                  batch.loc[chosen, "churn_probability"])
+    online = pd.DataFrame(answer["scores"]).set_index("customer_id").loc[chosen]
+    offline = batch.loc[chosen]
+    assert list(online.reset_index().columns) == list(OUTPUT_COLUMNS)
+    # Every output column agrees with the batch job's, spend tiers included.
+    for column in ("churn_probability", "value_at_risk"):
+        np.testing.assert_array_equal(online[column], offline[column])
+    np.testing.assert_allclose(online["uplift_spend"], offline["uplift_spend"], rtol=1e-9)
+    for column in ("segment", "spend_tier", "contactable", "reasons", "model_versions"):
+        assert online[column].tolist() == offline[column].tolist(), column
     assert set(online["as_of"]) == {AS_OF.isoformat()}
-    np.testing.assert_allclose(online.loc[chosen, "uplift_spend"],
-                               batch.loc[chosen, "uplift_spend"], rtol=1e-9)
-    assert (online.loc[chosen, "segment"] == batch.loc[chosen, "segment"]).all()
+    assert set(offline["as_of"].astype(str)) == {AS_OF.isoformat()}
     assert answer["skipped"] == [{"customer_id": "nobody-here",
                                   "reason": "no rows before 2025-10-01 in this request"}]
 
@@ -211,7 +216,29 @@ def test_wrong_types_nan_inf_and_duplicates_get_400(server, features):
         status, _ = server.call("/score_features", raw=raw)
         assert status == 400, bad
     status, body = server.call("/score_features", {"customers": [row, row]})
-    assert status == 400 and "appears more than once" in json.dumps(body)
+    assert status == 400 and "rule 'unique (customer_id)': row 2" in json.dumps(body)
+    status, body = server.call("/score_features", {"customers": [{**row, "customer_id": "  "}]})
+    assert status == 400 and "rule 'not_empty': row 1" in json.dumps(body)
+
+
+def test_history_rows_meet_the_batch_contract(server):
+    """What a batch file may not hold, a request may not either; transactions alone do."""
+    order = {"customer_id": "C1", "order_id": "o1", "ordered_at": "2025-06-02", "amount": 80}
+    status, answer = server.call("/score_history", {"as_of": "2025-10-01",
+                                                    "transactions": [order]})
+    assert status == 200, answer
+    assert answer["scores"][0]["churn_probability"] is not None
+    for body, rule in (
+        ({"transactions": [{**order, "customer_id": " "}]},
+         "transactions: column 'customer_id', rule 'not_empty': row 1"),
+        ({"transactions": [order], "events": [{"customer_id": "C1", "event_type": "  ",
+                                               "occurred_at": "2025-06-01"}]},
+         "events: column 'event_type', rule 'not_empty': row 1"),
+        ({"transactions": [order], "customers": [{"customer_id": "C1"}, {"customer_id": "C1"}]},
+         "customers: column 'customer_id', rule 'unique (customer_id)': row 2"),
+    ):
+        status, answer = server.call("/score_history", {"as_of": "2025-10-01", **body})
+        assert status == 400 and rule in json.dumps(answer), answer
 
 
 def test_rejected_values_stay_out_of_the_log(server, features):
