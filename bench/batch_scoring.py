@@ -70,8 +70,7 @@ def job(features: Path, out: Path, compiled: bool = True) -> dict[str, float]:
     loaded = model(compiled)
     policy = SegmentPolicy()
     started = time.perf_counter()
-    spend = pd.read_parquet(features, columns=["spend_365d"])["spend_365d"]
-    cuts = tier_cut_points(spend, policy)
+    cuts = tier_cut_points(loaded.model.spend_percentiles, policy)
     destination = ParquetDestination(out)
     rows = 0
     for batch in pq.ParquetFile(features).iter_batches(batch_size=CHUNK_ROWS):

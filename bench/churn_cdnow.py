@@ -1,10 +1,11 @@
-"""Churn quality on CDNOW: train with cutoffs up to 1998-01-01, test at 1998-04-01.
+"""Churn quality on CDNOW: the default protocol (training cutoffs up to 1997-10-01, validation
+1998-01-01, test 1998-04-01), the model against its peers on the same test customers.
 
-The test labels come from what customers did in [1998-04-01, 1998-06-30). The model and its
-peers (recency rule, BG/NBD P(alive) and expected purchases, an RFM-only LightGBM trained
-the same way) are scored on the same test customers in the same run.
+The test labels come from what customers did in [1998-04-01, 1998-06-30). The peers (recency
+rule, BG/NBD P(alive) and expected purchases, and an RFM-only LightGBM trained on the same
+cutoffs with the same early stopping and refit) are scored in the same run.
 
-    python bench/churn_cdnow.py [--data ../shared/data/cdnow] [--cutoffs ...]
+    python bench/churn_cdnow.py [--data ../shared/data/cdnow] [--test-cutoff 1998-04-01]
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import argparse
 import platform
 import sys
-import tempfile
 import time
 from datetime import date
 from pathlib import Path
@@ -24,71 +24,52 @@ import lightgbm as lgb  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from features.labels import ChurnLabelConfig  # noqa: E402
-from features.point_in_time import connect  # noqa: E402
-from features.tables import load_tables  # noqa: E402
-from training.bgnbd import BGNBD  # noqa: E402
-from training.dataset import LABEL, clv_summary, snapshot  # noqa: E402
+from training.dataset import LABEL  # noqa: E402
 from training.metrics import score_metrics  # noqa: E402
-from training.train_churn import ChurnTrainConfig, monthly_cutoffs, train_churn  # noqa: E402
+from training.train_churn import ChurnTrainConfig, ChurnTrainResult, train_churn  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cdnow"
 RFM = ["recency_days", "orders_total", "spend_total"]
 
 
-def rfm_lightgbm(cfg: ChurnTrainConfig, frame: pd.DataFrame, validation_cutoff: date,
-                 test: pd.DataFrame) -> np.ndarray:
-    """The RFM-only peer: same protocol (early stopping on the latest cutoff, then refit)."""
-    is_valid = frame["cutoff"] == pd.Timestamp(validation_cutoff)
-    train, valid = frame[~is_valid], frame[is_valid]
+def rfm_lightgbm(cfg: ChurnTrainConfig, result: ChurnTrainResult) -> np.ndarray:
+    """The RFM-only peer on the same cutoffs: early stopping on validation, refit, test."""
+    frame, plan = result.frame, result.plan
+    train = frame[frame["cutoff"].isin([pd.Timestamp(c) for c in plan.train])]
+    valid = frame[frame["cutoff"] == pd.Timestamp(plan.validation)]
     params = cfg.lightgbm_params()
     first = lgb.train(params, lgb.Dataset(train[RFM], train[LABEL]), cfg.max_trees,
                       valid_sets=[lgb.Dataset(valid[RFM], valid[LABEL])],
                       callbacks=[lgb.early_stopping(cfg.early_stopping_rounds, verbose=False)])
-    refit = lgb.train(params, lgb.Dataset(frame[RFM], frame[LABEL]), first.best_iteration)
-    return refit.predict(test[RFM])
-
-
-def test_snapshot(data: Path, cutoff: date, labels: ChurnLabelConfig):
-    with tempfile.TemporaryDirectory() as work, connect() as con:
-        loaded = load_tables(con, data, Path(work))
-        return snapshot(con, loaded.relations, cutoff, labels), clv_summary(
-            con, loaded.relations, cutoff)
+    both = pd.concat([train, valid])
+    refit = lgb.train(params, lgb.Dataset(both[RFM], both[LABEL]), first.best_iteration)
+    return refit.predict(result.test[RFM])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--cutoffs", default=",".join(
-        c.isoformat() for c in monthly_cutoffs(date(1998, 1, 1), 10)))
     parser.add_argument("--test-cutoff", type=date.fromisoformat, default=date(1998, 4, 1))
     args = parser.parse_args()
-    cutoffs = tuple(date.fromisoformat(c) for c in args.cutoffs.split(","))
-    cfg = ChurnTrainConfig(data=args.data, cutoffs=cutoffs)
+    cfg = ChurnTrainConfig(data=args.data, test_cutoff=args.test_cutoff)
 
     started = time.perf_counter()
     result = train_churn(cfg)
     seconds = time.perf_counter() - started
-    test, summary = test_snapshot(args.data, args.test_cutoff, cfg.labels)
+    test = result.test
     y = test[LABEL].to_numpy()
-    rows = summary.set_index("customer_id").loc[test["customer_id"]]
-    bgnbd = BGNBD().fit(summary)
-    horizon = cfg.labels.horizon_days / 7.0
-    scores = {
-        "churn model (this project)": (result.model.predict_proba(test), True),
-        "recency rule": (test["recency_days"].to_numpy(), False),
-        "BG/NBD P(alive)": (1 - bgnbd.p_alive(rows), True),
-        "BG/NBD expected purchases": (-bgnbd.expected_purchases(rows, horizon), False),
-        "RFM-only LightGBM": (rfm_lightgbm(cfg, result.frame, result.validation_cutoff, test),
-                              True),
-    }
+    scores = {"churn model (this project)": (test["churn_probability"].to_numpy(), True),
+              **{name: (result.baseline_scores[key], key == "bgnbd_p_alive") for name, key in (
+                  ("recency rule", "recency_rule"), ("BG/NBD P(alive)", "bgnbd_p_alive"),
+                  ("BG/NBD expected purchases", "bgnbd_expected_purchases"))},
+              "RFM-only LightGBM": (rfm_lightgbm(cfg, result), True)}
+    plan = result.plan
     print(f"# CDNOW churn, {date.today()}, {platform.processor() or platform.machine()}, "
           f"python {platform.python_version()}, lightgbm {lgb.__version__}")
-    print(f"train cutoffs {', '.join(c.isoformat() for c in result.train_cutoffs)}; "
-          f"validation {result.validation_cutoff}; {result.trees} trees, "
-          f"{result.model.calibrator.method} calibration; training took {seconds:.1f} s")
-    print(f"test: base at {args.test_cutoff} = {len(test):,} customers, "
-          f"{y.mean():.1%} churned by {args.test_cutoff + pd.Timedelta(days=90)}\n")
+    print(f"train cutoffs {', '.join(c.isoformat() for c in plan.train)}; validation "
+          f"{plan.validation}; {result.trees} trees, {result.model.calibrator.method} "
+          f"calibration; training took {seconds:.1f} s")
+    print(f"test: base at {plan.test} = {len(test):,} customers, {y.mean():.1%} churned\n")
     print("| scorer | ROC AUC | PR AUC | ECE | log loss | lift top 10% |")
     print("|---|---|---|---|---|---|")
     for name, (score, is_prob) in scores.items():

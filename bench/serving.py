@@ -44,7 +44,7 @@ from serving.champion import load_champion  # noqa: E402
 from serving.forest import CompiledForest  # noqa: E402
 from training.promote import promote  # noqa: E402
 from training.tracking import default_tracking_uri, log_churn_run  # noqa: E402
-from training.train_churn import ChurnTrainConfig, monthly_cutoffs, train_churn  # noqa: E402
+from training.train_churn import ChurnTrainConfig, train_churn  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
@@ -74,7 +74,7 @@ def prepare(work: Path, customers: int, reuse: bool = False) -> pd.DataFrame:
     mlflow.set_tracking_uri(default_tracking_uri(work))
     if reuse and mlflow.MlflowClient().search_registered_models(filter_string="name='churn'"):
         return _rows_to_send(work)
-    train = ChurnTrainConfig(data=data, cutoffs=monthly_cutoffs(as_of, 4), num_leaves=63,
+    train = ChurnTrainConfig(data=data, train_cutoff_count=4, num_leaves=63,
                              max_trees=500, early_stopping_rounds=None, min_data_in_leaf=20)
     result = train_churn(train)
     assert result.model.booster.current_iteration() == 500
