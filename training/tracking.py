@@ -30,6 +30,11 @@ from training.train_churn import MODEL, SCORER_LABELS, ChurnTrainConfig, ChurnTr
 
 CHURN_MODEL_NAME = "churn"
 PYFUNC_CODE = Path(__file__).with_name("pyfunc.py")
+# The packages a logged model's code imports travel inside it (``code_paths``), and what they
+# import from PyPI is its requirements: `mlflow models serve` works without this project.
+CODE_PATHS = [str(Path(__file__).resolve().parents[1] / name) for name in ("features", "training")]
+PYFUNC_REQUIREMENTS = ["lightgbm", "scikit-learn", "pandas", "numpy", "scipy", "duckdb",
+                       "pandera"]
 VALIDATION_ARTIFACT = "validation/validation.parquet"
 TEST_ARTIFACT = "test/test.parquet"
 
@@ -152,7 +157,8 @@ def log_pyfunc(code: Path, artifacts: dict[str, Path], example: pd.DataFrame,
             name="model", python_model=str(code),
             artifacts={k: str(v) for k, v in artifacts.items()},
             signature=infer_signature(example, output), input_example=example,
-            registered_model_name=registered_name, pip_requirements=requirements)
+            registered_model_name=registered_name, pip_requirements=requirements,
+            code_paths=CODE_PATHS)
     return str(info.registered_model_version)
 
 
@@ -161,7 +167,7 @@ def _log_model(result: ChurnTrainResult, work: Path, registered_name: str) -> st
     example = result.test[feature_names()].head(5)
     output = pd.DataFrame({"churn_probability": result.model.predict_proba(example)})
     return log_pyfunc(PYFUNC_CODE, {ARTIFACT_KEY: folder}, example, output, registered_name,
-                      ["lightgbm", "scikit-learn", "pandas", "numpy", "scipy"])
+                      PYFUNC_REQUIREMENTS)
 
 
 def log_churn_run(cfg: ChurnTrainConfig, result: ChurnTrainResult, experiment: str = "churn",

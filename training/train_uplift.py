@@ -33,7 +33,7 @@ from training.uplift_data import (
 )
 from training.uplift_learners import LEARNERS, BaseParams, make_learner
 from training.uplift_metrics import UpliftMetrics, average_effect
-from training.uplift_model import UpliftModel
+from training.uplift_model import Effect, UpliftModel
 
 AUTO = "auto"
 SRM_P_VALUE = 0.001
@@ -302,7 +302,8 @@ def train_uplift(cfg: UpliftTrainConfig, progress: Progress | None = None,
             "id": part.ids, "arm": arm, "treated": part.treated(),
             **{name: part.outcomes[name].to_numpy() for name in part.outcomes.columns},
             "uplift_score": arms[arm].nested["uplift_score"].to_numpy()}))
-    model = UpliftModel(learners, list(experiment.features.columns),  # type: ignore[arg-type]
+    effects = {arm: Effect(learner.terms_) for arm, learner in learners.items()}
+    model = UpliftModel(effects, list(experiment.features.columns),
                         _categories(experiment.features), experiment.outcome_name,
                         {a: r.selection.winner for a, r in arms.items()})
     return UpliftResult(experiment, model, arms, pd.concat(validation, ignore_index=True))

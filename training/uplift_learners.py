@@ -5,6 +5,11 @@ tau(x) = E[Y | x, treated] - E[Y | x, control]. They share the scikit-learn surf
 constructor stores parameters, ``fit(X, y, treated)`` learns and returns ``self``,
 ``predict(X)`` gives tau(x). The experiment is randomised, so the propensity is the treated
 share of the rows fitted on, not a model.
+
+Every fitted learner predicts a weighted sum of ``terms_``: LightGBM boosters and, for the
+linear final stage, a ``LinearEffect`` of plain arrays. That is all a saved model holds
+(LightGBM model text and JSON, see ``training.uplift_model``), so loading one needs neither
+pickles nor this module's classes.
 """
 
 from __future__ import annotations
@@ -66,7 +71,53 @@ def _signed_log(x: np.ndarray) -> np.ndarray:
     return np.sign(x) * np.log1p(np.abs(x))
 
 
-def fit_linear(X: pd.DataFrame, target: np.ndarray, alpha: float = LINEAR_ALPHA) -> Regressor:
+@dataclass
+class LinearEffect:
+    """A fitted ridge on the design of ``fit_linear``, as plain arrays: numbers imputed by
+    their median (with a missing flag where training had gaps), raw and signed-log,
+    standardised; categories one-hot. ``predict`` repeats scikit-learn's transform."""
+
+    numbers: list[str]
+    medians: list[float]
+    flagged: list[int]
+    mean: list[float]
+    scale: list[float]
+    categories: dict[str, list]
+    coef: list[float]
+    intercept: float
+
+    def design(self, X: pd.DataFrame) -> np.ndarray:
+        values = X[self.numbers].to_numpy(dtype=float)
+        missing = np.isnan(values)
+        filled = np.where(missing, np.asarray(self.medians), values)
+        raw = np.hstack([filled, missing[:, self.flagged].astype(float)])
+        scaled = (np.hstack([raw, _signed_log(raw)]) - np.asarray(self.mean)) / np.asarray(
+            self.scale)
+        onehot = [(X[c].astype(object).to_numpy()[:, None] == np.asarray(levels, dtype=object))
+                  .astype(float) for c, levels in self.categories.items()]
+        return np.hstack([scaled, *onehot])
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        return self.design(X) @ np.asarray(self.coef) + self.intercept
+
+    @classmethod
+    def from_pipeline(cls, pipeline, X: pd.DataFrame) -> LinearEffect:
+        design, ridge = pipeline.steps[0][1], pipeline.steps[-1][1]
+        numbers = list(design.transformers_[0][2])
+        imputer, _, scaler = (step for _, step in design.named_transformers_["numbers"].steps)
+        columns = list(design.transformers_[1][2])
+        encoder = design.named_transformers_["categories"]
+        categories = ({c: list(levels) for c, levels in zip(columns, encoder.categories_,
+                                                            strict=True)} if columns else {})
+        # keep_empty_features: a column empty in training is imputed with 0.
+        medians = np.nan_to_num(imputer.statistics_, nan=0.0)
+        flagged = [] if imputer.indicator_ is None else imputer.indicator_.features_.tolist()
+        return cls(numbers, medians.tolist(), flagged, scaler.mean_.tolist(),
+                   scaler.scale_.tolist(), categories, ridge.coef_.tolist(),
+                   float(ridge.intercept_))
+
+
+def fit_linear(X: pd.DataFrame, target: np.ndarray, alpha: float = LINEAR_ALPHA) -> LinearEffect:
     """A ridge regression on standardised numbers (raw and signed-log, missing imputed and
     flagged) and one-hot categories: a smooth effect model that noise cannot carve up."""
     numbers = make_pipeline(
@@ -78,7 +129,8 @@ def fit_linear(X: pd.DataFrame, target: np.ndarray, alpha: float = LINEAR_ALPHA)
         ("numbers", numbers, make_column_selector(dtype_exclude="category")),
         ("categories", OneHotEncoder(handle_unknown="ignore"),
          make_column_selector(dtype_include="category"))])
-    return make_pipeline(design, Ridge(alpha=alpha)).fit(X, np.asarray(target, dtype=float))
+    pipeline = make_pipeline(design, Ridge(alpha=alpha)).fit(X, np.asarray(target, dtype=float))
+    return LinearEffect.from_pipeline(pipeline, X)
 
 
 def _split(treated: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
@@ -88,8 +140,19 @@ def _split(treated: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     return t, ~t, float(t.mean())
 
 
+Term = tuple[float, Regressor]
+
+
+def predict_terms(terms: list[Term], X: pd.DataFrame) -> np.ndarray:
+    """The weighted sum of the terms' predictions: every fitted learner's effect."""
+    total = np.zeros(len(X))
+    for weight, model in terms:
+        total = total + weight * model.predict(X)
+    return total
+
+
 class UpliftLearner:
-    """Common surface: ``fit(X, y, treated)`` then ``predict(X)`` -> estimated effect."""
+    """Common surface: ``fit(X, y, treated)`` sets ``terms_``; ``predict(X)`` sums them."""
 
     name = "base"
 
@@ -100,7 +163,7 @@ class UpliftLearner:
         raise NotImplementedError
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
-        raise NotImplementedError
+        return predict_terms(self.terms_, X)
 
 
 class TLearner(UpliftLearner):
@@ -111,12 +174,9 @@ class TLearner(UpliftLearner):
     def fit(self, X: pd.DataFrame, y: np.ndarray, treated: np.ndarray) -> TLearner:
         t, c, _ = _split(treated)
         y = np.asarray(y, dtype=float)
-        self.treated_ = fit_regressor(X[t], y[t], self.params)
-        self.control_ = fit_regressor(X[c], y[c], self.params)
+        self.terms_: list[Term] = [(1.0, fit_regressor(X[t], y[t], self.params)),
+                                   (-1.0, fit_regressor(X[c], y[c], self.params))]
         return self
-
-    def predict(self, X: pd.DataFrame) -> np.ndarray:
-        return self.treated_.predict(X) - self.control_.predict(X)
 
 
 class XLearner(UpliftLearner):
@@ -130,13 +190,10 @@ class XLearner(UpliftLearner):
         y = np.asarray(y, dtype=float)
         mu_t = fit_regressor(X[t], y[t], self.params)
         mu_c = fit_regressor(X[c], y[c], self.params)
-        self.effect_treated_ = fit_regressor(X[t], y[t] - mu_c.predict(X[t]), self.params)
-        self.effect_control_ = fit_regressor(X[c], mu_t.predict(X[c]) - y[c], self.params)
+        effect_treated = fit_regressor(X[t], y[t] - mu_c.predict(X[t]), self.params)
+        effect_control = fit_regressor(X[c], mu_t.predict(X[c]) - y[c], self.params)
+        self.terms_ = [(self.share_, effect_control), (1.0 - self.share_, effect_treated)]
         return self
-
-    def predict(self, X: pd.DataFrame) -> np.ndarray:
-        return (self.share_ * self.effect_control_.predict(X)
-                + (1.0 - self.share_) * self.effect_treated_.predict(X))
 
 
 class DRLearner(UpliftLearner):
@@ -163,12 +220,9 @@ class DRLearner(UpliftLearner):
         return (mu_t - mu_c + t * (y - mu_t) / share - c * (y - mu_c) / (1.0 - share))
 
     def fit(self, X: pd.DataFrame, y: np.ndarray, treated: np.ndarray) -> DRLearner:
-        self.effect_: Regressor = fit_regressor(X, self.pseudo_outcome(X, y, treated),
-                                                self.params)
+        self.terms_ = [(1.0, fit_regressor(X, self.pseudo_outcome(X, y, treated),
+                                           self.params))]
         return self
-
-    def predict(self, X: pd.DataFrame) -> np.ndarray:
-        return self.effect_.predict(X)
 
 
 class LinearDRLearner(DRLearner):
@@ -177,7 +231,7 @@ class LinearDRLearner(DRLearner):
     name = "dr_linear"
 
     def fit(self, X: pd.DataFrame, y: np.ndarray, treated: np.ndarray) -> LinearDRLearner:
-        self.effect_ = fit_linear(X, self.pseudo_outcome(X, y, treated))
+        self.terms_ = [(1.0, fit_linear(X, self.pseudo_outcome(X, y, treated)))]
         return self
 
 
@@ -189,11 +243,8 @@ class TransformedOutcome(UpliftLearner):
     def fit(self, X: pd.DataFrame, y: np.ndarray, treated: np.ndarray) -> TransformedOutcome:
         t, _, share = _split(treated)
         z = np.asarray(y, dtype=float) * (t - share) / (share * (1.0 - share))
-        self.effect_ = fit_regressor(X, z, self.params)
+        self.terms_ = [(1.0, fit_regressor(X, z, self.params))]
         return self
-
-    def predict(self, X: pd.DataFrame) -> np.ndarray:
-        return self.effect_.predict(X)
 
 
 LEARNERS: dict[str, type[UpliftLearner]] = {

@@ -1,17 +1,53 @@
-"""The fitted uplift model: one learner per arm, the columns it reads, save and load."""
+"""The fitted uplift model: one learner per arm, the columns it reads, save and load.
+
+Saved as plain files, like the churn model: ``model.json`` (columns, categories, outcome,
+and per arm the weighted terms whose sum is the effect) and one LightGBM model text file per
+boosted term; a linear term's arrays sit in the JSON. Loading needs LightGBM and NumPy, not
+the classes that fitted it.
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import joblib
+import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
 from features.registry import feature_names
-from training.uplift_learners import UpliftLearner
+from training.uplift_learners import LinearEffect, Term, predict_terms
+
+
+@dataclass
+class Effect:
+    """One arm's fitted effect: the weighted terms a learner left (see ``predict_terms``)."""
+
+    terms: list[Term]
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        return predict_terms(self.terms, X)
+
+
+def _save_terms(terms: list[Term], folder: Path, stem: str) -> list[dict]:
+    out = []
+    for i, (weight, model) in enumerate(terms):
+        if isinstance(model, lgb.Booster):
+            name = f"{stem}_{i}.txt"
+            model.save_model(folder / name)
+            out.append({"weight": weight, "lightgbm": name})
+        elif isinstance(model, LinearEffect):
+            out.append({"weight": weight, "linear": asdict(model)})
+        else:
+            raise TypeError(f"cannot save an uplift term of type {type(model).__name__}")
+    return out
+
+
+def _load_terms(specs: list[dict], folder: Path) -> list[Term]:
+    return [(float(spec["weight"]),
+             lgb.Booster(model_file=str(folder / spec["lightgbm"])) if "lightgbm" in spec
+             else LinearEffect(**spec["linear"])) for spec in specs]
 
 ARTIFACT_KEY = "uplift_model"
 
@@ -20,7 +56,7 @@ ARTIFACT_KEY = "uplift_model"
 class UpliftModel:
     """Estimated effect of each arm against control on the modelled outcome, per customer."""
 
-    learners: dict[str, UpliftLearner]
+    learners: dict[str, Effect]
     features: list[str]
     categories: dict[str, list] = field(default_factory=dict)
     outcome: str = "spend"
@@ -57,14 +93,16 @@ class UpliftModel:
 
     def save(self, folder: Path) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
-        joblib.dump(self.learners, folder / "learners.joblib")
+        arms = {arm: _save_terms(effect.terms, folder, f"arm{i}")
+                for i, (arm, effect) in enumerate(self.learners.items())}
         (folder / "model.json").write_text(json.dumps({
             "features": self.features, "categories": self.categories, "outcome": self.outcome,
-            "winners": self.winners}, indent=2, default=str))
+            "winners": self.winners, "arms": arms}, indent=2, default=str))
         return folder
 
     @classmethod
     def load(cls, folder: Path) -> UpliftModel:
         meta = json.loads((folder / "model.json").read_text())
-        return cls(joblib.load(folder / "learners.joblib"), meta["features"],
-                   meta["categories"], meta["outcome"], meta["winners"])
+        effects = {arm: Effect(_load_terms(specs, folder)) for arm, specs in meta["arms"].items()}
+        return cls(effects, meta["features"], meta["categories"], meta["outcome"],
+                   meta["winners"])

@@ -21,7 +21,7 @@ import mlflow.data
 import pandas as pd
 from matplotlib import pyplot as plt
 
-from training.tracking import LoggedRun, log_pyfunc
+from training.tracking import PYFUNC_REQUIREMENTS, LoggedRun, log_pyfunc
 from training.train_uplift import UpliftResult, UpliftTrainConfig
 from training.uplift_metrics import uplift_by_decile
 from training.uplift_model import ARTIFACT_KEY
@@ -150,7 +150,7 @@ def _log_model(result: UpliftResult, work: Path, registered_name: str) -> str:
     for column in result.model.categories:
         example[column] = example[column].astype(str)
     return log_pyfunc(PYFUNC_CODE, {ARTIFACT_KEY: folder}, example, result.model.predict(example),
-                      registered_name, ["lightgbm", "scikit-learn", "pandas", "numpy", "joblib"])
+                      registered_name, PYFUNC_REQUIREMENTS)
 
 
 def log_uplift_run(cfg: UpliftTrainConfig, result: UpliftResult, experiment: str = "uplift",
