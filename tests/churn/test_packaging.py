@@ -42,9 +42,10 @@ def installed(tmp_path_factory) -> Path:
 
 def test_the_wheel_runs_the_demo_and_serves(installed, tmp_path):
     env = process_env(PYTHONPATH=str(installed), COLUMNS="200",
-                      BENTOML_HOME=str(tmp_path / "bentoml"), PATH=f"{BIN}:{os.environ['PATH']}")
-    where = subprocess.run([sys.executable, "-c", "import serving.policy as p; "
-                            "print(p.__file__); print(p.SegmentPolicy.load())"],
+                      BENTOML_HOME=str(tmp_path / "bentoml"),
+                      PATH=f"{BIN}:{os.environ['PATH']}")
+    probe = "import serving.policy as p; print(p.__file__); print(p.SegmentPolicy.load())"
+    where = subprocess.run([sys.executable, "-c", probe],
                            cwd=tmp_path, env=env, capture_output=True, text=True, check=False)
     assert where.returncode == 0, where.stderr
     assert where.stdout.startswith(str(installed))  # the wheel's copy, not the checkout
