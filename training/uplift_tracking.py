@@ -55,8 +55,12 @@ def metrics_table(result: UpliftResult) -> pd.DataFrame:
 
 
 def validation_digest(rows: pd.DataFrame) -> str:
-    """A digest of the experiment's rows (id, arm, group, outcome), whatever their order."""
-    key = rows[["id", "arm", "treated", "spend"]].sort_values(["arm", "id"])
+    """A digest of the experiment's rows (id, arm, group, outcome), whatever their order.
+
+    The outcome is rounded to 6 decimals: DuckDB sums amounts in parallel, so the same
+    window's spend can differ in its last bits from one run to the next."""
+    key = rows[["id", "arm", "treated", "spend"]].sort_values(["arm", "id"]).assign(
+        spend=lambda f: f["spend"].round(6))
     hashed = pd.util.hash_pandas_object(key, index=False)
     return hashlib.sha256(hashed.to_numpy().tobytes()).hexdigest()[:16]
 

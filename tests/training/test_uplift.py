@@ -14,7 +14,7 @@ from scipy.stats import spearmanr
 
 from features.synthetic import GenerateConfig, generate
 from tests.conftest import process_env, shared_file
-from training.promote import promote
+from training.promote import PromotionError, promote
 from training.train_uplift import (
     UpliftTrainConfig,
     check_experiment,
@@ -197,3 +197,32 @@ def test_unbalanced_split_and_covariates_are_flagged():
     warnings = check_experiment(X, skewed, 0.5).warnings()
     assert any("sample ratio mismatch" in w for w in warnings)
     assert any("covariate imbalance: spend" in w for w in warnings)
+
+
+def test_uplift_promotion_compares_nested_out_of_fold_qini(campaign_base, mlflow_store):
+    """Both runs on the same experiment: each judged by its own nested out-of-fold scores on
+    the same rows; a champion fitted on a variant of the experiment is not judged on it."""
+    fast = BaseParams(rounds=40)
+    first_cfg = UpliftTrainConfig(data=campaign_base, learner="t_learner", params=fast)
+    first = log_uplift_run(first_cfg, train_uplift(first_cfg))
+    crowned = promote("uplift")
+    assert crowned.promoted and "against random targeting" in crowned.message()
+    first_qini = mlflow.get_run(first.run_id).data.metrics["qini"]
+    assert crowned.candidate_score == pytest.approx(first_qini)
+
+    second_cfg = UpliftTrainConfig(data=campaign_base, learner="x_learner", params=fast)
+    second = log_uplift_run(second_cfg, train_uplift(second_cfg))
+    outcome = promote("uplift", run_id=second.run_id)
+    # The champion's score is its own nested out-of-fold Qini, not its in-sample fit.
+    assert outcome.champion_score == pytest.approx(first_qini)
+    assert outcome.candidate_score == pytest.approx(
+        mlflow.get_run(second.run_id).data.metrics["qini"])
+    assert outcome.promoted == (outcome.candidate_score > first_qini)
+
+    # A shorter outcome window: the same customers with other outcomes, so another digest;
+    # whoever is champion was fitted on these customers and cannot score them fairly.
+    other_cfg = UpliftTrainConfig(data=campaign_base, learner="t_learner", params=fast,
+                                  horizon_days=20)
+    other = log_uplift_run(other_cfg, train_uplift(other_cfg))
+    with pytest.raises(PromotionError, match="shares .* rows with the candidate's"):
+        promote("uplift", run_id=other.run_id)
