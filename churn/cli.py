@@ -223,6 +223,16 @@ BaseOption = Annotated[int, typer.Option(
          "gives a probability to the same base; others are lapsed.")]
 
 
+LearningRateOption = Annotated[float, typer.Option(help="LightGBM learning rate.")]
+LeavesOption = Annotated[int, typer.Option(help="LightGBM leaves per tree.")]
+MaxTreesOption = Annotated[int, typer.Option(
+    help="Upper bound on trees; early stopping on the validation cutoff picks fewer.")]
+SeedOption = Annotated[int, typer.Option(help="Random seed.")]
+OnBadRowsOption = Annotated[OnBadRows, typer.Option(
+    help="stop: write nothing if a row breaks the data contract. quarantine: set bad "
+         "rows aside in ./rejects/ with reasons and go on.")]
+
+
 def _churn_config(data: Path, cutoffs: str | None, validation_cutoff: str | None,
                   test_cutoff: str | None, horizon_days: int, base_days: int,
                   **options: object) -> object:
@@ -245,15 +255,12 @@ def train_churn_command(
     test_cutoff: TestOption = None,
     horizon_days: HorizonOption = 90,
     base_days: BaseOption = 365,
-    learning_rate: Annotated[float, typer.Option(help="LightGBM learning rate.")] = 0.03,
-    num_leaves: Annotated[int, typer.Option(help="LightGBM leaves per tree.")] = 7,
-    max_trees: Annotated[int, typer.Option(
-        help="Upper bound on trees; early stopping on the validation cutoff picks fewer.")] = 3000,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
+    learning_rate: LearningRateOption = 0.03,
+    num_leaves: LeavesOption = 7,
+    max_trees: MaxTreesOption = 3000,
+    seed: SeedOption = 7,
     experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "churn",
-    on_bad_rows: Annotated[OnBadRows, typer.Option(
-        help="stop: write nothing if a row breaks the data contract. quarantine: set bad "
-             "rows aside in ./rejects/ with reasons and go on.")] = OnBadRows.stop,
+    on_bad_rows: OnBadRowsOption = OnBadRows.stop,
 ) -> None:
     """Train the churn model and register it in MLflow as `churn`.
 
@@ -293,14 +300,12 @@ def backtest_churn_command(
         "--cutoffs", help="Monthly training cutoffs per origin.")] = 6,
     horizon_days: HorizonOption = 90,
     base_days: BaseOption = 365,
-    learning_rate: Annotated[float, typer.Option(help="LightGBM learning rate.")] = 0.03,
-    num_leaves: Annotated[int, typer.Option(help="LightGBM leaves per tree.")] = 7,
-    max_trees: Annotated[int, typer.Option(help="Upper bound on trees.")] = 3000,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
+    learning_rate: LearningRateOption = 0.03,
+    num_leaves: LeavesOption = 7,
+    max_trees: MaxTreesOption = 3000,
+    seed: SeedOption = 7,
     experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "churn-backtest",
-    on_bad_rows: Annotated[OnBadRows, typer.Option(
-        help="stop: write nothing if a row breaks the data contract. quarantine: set bad "
-             "rows aside in ./rejects/ with reasons and go on.")] = OnBadRows.stop,
+    on_bad_rows: OnBadRowsOption = OnBadRows.stop,
 ) -> None:
     """Rolling-origin backtest of the churn model: the figure to quote.
 
