@@ -176,8 +176,10 @@ def test_online_history_gives_the_batch_probability(server, store, synthetic_dat
     offline = batch.loc[chosen]
     assert list(online.reset_index().columns) == list(OUTPUT_COLUMNS)
     # Every output column agrees with the batch job's, spend tiers included.
-    for column in ("churn_probability", "value_at_risk"):
-        np.testing.assert_array_equal(online[column], offline[column])
+    np.testing.assert_array_equal(online["churn_probability"], offline["churn_probability"])
+    # DuckDB sums spend in parallel, so spend_365d (and value at risk) may differ in the
+    # last bit between a file and a request.
+    np.testing.assert_allclose(online["value_at_risk"], offline["value_at_risk"], rtol=1e-12)
     np.testing.assert_allclose(online["uplift_spend"], offline["uplift_spend"], rtol=1e-9)
     for column in ("segment", "spend_tier", "contactable", "reasons", "model_versions"):
         assert online[column].tolist() == offline[column].tolist(), column
