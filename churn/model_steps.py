@@ -67,6 +67,8 @@ METRIC_LABELS = {"roc_auc": "ROC AUC", "pr_auc": "PR AUC", "log_loss": "log loss
 def use_tracking_store() -> str:
     """MLFLOW_TRACKING_URI when set, else the embedded SQLite store in the working folder."""
     logging.getLogger("mlflow").setLevel(logging.WARNING)
+    # The command draws its own progress; MLflow's per-download bars would only add noise.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     uri = os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(Path.cwd())
     mlflow.set_tracking_uri(uri)
     return uri

@@ -71,12 +71,17 @@ def test_every_command_runs(tables, fmt, base, tmp_path, monkeypatch):
 
     uplift = churn("train", "uplift", "--data", data, "--learner", "t_learner",
                    "--rounds", "20")
+    evaluated = churn("evaluate", "uplift", "--data", data, "--learner", "t_learner",
+                      "--rounds", "20", "--folds", "2", "--out", "oof.parquet")
     if "exposures" in tables:
         assert uplift.exit_code == 0, uplift.output
         assert "Nested out of fold" in uplift.output
+        assert evaluated.exit_code == 0, evaluated.output
+        assert len(pd.read_parquet("oof.parquet")) > 300
     else:
-        assert uplift.exit_code == 1
-        assert "error: uplift needs an exposures table" in uplift.output
+        for done in (uplift, evaluated):
+            assert done.exit_code == 1
+            assert "error: uplift needs an exposures table" in done.output
 
     backtest = churn("backtest", "churn", "--data", data, "--origins", "2025-10-01",
                      "--cutoffs", "2", "--max-trees", "30")
