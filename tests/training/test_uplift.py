@@ -224,5 +224,5 @@ def test_uplift_promotion_compares_nested_out_of_fold_qini(campaign_base, mlflow
     other_cfg = UpliftTrainConfig(data=campaign_base, learner="t_learner", params=fast,
                                   horizon_days=20)
     other = log_uplift_run(other_cfg, train_uplift(other_cfg))
-    with pytest.raises(PromotionError, match="shares .* rows with the candidate's"):
+    with pytest.raises(PromotionError, match=r"shares .* rows with the candidate's"):
         promote("uplift", run_id=other.run_id)
