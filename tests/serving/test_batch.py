@@ -15,6 +15,7 @@ import psycopg
 import pytest
 
 from features.contract import ContractError
+from features.labels import ChurnLabelConfig
 from serving.batch import ScoreJobConfig, parse_postgres_url, run_score
 from serving.champion import NoChampionError, load_champion
 from serving.policy import SegmentPolicy
@@ -183,3 +184,16 @@ def test_postgres_url_needs_a_plain_table_name():
     for bad in ("postgresql://h/db", "postgresql://h/db?table=x;drop", "postgresql://h/db?table="):
         with pytest.raises(ContractError, match=r"add \?table=NAME"):
             parse_postgres_url(bad)
+
+
+def test_the_scoring_base_is_the_models_own(champion, synthetic_data, tmp_path):
+    """A model trained for a 180-day base speaks for that base only; the rest are lapsed."""
+    data, _ = synthetic_data
+    champion.model.label = ChurnLabelConfig(horizon_days=90, base_days=180)
+    score_to(str(tmp_path / "s.parquet"), data, champion)
+    scores = pd.read_parquet(tmp_path / "s.parquet").set_index("customer_id")
+    features = build(data, AS_OF, tmp_path / "f.parquet").loc[scores.index]
+    in_base = features["recency_days"] <= 180
+    assert in_base.any() and (~in_base & features["recency_days"].notna()).any()
+    assert (scores["churn_probability"].notna() == in_base).all()
+    assert (scores.loc[~in_base & features["recency_days"].notna(), "segment"] == "lapsed").all()
