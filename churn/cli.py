@@ -223,6 +223,16 @@ BaseOption = Annotated[int, typer.Option(
          "gives a probability to the same base; others are lapsed.")]
 
 
+ModelNameOption = Annotated[str, typer.Option(
+    "--model-name", help="Registered churn model name: give each dataset its own, so datasets "
+                         "never share a champion.")]
+UpliftNameOption = Annotated[str, typer.Option(
+    "--uplift-model-name", help="Registered uplift model name whose champion gives "
+                                "uplift_spend.")]
+NoUpliftOption = Annotated[bool, typer.Option(
+    "--no-uplift", help="Score without an uplift model (win_back from the churn model alone).")]
+MismatchOption = Annotated[bool, typer.Option(
+    "--allow-data-mismatch", help="Use champions trained on other data than is scored.")]
 LearningRateOption = Annotated[float, typer.Option(help="LightGBM learning rate.")]
 LeavesOption = Annotated[int, typer.Option(help="LightGBM leaves per tree.")]
 MaxTreesOption = Annotated[int, typer.Option(
@@ -261,8 +271,9 @@ def train_churn_command(
     seed: SeedOption = 7,
     experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "churn",
     on_bad_rows: OnBadRowsOption = OnBadRows.stop,
+    model_name: ModelNameOption = "churn",
 ) -> None:
-    """Train the churn model and register it in MLflow as `churn`.
+    """Train the churn model and register it in MLflow (as `churn`, or --model-name).
 
     Cutoffs have three roles, each one label horizon after the last so that no label window
     overlaps a later role: training cutoffs fit the trees, the validation cutoff stops them
@@ -283,11 +294,12 @@ def train_churn_command(
                             base_days, learning_rate=learning_rate, num_leaves=num_leaves,
                             max_trees=max_trees, seed=seed, on_bad_rows=on_bad_rows)
         result = steps.train(cfg, _progress())  # type: ignore[arg-type]
-        logged = steps.log_churn_run(cfg, result, experiment=experiment)  # type: ignore[arg-type]
+        logged = steps.log_churn_run(cfg, result, experiment=experiment,  # type: ignore[arg-type]
+                                     registered_name=model_name)
     except steps.USER_ERRORS as err:
         _fail(str(err))
     steps.print_metrics(result, out_console)
-    steps.where_to_look(uri, logged, out_console)
+    steps.where_to_look(uri, logged, out_console, model_name)
 
 
 @backtest_app.command("churn")
@@ -334,12 +346,12 @@ def backtest_churn_command(
                       highlight=False, soft_wrap=True)
 
 
-def _promote(name: str, run: str | None, min_gain: float = 0.0) -> None:
+def _promote(kind: str, name: str, run: str | None, min_gain: float = 0.0) -> None:
     from churn import model_steps as steps
 
     steps.use_tracking_store()
     try:
-        outcome = steps.promote(name, run, min_gain)
+        outcome = steps.promote(name, run, min_gain, kind)
     except steps.USER_ERRORS as err:
         _fail(str(err))
     out_console.print(outcome.message(), highlight=False, soft_wrap=True)
@@ -352,6 +364,7 @@ def promote_churn_command(
     min_gain: Annotated[float, typer.Option(
         help="How much ROC AUC a first champion must gain over the recency rule on its test "
              "cutoff.")] = 0.0,
+    model_name: ModelNameOption = "churn",
 ) -> None:
     """Make the candidate churn model champion if it beats the current one fairly.
 
@@ -360,7 +373,7 @@ def promote_churn_command(
     says how to get a fair comparison). The alias moves only when the candidate's ROC AUC is
     higher. A first champion must beat the recency rule there by --min-gain.
     """
-    _promote("churn", run, min_gain)
+    _promote("churn", model_name, run, min_gain)
 
 
 UpliftData = Annotated[Path | None, typer.Option(
@@ -424,8 +437,12 @@ def train_uplift_command(
     rounds: UpliftRounds = 100, learning_rate: UpliftRate = 0.1,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "uplift",
+    model_name: Annotated[str, typer.Option(
+        "--model-name", help="Registered uplift model name: give each dataset its own.")
+    ] = "uplift",
 ) -> None:
-    """Train a spend-uplift model on a randomised experiment; register it as `uplift`.
+    """Train a spend-uplift model on a randomised experiment; register it (as `uplift`, or
+    --model-name).
 
     From contract tables (--data) or a flat table (--table with --treatment, --control and
     --outcome). One model per arm against control. Prints each arm's average effect on
@@ -444,11 +461,12 @@ def train_uplift_command(
                              ignore, learner, expected_share, seed,
                              (num_leaves, min_data_in_leaf, rounds, learning_rate))
         result = up.train(cfg, _progress())  # type: ignore[arg-type]
-        logged = up.log_uplift_run(cfg, result, experiment=experiment)  # type: ignore[arg-type]
+        logged = up.log_uplift_run(cfg, result, experiment=experiment,  # type: ignore[arg-type]
+                                   registered_name=model_name)
     except steps.USER_ERRORS as err:
         _fail(str(err))
     up.print_result(result, out_console)
-    steps.where_to_look(uri, logged, out_console, up.UPLIFT_MODEL_NAME)
+    steps.where_to_look(uri, logged, out_console, model_name)
 
 
 @evaluate_app.command("uplift")
@@ -488,6 +506,8 @@ def evaluate_uplift_command(
 def promote_uplift_command(
     run: Annotated[str | None, typer.Option(
         help="The run whose model is the candidate [default: the newest version].")] = None,
+    model_name: Annotated[str, typer.Option(
+        "--model-name", help="Registered uplift model name.")] = "uplift",
 ) -> None:
     """Make the candidate uplift model champion if it beats the current one fairly.
 
@@ -497,7 +517,7 @@ def promote_uplift_command(
     alias moves only when the candidate's is higher. A first champion must beat random
     targeting (Qini above 0).
     """
-    _promote("uplift", run)
+    _promote("uplift", model_name, run)
 
 
 
@@ -522,11 +542,17 @@ def score_command(
         help="Give at-risk customers their top reasons (LightGBM pred_contrib); far slower "
              "than scoring alone.")] = True,
     compiled: CompiledOption = True,
+    model_name: ModelNameOption = "churn",
+    uplift_model_name: UpliftNameOption = "uplift",
+    no_uplift: NoUpliftOption = False,
+    allow_data_mismatch: MismatchOption = False,
 ) -> None:
     """Score every customer with the champion churn model and assign segments.
 
     Writes customer_id, as_of, churn_probability, value_at_risk, uplift_spend, segment,
     spend_tier, contactable, reasons and model_versions, then prints a summary per segment.
+    A champion trained on other data than --data is refused (--allow-data-mismatch uses it
+    anyway); so is an --as-of outside the data's span.
     """
     from churn import model_steps as steps
 
@@ -535,7 +561,9 @@ def score_command(
         cfg = steps.ScoreJobConfig(
             data=data, as_of=_iso_date(as_of), out=out,
             policy=steps.SegmentPolicy.load(policy or steps.DEFAULT_POLICY),
-            on_bad_rows=on_bad_rows, reasons=reasons)
+            on_bad_rows=on_bad_rows, reasons=reasons, model_name=model_name,
+            uplift_model_name=uplift_model_name, uplift=not no_uplift,
+            allow_data_mismatch=allow_data_mismatch)
         result = steps.score(cfg, _progress(), compiled)
     except steps.USER_ERRORS as err:
         _fail(str(err))
@@ -545,12 +573,17 @@ def score_command(
 @app.command("serve")
 def serve_command(
     port: Annotated[int, typer.Option(help="HTTP port.")] = 3000,
-    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "0.0.0.0",
+    host: Annotated[str, typer.Option(
+        help="Interface to listen on (0.0.0.0 for every interface).")] = "127.0.0.1",
     policy: Annotated[Path | None, typer.Option(
         help="Segmentation policy (TOML) [default: serving/segments.toml].")] = None,
     max_request_bytes: Annotated[int, typer.Option(
         help="Larger request bodies get 413.")] = 8 * 1024 * 1024,
     compiled: CompiledOption = True,
+    model_name: ModelNameOption = "churn",
+    uplift_model_name: UpliftNameOption = "uplift",
+    no_uplift: NoUpliftOption = False,
+    allow_data_mismatch: MismatchOption = False,
 ) -> None:
     """Serve the champion churn model over HTTP (BentoML).
 
@@ -566,6 +599,10 @@ def serve_command(
     env.setdefault("MLFLOW_TRACKING_URI", default_tracking_uri(Path.cwd()))
     env["CHURN_MAX_REQUEST_BYTES"] = str(max_request_bytes)
     env["CHURN_COMPILED_FOREST"] = "1" if compiled else "0"
+    env["CHURN_MODEL_NAME"] = model_name
+    env["CHURN_UPLIFT_MODEL_NAME"] = uplift_model_name
+    env["CHURN_NO_UPLIFT"] = "1" if no_uplift else "0"
+    env["CHURN_ALLOW_DATA_MISMATCH"] = "1" if allow_data_mismatch else "0"
     if policy:
         env["CHURN_POLICY"] = str(policy.resolve())
     bentoml = Path(sys.executable).with_name("bentoml")

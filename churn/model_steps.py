@@ -21,7 +21,7 @@ from rich.table import Table
 
 from features.contract import ContractError
 from serving.batch import ScoreJobConfig, ScoreJobResult, run_score
-from serving.champion import NoChampionError, load_champion
+from serving.champion import DataCheck, NoChampionError, load_champion
 from serving.policy import DEFAULT_POLICY, PolicyError, SegmentPolicy
 from training.backtest import METRICS, BacktestResult, run_backtest
 from training.dataset import LABEL
@@ -162,8 +162,10 @@ def where_to_look(uri: str, logged: LoggedRun, console: Console,
 
 def score(cfg: ScoreJobConfig, progress: Progress, compiled: bool = True) -> ScoreJobResult:
     """Load the champion and run the batch job with a progress bar over customers."""
-    loaded = load_champion(CHURN_MODEL_NAME, uplift=cfg.policy.uses_uplift,
-                           uplift_arm=cfg.policy.uplift_arm or None, compiled=compiled)
+    loaded = load_champion(cfg.model_name, uplift=cfg.uplift and cfg.policy.uses_uplift,
+                           uplift_arm=cfg.policy.uplift_arm or None, compiled=compiled,
+                           uplift_name=cfg.uplift_model_name,
+                           check=DataCheck(cfg.data, cfg.allow_data_mismatch))
     with progress as bar:
         task = bar.add_task(f"Scoring with {loaded.label}", total=None)
 
@@ -174,7 +176,9 @@ def score(cfg: ScoreJobConfig, progress: Progress, compiled: bool = True) -> Sco
 
 
 def print_segments(result: ScoreJobResult, console: Console) -> None:
-    """Customers, churn and value at risk per segment."""
+    """Customers, churn and value at risk per segment (and any warning about the data)."""
+    for warning in result.warnings:
+        console.print(f"[bold yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     table = Table(title=f"Segments: {result.rows:,} customers scored -> {result.destination} "
                         f"({result.seconds:.1f} s)", title_justify="left")
     for column in ("segment", "customers", "mean churn probability", "value at risk",

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import duckdb
 
-from features.contract import TABLES
+from features.contract import TABLES, ContractError
 from features.labels import data_end, data_start
 from features.sources import empty_relation_sql, find_tables
 from features.validation import OnBadRows, Progress, TableReport, validate_tables
 
 DEFAULT_REJECTS = Path("rejects")
+# How far past the last order an as-of may lie (a job scoring today on yesterday's extract),
+# and past how many days without an order the data is called stale.
+AS_OF_ALLOWANCE_DAYS = 31
+STALE_DAYS = 7
 
 
 @dataclass
@@ -25,6 +29,25 @@ class LoadedTables:
     end: date
     start: date
     present: frozenset[str] = frozenset()
+
+    def check_as_of(self, as_of: date, allowance_days: int = AS_OF_ALLOWANCE_DAYS,
+                    stale_days: int = STALE_DAYS) -> str | None:
+        """Refuse an as-of outside the data's span (before the first order, or more than
+        ``allowance_days`` after the data ends); return a warning when the newest order is
+        more than ``stale_days`` before it."""
+        last = self.end - timedelta(days=1)
+        span = f"the data spans {self.start} .. {last}"
+        if as_of <= self.start:
+            raise ContractError(f"--as-of {as_of}: on or before the first order; {span}")
+        late = (as_of - last).days
+        if late > allowance_days:
+            raise ContractError(
+                f"--as-of {as_of}: {late:,} days after the data ends; {span}, so the latest "
+                f"as-of is {last + timedelta(days=allowance_days)}. Load newer data")
+        if late > stale_days:
+            return (f"the newest order is {late} days before --as-of {as_of} ({span}): "
+                    f"customers look more lapsed than they may be; load newer data if it exists")
+        return None
 
     def has(self, table: str) -> bool:
         """Whether the data folder holds ``table`` (absent optional tables are empty)."""

@@ -59,6 +59,10 @@ class ScoreJobConfig:
     on_bad_rows: OnBadRows = OnBadRows.stop
     memory_limit: str | None = "4GB"
     reasons: bool = True
+    model_name: str = "churn"
+    uplift_model_name: str = "uplift"
+    uplift: bool = True
+    allow_data_mismatch: bool = False
 
 
 @dataclass
@@ -69,6 +73,7 @@ class ScoreJobResult:
     destination: str
     summary: pd.DataFrame
     seconds: float
+    warnings: list[str] = field(default_factory=list)
 
 
 def _scoring_query(relations: dict[str, str], as_of: date) -> str:
@@ -178,10 +183,14 @@ def run_score(cfg: ScoreJobConfig, loaded: LoadedModel, progress: Progress | Non
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="churn-score-") as work, \
             connect(cfg.memory_limit, Path(work) / "spill") as con:
-        relations = load_tables(con, cfg.data, Path(work), cfg.on_bad_rows,
-                                progress=progress).relations
+        tables = load_tables(con, cfg.data, Path(work), cfg.on_bad_rows, progress=progress)
+        stale = tables.check_as_of(cfg.as_of)
+        relations = tables.relations
         con.sql(f"CREATE TEMP TABLE scoring AS {_scoring_query(relations, cfg.as_of)}")
         total = con.sql("SELECT count(*) FROM scoring").fetchall()[0][0]
+        if total == 0:
+            raise ContractError(f"no customer to score as of {cfg.as_of} (none with profiling "
+                                f"consent has a row before it); nothing was written")
         cuts = tier_cut_points(loaded.model.spend_percentiles, cfg.policy)
         destination = destination_for(cfg.out, cfg.as_of)
         totals, done = [], 0
@@ -199,4 +208,5 @@ def run_score(cfg: ScoreJobConfig, loaded: LoadedModel, progress: Progress | Non
             destination.discard()
             raise
     summary = segment_summary(totals)
-    return ScoreJobResult(done, cfg.out, summary, time.perf_counter() - started)
+    return ScoreJobResult(done, cfg.out, summary, time.perf_counter() - started,
+                          [stale] if stale else [])

@@ -11,6 +11,7 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from serving.forest import CompiledForest, UnsupportedModel
@@ -24,7 +25,36 @@ LOG = logging.getLogger(__name__)
 
 
 class NoChampionError(LookupError):
-    """The registry has no champion to score with."""
+    """The registry has no champion to score with, or none that fits the data."""
+
+
+@dataclass(frozen=True)
+class DataCheck:
+    """The data a champion is about to score, and whether a model from other data may."""
+
+    source: Path | None = None
+    allow_mismatch: bool = False
+
+
+def trained_on(version: ModelVersion) -> str | None:
+    """The data source a registered version was trained on (tag, or its run's param)."""
+    if version.tags and "data_source" in version.tags:
+        return version.tags["data_source"]
+    try:
+        return MlflowClient().get_run(version.run_id).data.params.get("data_source")
+    except MlflowException:
+        return None
+
+
+def _check_source(version: ModelVersion, wanted: str | None, check: DataCheck,
+                  what: str, remedy: str) -> None:
+    if check.allow_mismatch or wanted is None:
+        return
+    source = trained_on(version)
+    if source != wanted:
+        raise NoChampionError(
+            f"the '{version.name}' champion v{version.version} was trained on {source}, not on "
+            f"{wanted} ({what}): {remedy}, or pass --allow-data-mismatch to use it anyway")
 
 
 @dataclass(frozen=True)
@@ -71,11 +101,15 @@ def _download(name: str, version: str, key: str, load):
         return load(Path(local) / "artifacts" / key)
 
 
-def load_uplift_champion(name: str = "uplift", arm: str | None = None) -> LoadedUplift | None:
+def load_uplift_champion(name: str = "uplift", arm: str | None = None,
+                         check: DataCheck = DataCheck(),
+                         churn_source: str | None = None) -> LoadedUplift | None:
     """The uplift champion for scoring, or None when no uplift model holds the alias.
 
     Scoring feeds it the feature registry's columns, so a model trained on a flat table
-    (other columns) is refused with a message saying how to get one that fits.
+    (other columns) is refused with a message saying how to get one that fits; so is one
+    trained on other data than is scored (``check``), or, with no data given (the service),
+    than the churn champion's (``churn_source``).
     """
     try:
         version = MlflowClient().get_model_version_by_alias(name, CHAMPION)
@@ -88,6 +122,11 @@ def load_uplift_champion(name: str = "uplift", arm: str | None = None) -> Loaded
             f"({', '.join(model.features[:4])}, ...), not on the feature registry; train one "
             f"with `churn train uplift --data DIR` and promote it, or set "
             f"win_back.uses_uplift = false in the policy")
+    wanted = str(check.source.resolve()) if check.source else churn_source
+    _check_source(version, wanted, check,
+                  "the data scored" if check.source else "the churn champion's data",
+                  "train one on that data (`churn train uplift --data DIR --model-name NAME`, "
+                  "then score with --uplift-model-name NAME), turn uplift off with --no-uplift")
     if arm and arm not in model.arms:
         raise NoChampionError(f"the '{name}' champion v{version.version} has arms "
                               f"{', '.join(model.arms)}; the policy asks for {arm!r}")
@@ -108,11 +147,13 @@ def use_compiled_forest(model: ChurnModel) -> bool:
 
 
 def load_champion(name: str = "churn", uplift: bool = False,
-                  uplift_arm: str | None = None, compiled: bool = True) -> LoadedModel:
-    """The ``champion`` version of ``name`` (and, with ``uplift``, the uplift champion).
+                  uplift_arm: str | None = None, compiled: bool = True,
+                  uplift_name: str = "uplift", check: DataCheck = DataCheck()) -> LoadedModel:
+    """The ``champion`` version of ``name`` (and, with ``uplift``, that of ``uplift_name``).
 
     ``compiled`` scores with a ``CompiledForest`` (same margins, several times faster)
-    when the model allows it.
+    when the model allows it. With ``check.source`` set, a champion trained on other data is
+    refused unless ``check.allow_mismatch``.
     """
     try:
         version = MlflowClient().get_model_version_by_alias(name, CHAMPION)
@@ -121,8 +162,12 @@ def load_champion(name: str = "churn", uplift: bool = False,
             f"no '{name}' model holds the '{CHAMPION}' alias in {mlflow.get_tracking_uri()}; "
             f"train one with `churn train {name}` and promote it with `churn promote {name}`"
         ) from None
+    wanted = str(check.source.resolve()) if check.source else None
+    _check_source(version, wanted, check, "the data scored",
+                  "score with the model trained on this data (--model-name NAME)")
     model = _download(name, str(version.version), ARTIFACT_KEY, ChurnModel.load)
     if compiled:
         use_compiled_forest(model)
-    return LoadedModel(model, name, str(version.version), version.run_id,
-                       load_uplift_champion(arm=uplift_arm) if uplift else None)
+    loaded_uplift = (load_uplift_champion(uplift_name, uplift_arm, check, trained_on(version))
+                     if uplift else None)
+    return LoadedModel(model, name, str(version.version), version.run_id, loaded_uplift)

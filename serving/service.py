@@ -15,7 +15,7 @@ import gc
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -33,7 +33,7 @@ from features.contract import TABLES
 from features.point_in_time import feature_query
 from features.registry import FEATURE_SET_VERSION, FEATURES, feature_names
 from features.validation import frame_problems, id_problems
-from serving.champion import load_champion
+from serving.champion import DataCheck, load_champion
 from serving.guards import (
     BearerTokenMiddleware,
     BodySizeLimitMiddleware,
@@ -57,6 +57,9 @@ class ServiceSettings:
 
     tracking_uri: str | None
     model_name: str
+    uplift_model_name: str
+    uplift: bool
+    allow_data_mismatch: bool
     policy: Path
     token: str | None
     max_request_bytes: int
@@ -67,6 +70,9 @@ class ServiceSettings:
         return cls(
             tracking_uri=os.environ.get("MLFLOW_TRACKING_URI"),
             model_name=os.environ.get("CHURN_MODEL_NAME", "churn"),
+            uplift_model_name=os.environ.get("CHURN_UPLIFT_MODEL_NAME", "uplift"),
+            uplift=os.environ.get("CHURN_NO_UPLIFT", "0") != "1",
+            allow_data_mismatch=os.environ.get("CHURN_ALLOW_DATA_MISMATCH", "0") == "1",
             policy=Path(os.environ.get("CHURN_POLICY", DEFAULT_POLICY)),
             token=os.environ.get("CHURN_API_TOKEN") or None,
             max_request_bytes=int(os.environ.get("CHURN_MAX_REQUEST_BYTES", str(8 * 1024 * 1024))),
@@ -228,9 +234,11 @@ class ChurnService:
         if settings.tracking_uri:
             mlflow.set_tracking_uri(settings.tracking_uri)
         self.policy = SegmentPolicy.load(settings.policy)
-        self.loaded = load_champion(settings.model_name, uplift=self.policy.uses_uplift,
-                                    uplift_arm=self.policy.uplift_arm or None,
-                                    compiled=settings.compiled)
+        self.loaded = load_champion(
+            settings.model_name, uplift=settings.uplift and self.policy.uses_uplift,
+            uplift_arm=self.policy.uplift_arm or None, compiled=settings.compiled,
+            uplift_name=settings.uplift_model_name,
+            check=DataCheck(allow_mismatch=settings.allow_data_mismatch))
         self.tier_cuts = tier_cut_points(self.loaded.model.spend_percentiles, self.policy)
         # One scoring pass first, so what the first request would load (compiled code,
         # lazy imports) is loaded now.
@@ -313,6 +321,9 @@ class ChurnService:
         Only rows before ``as_of`` count. ``customer_ids`` limits the answer to those
         customers; any of them without a usable row is listed under ``skipped``.
         """
+        if as_of > datetime.now(UTC).date() + timedelta(days=1):
+            raise InvalidArgument(f"as_of: {as_of} is in the future; scores describe customers "
+                                  f"as of a day that has happened")
         features = history_features(as_of, transactions, events, customers)
         wanted = list(dict.fromkeys(customer_ids)) if customer_ids else list(
             features["customer_id"])

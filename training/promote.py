@@ -249,20 +249,19 @@ class UpliftJudge(Judge):
         return self.score(rows, out)
 
 
-def judge_for(name: str) -> Judge:
-    """Uplift models (registered under a name containing ``uplift``) by Qini, others by AUC."""
-    return UpliftJudge() if "uplift" in name else ChurnJudge()
+JUDGES = {"churn": ChurnJudge, "uplift": UpliftJudge}
 
 
 def promote(name: str, run_id: str | None = None,
-            min_gain: float = MIN_GAIN_OVER_RECENCY) -> Promotion:
+            min_gain: float = MIN_GAIN_OVER_RECENCY, kind: str | None = None) -> Promotion:
     """Make the candidate (the newest version, or the one from ``run_id``) champion if it wins.
 
-    A first champion must beat the bar (the recency rule for churn, by ``min_gain`` in ROC AUC;
+    ``kind`` is ``churn`` or ``uplift`` (default: ``uplift`` when the name says so). A first
+    champion must beat the bar (the recency rule for churn, by ``min_gain`` in ROC AUC;
     random targeting for uplift) on its own held-out rows.
     """
     client = MlflowClient()
-    judge = judge_for(name)
+    judge = JUDGES[kind or ("uplift" if "uplift" in name else "churn")]()
     candidate = _candidate(client, name, run_id)
     champion = _champion(client, name)
     rows, described = judge.rows(client, candidate)

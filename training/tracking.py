@@ -12,12 +12,14 @@ from __future__ import annotations
 import tempfile
 import warnings
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import mlflow
 import mlflow.data
 import pandas as pd
 from matplotlib import pyplot as plt
+from mlflow import MlflowClient
 from mlflow.models import infer_signature
 
 from features.registry import FEATURE_SET_VERSION, feature_names
@@ -147,8 +149,10 @@ def _log_tables(result: ChurnTrainResult, work: Path) -> None:
 
 
 def log_pyfunc(code: Path, artifacts: dict[str, Path], example: pd.DataFrame,
-               output: pd.DataFrame, registered_name: str, requirements: list[str]) -> str:
-    """Log a models-from-code pyfunc with its signature and example; register it."""
+               output: pd.DataFrame, registered_name: str, requirements: list[str],
+               lineage: dict[str, str]) -> str:
+    """Log a models-from-code pyfunc with its signature and example; register it, with
+    ``lineage`` (data source and span) as tags of the registered version."""
     with warnings.catch_warnings():
         # MLflow's hint that integer columns cannot hold missing values: the example's own
         # types are the ones callers send.
@@ -159,15 +163,22 @@ def log_pyfunc(code: Path, artifacts: dict[str, Path], example: pd.DataFrame,
             signature=infer_signature(example, output), input_example=example,
             registered_model_name=registered_name, pip_requirements=requirements,
             code_paths=CODE_PATHS)
-    return str(info.registered_model_version)
+    version = str(info.registered_model_version)
+    for key, value in lineage.items():
+        MlflowClient().set_model_version_tag(registered_name, version, key, value)
+    return version
 
 
-def _log_model(result: ChurnTrainResult, work: Path, registered_name: str) -> str:
+def _log_model(cfg: ChurnTrainConfig, result: ChurnTrainResult, work: Path,
+               registered_name: str) -> str:
     folder = result.model.save(work / "churn_model")
     example = result.test[feature_names()].head(5)
     output = pd.DataFrame({"churn_probability": result.model.predict_proba(example)})
+    lineage = {"data_source": str(cfg.data.resolve()),
+               "data_span": f"{result.loaded.start}..{result.loaded.end - timedelta(days=1)}",
+               "feature_set_version": FEATURE_SET_VERSION}
     return log_pyfunc(PYFUNC_CODE, {ARTIFACT_KEY: folder}, example, output, registered_name,
-                      PYFUNC_REQUIREMENTS)
+                      PYFUNC_REQUIREMENTS, lineage)
 
 
 def log_churn_run(cfg: ChurnTrainConfig, result: ChurnTrainResult, experiment: str = "churn",
@@ -183,7 +194,7 @@ def log_churn_run(cfg: ChurnTrainConfig, result: ChurnTrainResult, experiment: s
         mlflow.log_metrics(_metrics(result))
         _log_plots(result)
         _log_tables(result, work)
-        version = _log_model(result, work, registered_name)
+        version = _log_model(cfg, result, work, registered_name)
         mlflow.set_tags({"test_digest": frame_digest(result.test),
                          "model_version": version})
     return LoggedRun(run.info.run_id, exp.experiment_id, version)

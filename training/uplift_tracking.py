@@ -148,13 +148,16 @@ def _log_input(cfg: UpliftTrainConfig, result: UpliftResult, rows: pd.DataFrame)
         mlflow.log_input(dataset, context="training")
 
 
-def _log_model(result: UpliftResult, work: Path, registered_name: str) -> str:
+def _log_model(cfg: UpliftTrainConfig, result: UpliftResult, work: Path,
+               registered_name: str) -> str:
     folder = result.model.save(work / ARTIFACT_KEY)
     example = result.experiment.features.head(5).copy()
     for column in result.model.categories:
         example[column] = example[column].astype(str)
     return log_pyfunc(PYFUNC_CODE, {ARTIFACT_KEY: folder}, example, result.model.predict(example),
-                      registered_name, PYFUNC_REQUIREMENTS)
+                      registered_name, PYFUNC_REQUIREMENTS,
+                      {"data_source": str((cfg.table or cfg.data).resolve()),  # type: ignore[union-attr]
+                       "experiment": result.experiment.source})
 
 
 def log_uplift_run(cfg: UpliftTrainConfig, result: UpliftResult, experiment: str = "uplift",
@@ -170,7 +173,7 @@ def log_uplift_run(cfg: UpliftTrainConfig, result: UpliftResult, experiment: str
         mlflow.log_metrics(_metrics(result))
         _log_plots(result)
         _log_tables(result, rows, work)
-        version = _log_model(result, work, registered_name)
+        version = _log_model(cfg, result, work, registered_name)
         warned = [w for r in result.arms.values() for w in r.warnings()]
         mlflow.set_tags({"experiment_digest": validation_digest(rows), "evaluation": "nested",
                          "model_version": version,

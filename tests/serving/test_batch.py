@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import subprocess
 import sys
@@ -13,16 +14,19 @@ import numpy as np
 import pandas as pd
 import psycopg
 import pytest
+from mlflow import MlflowClient
 
 from features.contract import ContractError
 from features.labels import ChurnLabelConfig
+from features.synthetic import GenerateConfig, generate
 from serving.batch import ScoreJobConfig, parse_postgres_url, run_score
-from serving.champion import NoChampionError, load_champion
+from serving.champion import DataCheck, NoChampionError, load_champion
 from serving.policy import SegmentPolicy
 from serving.scoring import OUTPUT_COLUMNS
 from tests.conftest import build, crown, process_env
 from training.promote import promote
 from training.tracking import log_churn_run
+from training.train_churn import train_churn
 from training.train_uplift import UpliftTrainConfig, train_uplift
 from training.uplift_tracking import log_uplift_run
 
@@ -197,3 +201,56 @@ def test_the_scoring_base_is_the_models_own(champion, synthetic_data, tmp_path):
     assert in_base.any() and (~in_base & features["recency_days"].notna()).any()
     assert (scores["churn_probability"].notna() == in_base).all()
     assert (scores.loc[~in_base & features["recency_days"].notna(), "segment"] == "lapsed").all()
+
+
+def test_as_of_outside_the_data_is_refused_and_writes_nothing(champion, synthetic_data,
+                                                              tmp_path):
+    data, _ = synthetic_data  # orders from 2023-01-01 to 2025-12-31
+    out = tmp_path / "s.parquet"
+    with pytest.raises(ContractError, match=r"--as-of 2030-01-01: 1,462 days after the data "
+                                            r"ends; the data spans 2023-01-0\d \.\. 2025-12-31, "
+                                            r"so the latest as-of is 2026-01-31"):
+        score_to(str(out), data, champion, date(2030, 1, 1))
+    with pytest.raises(ContractError, match="--as-of 1990-01-01: on or before the first order"):
+        score_to(str(out), data, champion, date(1990, 1, 1))
+    assert not out.exists()
+    stale = score_to(str(out), data, champion, date(2026, 1, 20))
+    assert stale.warnings and "the newest order is 20 days before --as-of" in stale.warnings[0]
+    assert score_to(str(out), data, champion, date(2026, 1, 1)).warnings == []
+
+
+def test_each_dataset_keeps_its_own_champion(mlflow_store, trained, churn_config, uplift_trained,
+                                             tmp_path):
+    """A second business under its own model name leaves the first's champion alone, and is
+    never scored with models trained on the first's data unless asked."""
+    log_churn_run(churn_config, trained)
+    promote("churn")
+    crown("uplift", log_uplift_run(*uplift_trained).model_version)
+    other = tmp_path / "other"
+    generate(GenerateConfig(customers=1_500, seed=23), other)
+    other_cfg = dataclasses.replace(churn_config, data=other)
+    log_churn_run(other_cfg, train_churn(other_cfg), registered_name="other-churn")
+    promote("other-churn", min_gain=-1.0)
+    client = MlflowClient()
+    assert str(client.get_model_version_by_alias("churn", "champion").version) == "1"
+    assert str(client.get_model_version_by_alias("other-churn", "champion").version) == "1"
+    assert client.get_model_version("other-churn", "1").tags["data_source"] == str(
+        other.resolve())
+
+    def score(**options):
+        cfg = ScoreJobConfig(data=other, as_of=AS_OF, out=str(tmp_path / "s.parquet"),
+                             memory_limit="1GB", **options)
+        return run_score(cfg, load_champion(cfg.model_name, uplift=cfg.uplift,
+                                            uplift_name=cfg.uplift_model_name,
+                                            check=DataCheck(cfg.data, cfg.allow_data_mismatch)))
+
+    with pytest.raises(NoChampionError, match=r"'churn' champion v1 was trained on .*, not on "
+                                              r".*other.*--model-name NAME.*--allow-data-mismatch"):
+        score(model_name="churn")
+    with pytest.raises(NoChampionError, match=r"'uplift' champion v1 was trained on .*"
+                                              r"--no-uplift"):
+        score(model_name="other-churn")
+    done = score(model_name="other-churn", uplift=False)
+    assert set(pd.read_parquet(tmp_path / "s.parquet")["model_versions"]) == {"other-churn:v1"}
+    assert done.rows > 1000
+    assert score(model_name="churn", allow_data_mismatch=True).rows == done.rows

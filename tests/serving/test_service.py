@@ -306,3 +306,10 @@ def test_column_wise_table_scores_like_feature_rows(server, features):
     for body, message in bad:
         status, answer = server.call("/score_table", body)
         assert status == 400 and message in json.dumps(answer), answer
+
+
+def test_a_future_as_of_gets_400(server):
+    order = {"customer_id": "C1", "order_id": "o1", "ordered_at": "2025-06-02", "amount": 80}
+    status, answer = server.call("/score_history", {"as_of": "2099-01-01",
+                                                    "transactions": [order]})
+    assert status == 400 and "as_of: 2099-01-01 is in the future" in json.dumps(answer)
