@@ -351,7 +351,7 @@ def _promote(kind: str, name: str, run: str | None, min_gain: float = 0.0) -> No
 
     steps.use_tracking_store()
     try:
-        outcome = steps.promote(name, run, min_gain, kind)
+        outcome = steps.promote(name or kind, run, min_gain, kind)
     except steps.USER_ERRORS as err:
         _fail(str(err))
     out_console.print(outcome.message(), highlight=False, soft_wrap=True)
