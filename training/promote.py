@@ -16,6 +16,7 @@ Fair means both models are judged on the same rows, rows neither was fitted on:
 from __future__ import annotations
 
 import tempfile
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -111,27 +112,32 @@ def _model_predictions(version: ModelVersion, rows: pd.DataFrame) -> pd.DataFram
     return model.predict(rows[columns])
 
 
-class Judge:
+class Judge(ABC):
     """How one kind of model is compared: on which rows, by what, against which bar."""
 
     metric: str
     bar_name: str
 
+    @abstractmethod
     def rows(self, client: MlflowClient, candidate: ModelVersion) -> tuple[pd.DataFrame, str]:
-        raise NotImplementedError
+        """The candidate's held-out rows, and how to name them in messages."""
 
+    @abstractmethod
     def score(self, rows: pd.DataFrame, scores: np.ndarray) -> float:
-        raise NotImplementedError
+        """The yardstick of ``scores`` on ``rows`` (higher is better)."""
 
+    @abstractmethod
     def candidate_scores(self, rows: pd.DataFrame) -> np.ndarray:
-        raise NotImplementedError
+        """The candidate's own held-out scores on its rows."""
 
+    @abstractmethod
     def bar(self, rows: pd.DataFrame) -> float:
-        raise NotImplementedError
+        """What a first champion must beat on its rows."""
 
+    @abstractmethod
     def champion_score(self, client: MlflowClient, champion: ModelVersion,
                        candidate: ModelVersion, rows: pd.DataFrame) -> float:
-        raise NotImplementedError
+        """The champion's yardstick on rows it was not fitted on, or PromotionError."""
 
 
 def _run_params(client: MlflowClient, version: ModelVersion) -> dict[str, str]:
