@@ -612,6 +612,42 @@ def serve_command(
     os.execve(bentoml, command, env)
 
 
+@app.command("build")
+def build_command(
+    policy: Annotated[Path | None, typer.Option(
+        help="Segmentation policy (TOML) to build in [default: serving/segments.toml].")] = None,
+    model_name: ModelNameOption = "churn",
+    uplift_model_name: UpliftNameOption = "uplift",
+    no_uplift: NoUpliftOption = False,
+    allow_data_mismatch: MismatchOption = False,
+) -> None:
+    """Build a bento (BentoML) with the champions and the policy inside.
+
+    The bento serves with no access to the MLflow store: `bentoml serve TAG` runs it here,
+    `bentoml containerize TAG` makes an OCI image of it (needs Docker). Bentos go to
+    $BENTOML_HOME (default ~/bentoml).
+    """
+    import sys
+
+    from churn import model_steps as steps
+    from serving.bundle import BuildError, build_bento
+
+    steps.use_tracking_store()
+    try:
+        chosen = steps.SegmentPolicy.load(policy or steps.DEFAULT_POLICY)
+        loaded = steps.load_champion(
+            model_name, uplift=not no_uplift and chosen.uses_uplift,
+            uplift_arm=chosen.uplift_arm or None, uplift_name=uplift_model_name,
+            check=steps.DataCheck(allow_mismatch=allow_data_mismatch))
+        tag = build_bento(loaded, policy or steps.DEFAULT_POLICY,
+                          Path(sys.executable).with_name("bentoml"))
+    except (*steps.USER_ERRORS, BuildError) as err:
+        _fail(str(err))
+    out_console.print(f"Built bento {tag} with {loaded.label}.\nServe it:        bentoml serve "
+                      f"{tag} --port 3000\nMake an image:   bentoml containerize {tag}",
+                      highlight=False, soft_wrap=True)
+
+
 def _demo_promote(name: str, run_id: str) -> None:
     """Promote, and where the candidate does not earn it, say so and go on with the rest."""
     from churn import model_steps as steps

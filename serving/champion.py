@@ -80,11 +80,16 @@ class LoadedModel:
     version: str
     run_id: str
     uplift: LoadedUplift | None = None
+    warmup: pd.DataFrame | None = None
 
     @property
     def label(self) -> str:
         own = f"{self.name}:v{self.version}"
         return f"{own},{self.uplift.label}" if self.uplift else own
+
+    def warmup_rows(self) -> pd.DataFrame:
+        """A few feature rows to run through scoring before the first request."""
+        return self.warmup if self.warmup is not None else self.test_rows().head(8)
 
     def test_rows(self) -> pd.DataFrame:
         """The test rows (features, label, probability) its training run logged."""

@@ -33,6 +33,7 @@ from features.contract import TABLES
 from features.point_in_time import feature_query
 from features.registry import FEATURE_SET_VERSION, FEATURES, feature_names
 from features.validation import frame_problems, id_problems
+from serving.bundle import BUNDLE, read_bundle
 from serving.champion import DataCheck, load_champion
 from serving.guards import (
     BearerTokenMiddleware,
@@ -64,6 +65,7 @@ class ServiceSettings:
     token: str | None
     max_request_bytes: int
     compiled: bool
+    bundle: Path | None
 
     @classmethod
     def from_environment(cls) -> ServiceSettings:
@@ -73,10 +75,12 @@ class ServiceSettings:
             uplift_model_name=os.environ.get("CHURN_UPLIFT_MODEL_NAME", "uplift"),
             uplift=os.environ.get("CHURN_NO_UPLIFT", "0") != "1",
             allow_data_mismatch=os.environ.get("CHURN_ALLOW_DATA_MISMATCH", "0") == "1",
-            policy=Path(os.environ.get("CHURN_POLICY", DEFAULT_POLICY)),
+            policy=Path(os.environ.get("CHURN_POLICY") or (
+                BUNDLE / "segments.toml" if BUNDLE.is_dir() else DEFAULT_POLICY)),
             token=os.environ.get("CHURN_API_TOKEN") or None,
             max_request_bytes=int(os.environ.get("CHURN_MAX_REQUEST_BYTES", str(8 * 1024 * 1024))),
             compiled=os.environ.get("CHURN_COMPILED_FOREST", "1") != "0",
+            bundle=BUNDLE if BUNDLE.is_dir() else None,
         )
 
 
@@ -192,8 +196,9 @@ def history_features(as_of: date, transactions: list[TransactionIn], events: lis
         features = con.sql(feature_query(relations, as_of)).df()
         contact = con.sql("SELECT customer_id, bool_and(marketing_consent IS TRUE) AS c "
                           "FROM request_customers GROUP BY customer_id").df()
-    features["contactable"] = features["customer_id"].map(
-        dict(zip(contact["customer_id"], contact["c"], strict=True))).fillna(True)
+    consent = dict(zip(contact["customer_id"], contact["c"], strict=True))
+    # Without a customers row, a customer is contactable (consent handled upstream).
+    features["contactable"] = [bool(consent.get(c, True)) for c in features["customer_id"]]
     return features
 
 
@@ -234,15 +239,16 @@ class ChurnService:
         if settings.tracking_uri:
             mlflow.set_tracking_uri(settings.tracking_uri)
         self.policy = SegmentPolicy.load(settings.policy)
-        self.loaded = load_champion(
-            settings.model_name, uplift=settings.uplift and self.policy.uses_uplift,
-            uplift_arm=self.policy.uplift_arm or None, compiled=settings.compiled,
-            uplift_name=settings.uplift_model_name,
-            check=DataCheck(allow_mismatch=settings.allow_data_mismatch))
+        # A bento built by `churn build` carries its champions; otherwise ask the registry.
+        self.loaded = read_bundle(settings.bundle, settings.compiled) if settings.bundle else \
+            load_champion(settings.model_name, uplift=settings.uplift and self.policy.uses_uplift,
+                          uplift_arm=self.policy.uplift_arm or None, compiled=settings.compiled,
+                          uplift_name=settings.uplift_model_name,
+                          check=DataCheck(allow_mismatch=settings.allow_data_mismatch))
         self.tier_cuts = tier_cut_points(self.loaded.model.spend_percentiles, self.policy)
         # One scoring pass first, so what the first request would load (compiled code,
         # lazy imports) is loaded now.
-        sample = self.loaded.test_rows().head(8)
+        sample = self.loaded.warmup_rows()
         self._respond(list(map(str, range(len(sample)))), None,
                       sample[feature_names()].to_numpy(dtype=np.float64), True, explain=True)
         # Everything loaded so far lives as long as the server: keep it out of the garbage
