@@ -8,7 +8,7 @@ An order is a transaction row with a non-negative amount, as in the features.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 
 import duckdb
 import numpy as np
@@ -54,21 +54,16 @@ HAVING count(*) FILTER (WHERE ordered_at < {t}) > 0
 ORDER BY customer_id"""
 
 
-def data_end(con: duckdb.DuckDBPyConnection, transactions: str) -> date:
-    """The first day the transactions do not cover: the day after the last order's day."""
-    last: datetime | None = con.sql(f"SELECT max(ordered_at) FROM {transactions}").fetchall()[0][0]
+def data_span(con: duckdb.DuckDBPyConnection, transactions: str) -> tuple[date, date]:
+    """The day of the first order, and the first day the transactions do not cover (the day
+    after the last row's day), in one pass over the table."""
+    first, last = con.sql(f"SELECT min(ordered_at) FILTER (WHERE amount >= 0), max(ordered_at) "
+                          f"FROM {transactions}").fetchall()[0]
     if last is None:
         raise ContractError("transactions: no rows, so there is nothing to label")
-    return last.date() + timedelta(days=1)
-
-
-def data_start(con: duckdb.DuckDBPyConnection, transactions: str) -> date:
-    """The day of the first order."""
-    first: datetime | None = con.sql(
-        f"SELECT min(ordered_at) FROM {transactions} WHERE amount >= 0").fetchall()[0][0]
     if first is None:
         raise ContractError("transactions: no orders, so there is nothing to learn from")
-    return first.date()
+    return first.date(), last.date() + timedelta(days=1)
 
 
 def in_base(recency_days: np.ndarray, base_days: float) -> np.ndarray:

@@ -9,7 +9,7 @@ from pathlib import Path
 import duckdb
 
 from features.contract import TABLES, ContractError
-from features.labels import data_end, data_start
+from features.labels import data_span
 from features.sources import empty_relation_sql, find_tables
 from features.validation import OnBadRows, Progress, TableReport, validate_tables
 
@@ -73,6 +73,6 @@ def load_tables(con: duckdb.DuckDBPyConnection, data_dir: Path, work_dir: Path,
         source = validated[name].relation if name in validated else empty_relation_sql(spec)
         con.sql(f"CREATE OR REPLACE TEMP TABLE contract_{name} AS SELECT * FROM {source}")
         relations[name] = f"contract_{name}"
-    return LoadedTables(relations, [t.report for t in validated.values()],
-                        data_end(con, relations["transactions"]),
-                        data_start(con, relations["transactions"]), frozenset(validated))
+    start, end = data_span(con, relations["transactions"])
+    return LoadedTables(relations, [t.report for t in validated.values()], end, start,
+                        frozenset(validated))

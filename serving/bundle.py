@@ -24,7 +24,6 @@ from training.uplift_model import UpliftModel
 
 # Where a bento's copy of this package finds its bundle: beside the packages.
 BUNDLE = Path(__file__).resolve().parents[1] / "bundle"
-WARMUP_ROWS = 8
 
 
 def write_bundle(loaded: LoadedModel, policy: Path, folder: Path) -> Path:

@@ -22,6 +22,7 @@ from training.uplift_model import ARTIFACT_KEY as UPLIFT_ARTIFACT_KEY
 from training.uplift_model import UpliftModel
 
 LOG = logging.getLogger(__name__)
+WARMUP_ROWS = 8
 
 
 class NoChampionError(LookupError):
@@ -89,7 +90,7 @@ class LoadedModel:
 
     def warmup_rows(self) -> pd.DataFrame:
         """A few feature rows to run through scoring before the first request."""
-        return self.warmup if self.warmup is not None else self.test_rows().head(8)
+        return self.warmup if self.warmup is not None else self.test_rows().head(WARMUP_ROWS)
 
     def test_rows(self) -> pd.DataFrame:
         """The test rows (features, label, probability) its training run logged."""

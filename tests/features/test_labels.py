@@ -14,7 +14,7 @@ from features.labels import (
     LabelWindowError,
     check_matured,
     churn_label_query,
-    data_end,
+    data_span,
 )
 
 CUTOFF = date(2025, 7, 1)
@@ -60,8 +60,10 @@ def test_maturity_names_the_late_cutoff_and_the_latest_good_one():
 def test_data_end_is_the_day_after_the_last_order():
     con = duckdb.connect()
     con.sql("SET TimeZone = 'UTC'")
-    con.sql("CREATE TABLE tx AS SELECT TIMESTAMPTZ '2025-09-30 18:00:00+00' AS ordered_at")
-    assert data_end(con, "tx") == date(2025, 10, 1)
+    con.sql("CREATE TABLE tx AS SELECT * FROM (VALUES "
+            "(TIMESTAMPTZ '2025-09-30 18:00:00+00', 10.0), "
+            "(TIMESTAMPTZ '2025-03-02 09:00:00+00', 5.0)) t(ordered_at, amount)")
+    assert data_span(con, "tx") == (date(2025, 3, 2), date(2025, 10, 1))
 
 
 def test_windows_must_be_positive():
