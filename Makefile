@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench bench-churn bench-serving bench-batch bench-uplift lint clean
+.PHONY: demo test browser bench bench-churn bench-serving bench-batch bench-uplift lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,8 +15,17 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/churn demo
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest
+
+# Headless Chromium (Debian's package) for the test that opens the API docs in a browser.
+# Installed when missing and this runs as root with apt-get; otherwise that test skips
+# (under CI=true it fails instead).
+browser:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && { apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1 \
+	       || { apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium >/dev/null; }; } \
+	  || echo "chromium not installed: the API docs browser test will skip (apt-get install chromium)"; }
 
 bench: $(STAMP)
 	$(BIN)/python bench/features.py

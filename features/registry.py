@@ -18,6 +18,22 @@ EVENT_WINDOWS = (7, 30, 90)
 CHANNELS = ("web", "store", "app")
 
 
+# Each event type in words: (a count of them, one of them).
+EVENT_WORDS = {
+    "email_sent": ("E-mails received", "e-mail received"),
+    "email_open": ("E-mails opened", "e-mail opened"),
+    "email_click": ("E-mail clicks", "e-mail click"), "site_visit": ("Site visits", "site visit"),
+    "app_session": ("App sessions", "app session"), "cart_add": ("Cart adds", "cart add"),
+    "support_contact": ("Support contacts", "support contact"),
+    "content_download": ("Downloads", "download"), "unsubscribe": ("Unsubscribes", "unsubscribe"),
+}
+
+
+def _period(days: int) -> str:
+    """'7 days', 'month', '3 months', 'year': how a marketer names a window."""
+    return {7: "7 days", 30: "month", 90: "3 months", 365: "year"}.get(days, f"{days} days")
+
+
 @dataclass(frozen=True)
 class Feature:
     """One model input: windows are [as_of - window_days, as_of); None means all history."""
@@ -27,35 +43,47 @@ class Feature:
     window_days: int | None = None
     group: str = "purchase"
     version: str = FEATURE_SET_VERSION
+    label: str = ""  # a few words a marketer reads in a reason, e.g. "Days since last order"
 
 
 def _purchase_features() -> list[Feature]:
     feats = [
-        Feature("recency_days", "Days since the last order (NaN if none)."),
-        Feature("tenure_days", "Days since sign-up or first order, whichever is earlier."),
+        Feature("recency_days", "Days since the last order (NaN if none).",
+                label="Days since last order"),
+        Feature("tenure_days", "Days since sign-up or first order, whichever is earlier.",
+                label="Days as a customer"),
     ]
     for days in ORDER_WINDOWS:
-        feats.append(Feature(f"orders_{days}d", f"Orders in the last {days} days.", days))
-    feats.append(Feature("orders_total", "Orders over all history."))
+        feats.append(Feature(f"orders_{days}d", f"Orders in the last {days} days.", days,
+                             label=f"Orders in the last {_period(days)}"))
+    feats.append(Feature("orders_total", "Orders over all history.", label="Orders ever"))
     for days in ORDER_WINDOWS:
-        feats.append(Feature(f"spend_{days}d", f"Spend net of returns, last {days} days.", days))
+        feats.append(Feature(f"spend_{days}d", f"Spend net of returns, last {days} days.", days,
+                             label=f"Spend in the last {_period(days)}"))
     feats += [
-        Feature("spend_total", "Spend net of returns over all history."),
-        Feature("spend_prev_90d", "Spend net of returns in the 90 days before the last 90.", 180),
-        Feature("aov_365d", "Average order value, last 365 days (NaN if no order).", 365),
-        Feature("aov_total", "Average order value over all history (NaN if no order)."),
-        Feature("gap_mean_days", "Mean days between distinct purchase days (NaN if < 2)."),
-        Feature("gap_std_days", "Spread (population std) of days between purchase days."),
-        Feature("overdue_ratio", "recency_days / gap_mean_days: above 1 means overdue."),
+        Feature("spend_total", "Spend net of returns over all history.", label="Spend ever"),
+        Feature("spend_prev_90d", "Spend net of returns in the 90 days before the last 90.", 180,
+                label="Spend in the 3 months before last"),
+        Feature("aov_365d", "Average order value, last 365 days (NaN if no order).", 365,
+                label="Average order value this year"),
+        Feature("aov_total", "Average order value over all history (NaN if no order).",
+                label="Average order value ever"),
+        Feature("gap_mean_days", "Mean days between distinct purchase days (NaN if < 2).",
+                label="Usual days between orders"),
+        Feature("gap_std_days", "Spread (population std) of days between purchase days.",
+                label="Irregularity of orders (days)"),
+        Feature("overdue_ratio", "recency_days / gap_mean_days: above 1 means overdue.",
+                label="Overdue (times the usual gap)"),
         Feature("spend_trend_90d",
                 "(spend_90d - spend_prev_90d) / (|spend_90d| + |spend_prev_90d|), in [-1, 1].",
-                180),
+                180, label="Spend trend, last 3 months"),
     ]
     for channel in (*CHANNELS, "other"):
         feats.append(Feature(f"channel_share_{channel}",
                              f"Share of orders placed in channel '{channel}' (NaN if none).",
-                             group="channel"))
-    feats.append(Feature("channels_used", "Distinct order channels used.", group="channel"))
+                             group="channel", label=f"Share of orders via {channel}"))
+    feats.append(Feature("channels_used", "Distinct order channels used.", group="channel",
+                         label="Order channels used"))
     return feats
 
 
@@ -64,20 +92,22 @@ def _event_features() -> list[Feature]:
     for event in KNOWN_EVENT_TYPES:
         for days in EVENT_WINDOWS:
             feats.append(Feature(f"{event}_{days}d", f"'{event}' events in the last {days} days.",
-                                 days, group="engagement"))
+                                 days, group="engagement",
+                                 label=f"{EVENT_WORDS[event][0]} in the last {_period(days)}"))
         feats.append(Feature(f"days_since_{event}", f"Days since the last '{event}' (NaN if none).",
-                             group="engagement"))
+                             group="engagement",
+                             label=f"Days since last {EVENT_WORDS[event][1]}"))
     return [
         *feats,
         Feature("email_open_rate_90d", "email_open_90d / email_sent_90d (NaN if none sent).", 90,
-                group="engagement"),
+                group="engagement", label="E-mail open rate, last 3 months"),
         Feature("email_click_rate_90d", "email_click_90d / email_sent_90d (NaN if none sent).",
-                90, group="engagement"),
+                90, group="engagement", label="E-mail click rate, last 3 months"),
         Feature("cart_adds_without_order_30d",
                 "Cart adds in the last 30 days made after the last order.", 30,
-                group="engagement"),
+                group="engagement", label="Abandoned cart adds, last month"),
         Feature("unsubscribed", "1 if the customer ever unsubscribed, else 0.",
-                group="engagement"),
+                group="engagement", label="Unsubscribed (1 = yes)"),
     ]
 
 
@@ -100,13 +130,14 @@ def registry_markdown() -> str:
         "Windows are `[as_of - N days, as_of)`; an empty window means all history before",
         "`as_of`. Every output row also has `customer_id` and `as_of`.",
         "",
-        "| # | name | group | window (days) | version | meaning |",
-        "|---:|---|---|---:|---|---|",
+        "| # | name | label (in reasons) | group | window (days) | version | meaning |",
+        "|---:|---|---|---|---:|---|---|",
     ]
     for number, f in enumerate(FEATURES, start=1):
         window = "" if f.window_days is None else str(f.window_days)
         meaning = f.description.replace("|", "\\|")
-        lines.append(f"| {number} | `{f.name}` | {f.group} | {window} | {f.version} | {meaning} |")
+        lines.append(f"| {number} | `{f.name}` | {f.label} | {f.group} | {window} | {f.version} "
+                     f"| {meaning} |")
     return "\n".join(lines) + "\n"
 
 

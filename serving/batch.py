@@ -18,6 +18,7 @@ from typing import Protocol
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import duckdb
+import orjson
 import pandas as pd
 import psycopg
 import pyarrow as pa
@@ -35,15 +36,19 @@ CHUNK_ROWS = 200_000
 TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
 PG_COLUMNS = {
     "customer_id": "text NOT NULL", "as_of": "date NOT NULL",
-    "churn_probability": "double precision", "value_at_risk": "double precision",
+    "churn_probability": "double precision", "churn_percentile": "double precision",
+    "risk_band": "text", "value_at_risk": "double precision",
     "uplift_spend": "double precision", "segment": "text NOT NULL",
-    "spend_tier": "text NOT NULL", "contactable": "boolean NOT NULL", "reasons": "text",
+    "spend_tier": "text NOT NULL", "contactable": "boolean NOT NULL", "reasons": "jsonb",
     "model_versions": "text NOT NULL",
 }
+REASON = pa.struct([("feature", pa.string()), ("label", pa.string()), ("value", pa.float64()),
+                    ("contribution", pa.float64())])
 ARROW_SCHEMA = pa.schema([
     ("customer_id", pa.string()), ("as_of", pa.date32()), ("churn_probability", pa.float64()),
+    ("churn_percentile", pa.float64()), ("risk_band", pa.string()),
     ("value_at_risk", pa.float64()), ("uplift_spend", pa.float64()), ("segment", pa.string()),
-    ("spend_tier", pa.string()), ("contactable", pa.bool_()), ("reasons", pa.string()),
+    ("spend_tier", pa.string()), ("contactable", pa.bool_()), ("reasons", pa.list_(REASON)),
     ("model_versions", pa.string()),
 ])
 
@@ -142,12 +147,31 @@ class PostgresDestination:
         with self.con.transaction():
             self.con.execute(f"CREATE TABLE IF NOT EXISTS {self.table} ({columns}, "
                              f"PRIMARY KEY (customer_id, as_of))")
+        self._check_columns()
         # Everything below runs in one open transaction until commit (or a lost connection).
         self.con.execute(f"CREATE TEMP TABLE scores_staging (LIKE {self.table}) "
                          f"ON COMMIT DROP")
 
+    def _check_columns(self) -> None:
+        """Refuse a table made for other columns (an older release's, say), naming them."""
+        schema, _, name = self.table.rpartition(".")
+        found = [row[0] for row in self.con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = %s "
+            "AND table_schema = coalesce(nullif(%s, ''), current_schema()) "
+            "ORDER BY ordinal_position", (name, schema)).fetchall()]
+        if found != list(PG_COLUMNS):
+            self.con.close()
+            missing = [c for c in PG_COLUMNS if c not in found]
+            extra = [c for c in found if c not in PG_COLUMNS]
+            raise ContractError(
+                f"--out: table {self.table} has other columns than scores need (missing "
+                f"{missing or 'none'}, unexpected {extra or 'none'}; an older release's table?): "
+                f"write to a new one with ?table=NAME, or rename or drop it")
+
     def write(self, chunk: pd.DataFrame) -> None:
         names = ", ".join(PG_COLUMNS)
+        chunk = chunk.assign(reasons=[None if r is None else orjson.dumps(r).decode()
+                                      for r in chunk["reasons"]])
         # CSV: an empty unquoted field is NULL, so NaN and missing reasons arrive as NULL.
         text = chunk.to_csv(index=False, header=False, date_format="%Y-%m-%d")
         with self.con.cursor().copy(

@@ -177,3 +177,16 @@ def load_champion(name: str = "churn", uplift: bool = False,
     loaded_uplift = (load_uplift_champion(uplift_name, uplift_arm, check, trained_on(version))
                      if uplift else None)
     return LoadedModel(model, name, str(version.version), version.run_id, loaded_uplift)
+
+
+def champion_versions(name: str, uplift_name: str | None) -> tuple[str, str | None]:
+    """The registry versions that hold the ``champion`` alias now: (churn, uplift or None).
+    Cheap (no download), for noticing a new champion."""
+    client = MlflowClient()
+    churn = str(client.get_model_version_by_alias(name, CHAMPION).version)
+    if uplift_name is None:
+        return churn, None
+    try:
+        return churn, str(client.get_model_version_by_alias(uplift_name, CHAMPION).version)
+    except MlflowException:
+        return churn, None

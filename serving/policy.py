@@ -20,6 +20,8 @@ Columns = Mapping[str, ArrayLike] | pd.DataFrame
 
 DEFAULT_POLICY = Path(__file__).with_name("segments.toml")
 SEGMENTS = ("new", "active", "at_risk", "lapsed", "win_back")
+SPEND_TIERS = ("low", "medium", "high")
+RISK_BANDS = ("low", "medium", "high")
 
 
 class PolicyError(ValueError):
@@ -39,6 +41,7 @@ class SegmentPolicy:
     horizon_days: float = 90
     tier_quantiles: tuple[float, float] = (0.5, 0.8)
     top_reasons: int = 3
+    risk_cuts: tuple[float, float] = (0.25, 0.5)
 
     @classmethod
     def load(cls, path: Path = DEFAULT_POLICY) -> SegmentPolicy:
@@ -54,6 +57,8 @@ class SegmentPolicy:
                 horizon_days=float(raw["value"]["horizon_days"]),
                 tier_quantiles=tuple(float(q) for q in raw["spend_tier"]["quantiles"]),
                 top_reasons=int(raw["reasons"]["top"]),
+                risk_cuts=tuple(float(c) for c in raw.get("risk_band", {}).get(
+                    "cuts", cls.risk_cuts)),
             )
         except (OSError, tomllib.TOMLDecodeError) as err:
             raise PolicyError(f"policy {path}: {err}") from None
@@ -72,6 +77,10 @@ class SegmentPolicy:
         if len(cuts) != 2 or not 0 < cuts[0] < cuts[1] < 1:
             raise PolicyError(f"{path}: spend_tier.quantiles must be two numbers, "
                               f"0 < first < second < 1")
+        risk = self.risk_cuts
+        if len(risk) != 2 or not 0 < risk[0] < risk[1] < 1:
+            raise PolicyError(f"{path}: risk_band.cuts must be two probabilities, "
+                              f"0 < first < second < 1")
         if not 0 < self.at_risk_probability < 1:
             raise PolicyError(f"{path}: segments.at_risk_probability must be between 0 and 1")
         if self.contact_cost < 0:
@@ -80,30 +89,33 @@ class SegmentPolicy:
             raise PolicyError(f"{path}: reasons.top must be 0 or more")
 
 
-def readable(feature: str) -> str:
-    """A feature's description without its fine print, e.g. 'Days since the last order'."""
-    text = FEATURES_BY_NAME[feature].description
-    return text.split(" (")[0].rstrip(".")
-
-
-def reasons(contributions: pd.DataFrame, values: pd.DataFrame, top: int) -> list[str]:
-    """Per row, the ``top`` features that raised the churn score most, as readable text."""
-    names = contributions.columns.to_numpy()
-    contrib = contributions.to_numpy()
-    vals = values[list(names)].to_numpy()
-    order = np.argsort(-contrib, axis=1)[:, :top]
+def reasons(contributions: np.ndarray, values: np.ndarray, names: list[str],
+            top: int) -> list[list[dict]]:
+    """Per row, the ``top`` features that raised the churn score most (largest positive
+    contribution first), each as ``{feature, label, value, contribution}``: the column, its
+    label in words, the customer's value (None when unknown) and the contribution to the
+    churn log-odds. Columns of both arrays are ``names``."""
+    order = np.argsort(-contributions, axis=1)[:, :top]
+    labels = [FEATURES_BY_NAME[name].label for name in names]
     out = []
     for row, picks in enumerate(order):
-        parts = [f"{readable(names[j])}: {_fmt(vals[row, j])}" for j in picks
-                 if contrib[row, j] > 0]
-        out.append("; ".join(parts))
+        out.append([{"feature": names[j], "label": labels[j], "value": _value(values[row, j]),
+                     "contribution": round(float(contributions[row, j]), 4)}
+                    for j in picks if contributions[row, j] > 0])
     return out
 
 
-def _fmt(value: float) -> str:
-    if np.isnan(value):
-        return "none"
-    return f"{value:,.0f}" if abs(value) >= 10 or float(value).is_integer() else f"{value:.2f}"
+def _value(value: float) -> float | None:
+    return None if np.isnan(value) else round(float(value), 4)
+
+
+def risk_bands(probability: ArrayLike, cuts: tuple[float, float]) -> np.ndarray:
+    """low below the first cut, high from the second, medium between; None without a
+    probability (outside the model's base)."""
+    p = np.asarray(probability, dtype=float)
+    with np.errstate(invalid="ignore"):
+        bands = np.where(p >= cuts[1], "high", np.where(p >= cuts[0], "medium", "low"))
+    return np.where(np.isnan(p), None, bands.astype(object))
 
 
 def tier_cut_points(percentiles: list[float] | None,

@@ -14,13 +14,15 @@ from serving.policy import (
     SegmentPolicy,
     expected_spend,
     reasons,
+    risk_bands,
     segment,
     spend_tiers,
     tier_cut_points,
 )
 
-OUTPUT_COLUMNS = ("customer_id", "as_of", "churn_probability", "value_at_risk", "uplift_spend",
-                  "segment", "spend_tier", "contactable", "reasons", "model_versions")
+OUTPUT_COLUMNS = ("customer_id", "as_of", "churn_probability", "churn_percentile", "risk_band",
+                  "value_at_risk", "uplift_spend", "segment", "spend_tier", "contactable",
+                  "reasons", "model_versions")
 
 
 def score_features(features: pd.DataFrame, contactable: ArrayLike, loaded: LoadedModel,
@@ -64,8 +66,9 @@ def score_matrix(ids: np.ndarray, as_of: np.ndarray | None, matrix: np.ndarray,
     # Reasons (TreeSHAP, far slower than prediction) for those at risk: the ones contacted.
     if explain and policy.top_reasons and at_risk.any():
         contributions = loaded.model.contributions_matrix(matrix[at_risk])
-        why[at_risk] = reasons(pd.DataFrame(contributions, columns=names),
-                               pd.DataFrame(matrix[at_risk], columns=names), policy.top_reasons)
+        chosen = reasons(contributions, matrix[at_risk], names, policy.top_reasons)
+        for row, listed in zip(np.flatnonzero(at_risk), chosen, strict=True):
+            why[row] = listed
     value = probability * expected_spend(columns, policy)
     reach = _flags(contactable, len(matrix))
     uplift = None
@@ -75,6 +78,8 @@ def score_matrix(ids: np.ndarray, as_of: np.ndarray | None, matrix: np.ndarray,
         "customer_id": np.asarray(ids),
         "as_of": np.full(len(matrix), None, dtype=object) if as_of is None else as_of,
         "churn_probability": probability,
+        "churn_percentile": np.round(loaded.model.churn_percentile(probability), 1),
+        "risk_band": risk_bands(probability, policy.risk_cuts),
         "value_at_risk": value,
         "uplift_spend": np.full(len(matrix), np.nan) if uplift is None else uplift,
         "segment": segment(columns, base, probability, np.nan_to_num(value, nan=0.0), reach, policy,

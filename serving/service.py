@@ -1,18 +1,23 @@
 """The online scoring service (BentoML): the champion churn model behind HTTP.
 
-Two ways in: ``/score_features`` takes feature rows as the batch job builds them;
-``/score_history`` takes recent contract rows and builds the features with the same query
-as the batch job. Both return the churn probability, segment, spend tier, value at risk,
-reasons and the model version that scored them. ``/livez``, ``/readyz`` and ``/metrics``
-(Prometheus) come with BentoML; ``/metadata`` says which model is loaded.
+Three ways in: ``/score_features`` takes feature rows as the batch job builds them;
+``/score_table`` the same column-wise; ``/score_history`` takes recent contract rows and
+builds the features with the batch job's query. Each returns the churn probability, its
+percentile and risk band, segment, spend tier, value at risk, reasons and the model version
+that answered. ``/livez``, ``/readyz`` and ``/metrics`` (Prometheus) come with BentoML;
+``GET /metadata`` says which models answer; ``/docs`` is the OpenAPI page (``serving.api``).
 
-Settings are read once, when the service starts (see ``ServiceSettings``).
+Settings are read once, when the service starts (see ``ServiceSettings``). Served from the
+registry, the service checks the champion alias every ``CHURN_WATCH_SECONDS`` and swaps a
+new champion in between requests.
 """
 
 from __future__ import annotations
 
 import gc
+import logging
 import os
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -29,12 +34,14 @@ from bentoml.exceptions import InvalidArgument
 from pydantic import BaseModel, ConfigDict, Field, create_model
 from starlette.responses import Response
 
+import serving.api as api
 from features.contract import TABLES
 from features.point_in_time import feature_query
 from features.registry import FEATURE_SET_VERSION, FEATURES, feature_names
 from features.validation import frame_problems, id_problems
+from serving.api import EXAMPLE_HISTORY, ScoreResponse, Skipped
 from serving.bundle import BUNDLE, read_bundle
-from serving.champion import DataCheck, load_champion
+from serving.champion import DataCheck, LoadedModel, champion_versions, load_champion
 from serving.guards import (
     BearerTokenMiddleware,
     BodySizeLimitMiddleware,
@@ -44,6 +51,7 @@ from serving.guards import (
 from serving.policy import DEFAULT_POLICY, SegmentPolicy, tier_cut_points
 from serving.scoring import OUTPUT_COLUMNS, score_matrix
 
+LOG = logging.getLogger("churn.service")
 MAX_CUSTOMERS = 10_000
 MAX_HISTORY_ROWS = 200_000
 EXPLAIN = ("Give at-risk customers their reasons (LightGBM pred_contrib). Costs far more "
@@ -66,6 +74,7 @@ class ServiceSettings:
     max_request_bytes: int
     compiled: bool
     bundle: Path | None
+    watch_seconds: float
 
     @classmethod
     def from_environment(cls) -> ServiceSettings:
@@ -81,6 +90,7 @@ class ServiceSettings:
             max_request_bytes=int(os.environ.get("CHURN_MAX_REQUEST_BYTES", str(8 * 1024 * 1024))),
             compiled=os.environ.get("CHURN_COMPILED_FOREST", "1") != "0",
             bundle=BUNDLE if BUNDLE.is_dir() else None,
+            watch_seconds=float(os.environ.get("CHURN_WATCH_SECONDS", "60")),
         )
 
 
@@ -102,60 +112,36 @@ class TransactionIn(BaseModel):
     """One row of the transactions table."""
 
     model_config = PRIVATE
-    customer_id: str = Field(min_length=1)
-    order_id: str = Field(min_length=1)
-    ordered_at: datetime
-    amount: float = Field(allow_inf_nan=False)
-    channel: str | None = None
+    customer_id: str = Field(min_length=1, description="The customer's id.")
+    order_id: str = Field(min_length=1, description="The order's id; one row per order.")
+    ordered_at: datetime = Field(description="When the order was placed (ISO 8601; UTC "
+                                             "when no offset is given).")
+    amount: float = Field(allow_inf_nan=False, description="Order value net of discounts; "
+                                                           "negative for a return.")
+    channel: str | None = Field(None, description="web, store, app or any other name.")
 
 
 class EventIn(BaseModel):
     """One row of the events table."""
 
     model_config = PRIVATE
-    customer_id: str = Field(min_length=1)
-    occurred_at: datetime
-    event_type: str = Field(min_length=1)
+    customer_id: str = Field(min_length=1, description="The customer's id.")
+    occurred_at: datetime = Field(description="When it happened (ISO 8601).")
+    event_type: str = Field(min_length=1, description="email_sent, email_open, email_click, "
+                            "site_visit, app_session, cart_add, support_contact, "
+                            "content_download or unsubscribe; others are ignored.")
 
 
 class CustomerIn(BaseModel):
     """One row of the customers table."""
 
     model_config = PRIVATE
-    customer_id: str = Field(min_length=1)
-    signed_up_at: datetime | None = None
-    profiling_consent: bool | None = True
-    marketing_consent: bool | None = True
-
-
-class ScoredCustomer(BaseModel):
-    """One customer's scores, as the batch job writes them."""
-
-    customer_id: str
-    as_of: date | None
-    churn_probability: float | None
-    value_at_risk: float | None
-    uplift_spend: float | None
-    segment: str
-    spend_tier: str
-    contactable: bool
-    reasons: str | None
-    model_versions: str
-
-
-class Skipped(BaseModel):
-    """A customer asked for but not scored, and why."""
-
-    customer_id: str
-    reason: str
-
-
-class ScoreResponse(BaseModel):
-    """Scores of every customer that could be scored, and the model version used."""
-
-    model_version: str
-    scores: list[ScoredCustomer]
-    skipped: list[Skipped] = []
+    customer_id: str = Field(min_length=1, description="The customer's id, once.")
+    signed_up_at: datetime | None = Field(None, description="When the customer signed up.")
+    profiling_consent: bool | None = Field(
+        True, description="Anything but true: the customer is not scored (listed as skipped).")
+    marketing_consent: bool | None = Field(
+        True, description="Anything but true: scored, but contactable is false.")
 
 
 def _utc(moment: datetime | None) -> datetime | None:
@@ -217,16 +203,37 @@ def _json_values(column: np.ndarray) -> list:
     return column.tolist()
 
 
-def json_response(columns: dict[str, np.ndarray], model_version: str,
+ROW_COLUMNS = [c for c in OUTPUT_COLUMNS if c != "model_versions"]
+
+
+def models_answering(loaded: LoadedModel) -> dict[str, str | None]:
+    """The ``ScoreResponse`` fields that say which models answered."""
+    uplift = loaded.uplift
+    return {"model_name": loaded.name, "model_version": loaded.version,
+            "uplift_model_name": uplift.name if uplift else None,
+            "uplift_model_version": uplift.version if uplift else None}
+
+
+def json_response(columns: dict[str, np.ndarray], loaded: LoadedModel,
                   skipped: Sequence[Skipped]) -> Response:
     """The ``ScoreResponse`` of these score columns, serialised by orjson in one pass
     (NaN becomes null). Building 1000 pydantic objects cost more than scoring them."""
-    names = list(OUTPUT_COLUMNS)
-    values = [_json_values(np.asarray(columns[name])) for name in names]
-    body = {"model_version": model_version,
-            "scores": [dict(zip(names, row, strict=True)) for row in zip(*values, strict=True)],
+    values = [_json_values(np.asarray(columns[name])) for name in ROW_COLUMNS]
+    body = {**models_answering(loaded),
+            "scores": [dict(zip(ROW_COLUMNS, row, strict=True))
+                       for row in zip(*values, strict=True)],
             "skipped": [s.model_dump() for s in skipped]}
-    return Response(orjson.dumps(body), media_type="application/json")
+    return Response(orjson.dumps(body), media_type="application/json",
+                    headers={"x-model-version": loaded.version})
+
+
+@dataclass(frozen=True)
+class Scorer:
+    """What answers a request: the models and the spend tier cuts read off them. Replaced
+    whole when a new champion arrives, so a request sees one or the other, never a mix."""
+
+    loaded: LoadedModel
+    tier_cuts: tuple[float, float]
 
 
 @bentoml.service(name="churn", http={"port": 3000}, traffic={"timeout": 30})
@@ -238,38 +245,74 @@ class ChurnService:
         settings = ServiceSettings.from_environment()
         if settings.tracking_uri:
             mlflow.set_tracking_uri(settings.tracking_uri)
+        self.settings = settings
         self.policy = SegmentPolicy.load(settings.policy)
         # A bento built by `churn build` carries its champions; otherwise ask the registry.
-        self.loaded = read_bundle(settings.bundle, settings.compiled) if settings.bundle else \
-            load_champion(settings.model_name, uplift=settings.uplift and self.policy.uses_uplift,
-                          uplift_arm=self.policy.uplift_arm or None, compiled=settings.compiled,
-                          uplift_name=settings.uplift_model_name,
-                          check=DataCheck(allow_mismatch=settings.allow_data_mismatch))
-        self.tier_cuts = tier_cut_points(self.loaded.model.spend_percentiles, self.policy)
-        # One scoring pass first, so what the first request would load (compiled code,
-        # lazy imports) is loaded now.
-        sample = self.loaded.warmup_rows()
-        self._respond(list(map(str, range(len(sample)))), None,
-                      sample[feature_names()].to_numpy(dtype=np.float64), True, explain=True)
+        self.scorer = self._ready(read_bundle(settings.bundle, settings.compiled)
+                                  if settings.bundle else self._load())
+        self.docs: tuple[str, dict] | None = None
+        _SERVICE["instance"] = self
+        self.watching = settings.bundle is None and settings.watch_seconds > 0
+        if self.watching:
+            threading.Thread(target=self._watch, name="champion-watch", daemon=True).start()
         # Everything loaded so far lives as long as the server: keep it out of the garbage
         # collector's full passes, which otherwise stall requests for 40-250 ms at a time.
         gc.collect()
         gc.freeze()
 
+    def _load(self) -> LoadedModel:
+        settings = self.settings
+        return load_champion(
+            settings.model_name, uplift=settings.uplift and self.policy.uses_uplift,
+            uplift_arm=self.policy.uplift_arm or None, compiled=settings.compiled,
+            uplift_name=settings.uplift_model_name,
+            check=DataCheck(allow_mismatch=settings.allow_data_mismatch))
+
+    def _ready(self, loaded: LoadedModel) -> Scorer:
+        """A ``Scorer`` for ``loaded``, run once on a few rows, so what the first request
+        would load (compiled code, lazy imports) is loaded now."""
+        scorer = Scorer(loaded, tier_cut_points(loaded.model.spend_percentiles, self.policy))
+        sample = loaded.warmup_rows()
+        self._respond(list(map(str, range(len(sample)))), None,
+                      sample[feature_names()].to_numpy(dtype=np.float64), True, explain=True,
+                      scorer=scorer)
+        return scorer
+
+    def _watch(self) -> None:
+        """Every ``watch_seconds``: if another version holds a champion alias, load it, warm
+        it up and swap it in. A failure keeps the models that answer now, and says why."""
+        settings, stop = self.settings, threading.Event()
+        uplift_name = settings.uplift_model_name if settings.uplift and \
+            self.policy.uses_uplift else None
+        while not stop.wait(settings.watch_seconds):
+            now = self.scorer.loaded
+            serving = (now.version, now.uplift.version if now.uplift else None)
+            try:
+                if champion_versions(settings.model_name, uplift_name) == serving:
+                    continue
+                self.scorer = self._ready(self._load())
+            except Exception as err:  # keep serving what works
+                LOG.warning("champion check failed, still serving %s: %s", now.label, err)
+                continue
+            LOG.warning("new champion: now serving %s (was %s)", self.scorer.loaded.label,
+                        now.label)
+
     def _respond(self, ids: list[str], as_of: np.ndarray | None, matrix: np.ndarray,
                  contactable: list[bool] | np.ndarray | bool, explain: bool,
-                 skipped: Sequence[Skipped] = ()) -> Response:
+                 skipped: Sequence[Skipped] = (), scorer: Scorer | None = None) -> Response:
         """A ``ScoreResponse`` as JSON, written straight from the score arrays. The API
         methods keep ``ScoreResponse`` as their declared type, which is what the OpenAPI
         schema shows; BentoML passes a ``Response`` through as it is."""
+        scorer = scorer or self.scorer  # read once: a swap mid-request changes nothing here
         columns = score_matrix(np.asarray(ids, dtype=object), as_of, matrix, contactable,
-                               self.loaded, self.policy, self.tier_cuts, explain)
-        return json_response(columns, self.loaded.label, skipped)
+                               scorer.loaded, self.policy, scorer.tier_cuts, explain)
+        return json_response(columns, scorer.loaded, skipped)
 
     @bentoml.api
     def score_features(
-        self, customers: Annotated[list[FeatureRow], Field(min_length=1,  # type: ignore[valid-type]
-                                                           max_length=MAX_CUSTOMERS)],
+        self, customers: Annotated[list[FeatureRow], Field(  # type: ignore[valid-type]
+            min_length=1, max_length=MAX_CUSTOMERS,
+            description="One row per customer: every feature (null when unknown).")],
         explain: Annotated[bool, Field(description=EXPLAIN)] = True,
     ) -> ScoreResponse:
         """Score 1..N customers given their feature rows (null for an unknown value)."""
@@ -283,10 +326,17 @@ class ChurnService:
     def score_table(
         self,
         customer_ids: Annotated[list[Annotated[str, Field(min_length=1)]],
-                                Field(min_length=1, max_length=MAX_CUSTOMERS)],
-        columns: list[str],
-        data: Annotated[list[list[FiniteOrNull]], Field(min_length=1, max_length=MAX_CUSTOMERS)],
-        contactable: Annotated[list[bool] | None, Field(max_length=MAX_CUSTOMERS)] = None,
+                                Field(min_length=1, max_length=MAX_CUSTOMERS,
+                                      description="The customers, in the order of data.")],
+        columns: Annotated[list[str], Field(description="Every feature's name once, in the "
+                                                        "order of each data row.")],
+        data: Annotated[list[list[FiniteOrNull]], Field(
+            min_length=1, max_length=MAX_CUSTOMERS,
+            description="One row per customer: a number (null when unknown) per column.")],
+        contactable: Annotated[list[bool] | None, Field(
+            max_length=MAX_CUSTOMERS,
+            description="Per customer, false when marketing consent is withheld; all true "
+                        "when left out.")] = None,
         explain: Annotated[bool, Field(description=EXPLAIN)] = True,
     ) -> ScoreResponse:
         """Score 1..N customers sent column-wise: the fastest way in for large batches.
@@ -315,11 +365,21 @@ class ChurnService:
     @bentoml.api
     def score_history(
         self,
-        as_of: date,
-        transactions: Annotated[list[TransactionIn], Field(max_length=MAX_HISTORY_ROWS)],
-        events: Annotated[list[EventIn], Field(max_length=MAX_HISTORY_ROWS)] = [],  # noqa: B006
-        customers: Annotated[list[CustomerIn], Field(max_length=MAX_CUSTOMERS)] = [],  # noqa: B006
-        customer_ids: Annotated[list[str] | None, Field(max_length=MAX_CUSTOMERS)] = None,
+        as_of: Annotated[date, Field(description="The day to score as of: only rows before it "
+                                                  "count. Not in the future.")],
+        transactions: Annotated[list[TransactionIn], Field(
+            max_length=MAX_HISTORY_ROWS, description="The customers' orders (all you have, "
+                                                     "or at least the last year's).")],
+        events: Annotated[list[EventIn], Field(
+            max_length=MAX_HISTORY_ROWS,
+            description="Engagement events (optional).")] = [],  # noqa: B006
+        customers: Annotated[list[CustomerIn], Field(
+            max_length=MAX_CUSTOMERS,
+            description="Sign-up and consent (optional).")] = [],  # noqa: B006
+        customer_ids: Annotated[list[str] | None, Field(
+            max_length=MAX_CUSTOMERS,
+            description="Answer for these customers only; those without a row before as_of "
+                        "are listed under skipped.")] = None,
         explain: Annotated[bool, Field(description=EXPLAIN)] = True,
     ) -> ScoreResponse:
         """Score customers from their recent history (contract rows) as of a date.
@@ -327,6 +387,12 @@ class ChurnService:
         Only rows before ``as_of`` count. ``customer_ids`` limits the answer to those
         customers; any of them without a usable row is listed under ``skipped``.
         """
+        return self._score_history(as_of, transactions, events, customers, customer_ids,
+                                   explain)
+
+    def _score_history(self, as_of: date, transactions: list[TransactionIn],
+                       events: list[EventIn], customers: list[CustomerIn],
+                       customer_ids: list[str] | None, explain: bool) -> Response:
         if as_of > datetime.now(UTC).date() + timedelta(days=1):
             raise InvalidArgument(f"as_of: {as_of} is in the future; scores describe customers "
                                   f"as of a day that has happened")
@@ -345,21 +411,72 @@ class ChurnService:
                              features["contactable"].to_numpy(dtype=bool), explain, skipped)
 
     @bentoml.api(route="/metadata")
-    def metadata(self) -> dict:
-        """The model that answers: registry name and version, feature set, policy."""
-        return {"model_name": self.loaded.name, "model_version": self.loaded.version,
-                "model_versions": self.loaded.label, "feature_set_version": FEATURE_SET_VERSION,
-                "features": feature_names(), "policy": self.policy.__dict__,
-                "tree_evaluator": "lightgbm" if self.loaded.model.evaluator is None
-                else "compiled forest",
-                "spend_tier_cuts": list(self.tier_cuts),
-                "uplift_model": None if self.loaded.uplift is None else {
-                    "name": self.loaded.uplift.name, "version": self.loaded.uplift.version,
-                    "arm": self.loaded.uplift.arm},
-                "max_customers_per_request": MAX_CUSTOMERS}
+    def metadata(self) -> api.Metadata:
+        """The models that answer (registry names and versions), feature set and policy.
+
+        Also answers GET. ``model_version`` is the churn model's registry version, as in
+        every score answer.
+        """
+        scorer = self.scorer
+        loaded = scorer.loaded
+        return api.Metadata(
+            service_version=api.package_version(), model_name=loaded.name,
+            model_version=loaded.version, feature_set_version=FEATURE_SET_VERSION,
+            features=feature_names(), policy=self.policy.__dict__,
+            tree_evaluator="lightgbm" if loaded.model.evaluator is None else "compiled forest",
+            spend_tier_cuts=list(scorer.tier_cuts),
+            uplift_model=None if loaded.uplift is None else {
+                "name": loaded.uplift.name, "version": loaded.uplift.version,
+                "arm": loaded.uplift.arm},
+            watching_champion=self.watching, max_customers_per_request=MAX_CUSTOMERS)
+
+    def openapi_document(self) -> dict:
+        """``/docs.json``: the generated document made the service's own, with worked
+        examples answered by the models that answer now (rebuilt when they change)."""
+        loaded = self.scorer.loaded
+        if self.docs is None or self.docs[0] != loaded.label:
+            spec = ChurnService.openapi_spec.asdict()
+            self.docs = (loaded.label, api.customise(spec, self._examples(), loaded.label))
+        return self.docs[1]
+
+    def _examples(self) -> dict[str, tuple[object, object]]:
+        """(request, answer) per scoring endpoint, the answers computed by this service."""
+        history = {k: v for k, v in EXAMPLE_HISTORY.items() if k != "as_of"}
+        as_of = date.fromisoformat(EXAMPLE_HISTORY["as_of"])
+        rows = [TransactionIn(**r) for r in history["transactions"]], \
+            [EventIn(**r) for r in history["events"]], \
+            [CustomerIn(**r) for r in history["customers"]]
+        features = history_features(as_of, *rows).head(1)
+        names = feature_names()
+        values = [None if pd.isna(v) else float(v) for v in features[names].iloc[0]]
+        ids = list(features["customer_id"])
+        requests = {
+            "/score_history": EXAMPLE_HISTORY,
+            "/score_features": {"customers": [{"customer_id": ids[0], "contactable": True,
+                                               **dict(zip(names, values, strict=True))}],
+                                "explain": True},
+            "/score_table": {"customer_ids": ids, "columns": names, "data": [values],
+                             "contactable": [True], "explain": True},
+        }
+        answers = {
+            "/score_history": self._score_history(as_of, *rows, None, True),
+            "/score_features": self._respond(ids, None, np.array([values], dtype=np.float64),
+                                             True, True),
+        }
+        answers["/score_table"] = answers["/score_features"]
+        return {path: (request, orjson.loads(answers[path].body))
+                for path, request in requests.items()}
+
+
+_SERVICE: dict[str, ChurnService] = {}
+
+
+def _document() -> dict:
+    return _SERVICE["instance"].openapi_document()
 
 
 _settings = ServiceSettings.from_environment()
 release_finished_requests()
+ChurnService.add_asgi_middleware(api.ApiSurface, document=_document)
 ChurnService.add_asgi_middleware(BodySizeLimitMiddleware, max_bytes=_settings.max_request_bytes)
 ChurnService.add_asgi_middleware(BearerTokenMiddleware, token=_settings.token)

@@ -79,28 +79,52 @@ def spend_percentiles(spend: pd.Series) -> list[float]:
     return np.percentile(values, np.arange(101)).tolist()
 
 
+def percentile_rank(values: np.ndarray, percentiles: list[float] | None) -> np.ndarray:
+    """Where each value falls among a base described by its 0th..100th ``percentiles``:
+    0 at or below the lowest, 100 at or above the highest, linear between. A value equal to
+    a run of tied percentiles (calibration makes plateaus) gets the run's middle. NaN stays
+    NaN; without percentiles everything is NaN."""
+    values = np.asarray(values, dtype=float)
+    if not percentiles:
+        return np.full(values.shape, np.nan)
+    points = np.asarray(percentiles, dtype=float)
+    grid = np.linspace(0.0, 100.0, len(points))
+    unique, first, counts = np.unique(points, return_index=True, return_counts=True)
+    middle = grid[first] + (counts - 1) * (grid[1] - grid[0]) / 2.0
+    ranks = np.interp(values, unique, middle, left=0.0, right=100.0)
+    return np.where(np.isnan(values), np.nan, ranks)
+
+
 class ChurnModel:
     """Booster + calibrator over the registry's features, in registry order.
 
     ``label`` is the churn label it predicts (who is in the base, over what horizon);
-    ``spend_percentiles`` are those of its test base, from which spend tiers are cut.
+    ``spend_percentiles`` are those of its test base, from which spend tiers are cut, and
+    ``probability_percentiles`` those of its churn probabilities there, against which a
+    score's ``churn_percentile`` is read.
     """
 
     def __init__(self, booster: lgb.Booster, calibrator: Calibrator,
                  feature_set_version: str = FEATURE_SET_VERSION,
                  label: ChurnLabelConfig | None = None,
-                 spend_percentiles: list[float] | None = None) -> None:
+                 spend_percentiles: list[float] | None = None,
+                 probability_percentiles: list[float] | None = None) -> None:
         self.booster = booster
         self.calibrator = calibrator
         self.feature_set_version = feature_set_version
         self.features = feature_names()
         self.label = label or ChurnLabelConfig()
         self.spend_percentiles = spend_percentiles
+        self.probability_percentiles = probability_percentiles
         self.evaluator: Callable[[np.ndarray], np.ndarray] | None = None
 
     def in_base(self, recency_days: np.ndarray) -> np.ndarray:
         """Rows the model speaks for: an order within its base window before the cutoff."""
         return in_base(recency_days, self.label.base_days)
+
+    def churn_percentile(self, probability: np.ndarray) -> np.ndarray:
+        """Each probability's percentile (0-100) among the test base's probabilities."""
+        return percentile_rank(probability, self.probability_percentiles)
 
     def matrix(self, frame: pd.DataFrame) -> np.ndarray:
         return frame[self.features].to_numpy(dtype=np.float64)
@@ -139,7 +163,8 @@ class ChurnModel:
         (folder / "features.json").write_text(json.dumps(
             {"feature_set_version": self.feature_set_version, "features": self.features,
              "base_days": self.label.base_days, "horizon_days": self.label.horizon_days,
-             "spend_percentiles": self.spend_percentiles}))
+             "spend_percentiles": self.spend_percentiles,
+             "probability_percentiles": self.probability_percentiles}))
         return folder
 
     @classmethod
@@ -154,4 +179,4 @@ class ChurnModel:
         label = ChurnLabelConfig(horizon_days=meta.get("horizon_days", 90),
                                  base_days=meta.get("base_days", 365))
         return cls(booster, Calibrator(cal["method"], cal["params"]), meta["feature_set_version"],
-                   label, meta.get("spend_percentiles"))
+                   label, meta.get("spend_percentiles"), meta.get("probability_percentiles"))

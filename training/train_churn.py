@@ -206,6 +206,8 @@ def train_on_tables(cfg: ChurnTrainConfig, con: duckdb.DuckDBPyConnection,
     metrics = {MODEL: score_metrics(y, probability, is_probability=True)}
     metrics.update({name: score_metrics(y, s, p) for name, (s, p) in baselines.items()})
     model.spend_percentiles = spend_percentiles(test["spend_365d"])
+    model.probability_percentiles = np.percentile(probability, np.arange(101)).tolist() \
+        if len(probability) else None
     keep = ["cutoff", "customer_id", *feature_names(), LABEL]
     return ChurnTrainResult(
         model, trees, losses, metrics, score_metrics(y_valid, valid_probability, True),

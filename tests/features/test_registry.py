@@ -24,6 +24,14 @@ def test_every_windowed_feature_says_its_window():
             assert feature.window_days is not None, feature.name
 
 
+def test_every_feature_has_a_short_distinct_label_for_reasons():
+    labels = [f.label for f in FEATURES]
+    assert all(0 < len(label) <= 40 for label in labels), [f.name for f in FEATURES
+                                                           if not 0 < len(f.label) <= 40]
+    assert len(set(labels)) == len(labels)
+    assert not any("_" in label for label in labels)  # words, not column names
+
+
 def test_docs_page_is_generated_from_the_registry():
     page = Path(__file__).resolve().parents[2] / "docs" / "FEATURES.md"
     assert page.read_text() == registry_markdown(), (

@@ -73,8 +73,20 @@ def test_parquet_scores_follow_the_model_and_the_consent_rules(champion, synthet
     assert scores.drop(in_base)["churn_probability"].isna().all()
 
     at_risk = scores["churn_probability"] >= 0.5
-    assert scores.loc[at_risk, "reasons"].str.len().gt(0).all()
+    listed = scores.loc[at_risk, "reasons"]
+    assert listed.map(len).gt(0).all()
+    first = listed.iloc[0][0]
+    assert set(first) == {"feature", "label", "value", "contribution"}
+    assert first["contribution"] > 0 and " " in first["label"]
     assert scores.loc[~at_risk, "reasons"].isna().all()
+    # Risk bands follow the policy's cuts; percentiles rise with the probability.
+    scored = scores.dropna(subset=["churn_probability"])
+    assert (scored.loc[scored["churn_probability"] >= 0.5, "risk_band"] == "high").all()
+    assert (scored.loc[scored["churn_probability"] < 0.25, "risk_band"] == "low").all()
+    assert scores.drop(in_base)["risk_band"].isna().all()
+    ranked = scored.sort_values("churn_probability")["churn_percentile"]
+    assert ranked.between(0, 100).all() and ranked.is_monotonic_increasing
+    assert ranked.iloc[-1] > 90 and ranked.iloc[0] < 10
     assert set(scores["segment"]) <= {"new", "active", "at_risk", "lapsed", "win_back"}
     assert result.summary["customers"].sum() == len(scores)
 
@@ -96,6 +108,30 @@ def test_postgres_rerun_replaces_and_other_dates_stay(champion, synthetic_data,
     assert count_rows(url) == {"2025-10-01": first.rows}
     other = score_to(url, data, champion, date(2025, 9, 1))
     assert count_rows(url) == {"2025-10-01": first.rows, "2025-09-01": other.rows}
+
+
+def test_postgres_rows_carry_reasons_as_json_and_an_older_table_is_refused(
+        champion, synthetic_data, postgres_database, tmp_path):
+    data, _ = synthetic_data
+    url = f"{postgres_database}?table=scores_json"
+    score_to(url, data, champion)
+    score_to(str(tmp_path / "same.parquet"), data, champion)
+    parquet = pd.read_parquet(tmp_path / "same.parquet").set_index("customer_id")
+    dsn, _ = parse_postgres_url(url)
+    with psycopg.connect(dsn) as con:
+        rows = con.execute("SELECT customer_id, reasons, risk_band, churn_percentile "
+                           "FROM scores_json WHERE reasons IS NOT NULL "
+                           "ORDER BY customer_id LIMIT 20").fetchall()
+        con.execute("CREATE TABLE old_scores (customer_id text, as_of date, "
+                    "churn_probability double precision, reasons text)")
+    assert rows
+    for customer, reasons, band, percentile in rows:
+        want = parquet.loc[customer]
+        assert [r["feature"] for r in reasons] == [r["feature"] for r in want["reasons"]]
+        assert band == want["risk_band"] and percentile == want["churn_percentile"]
+    with pytest.raises(ContractError, match=r"old_scores has other columns.*missing "
+                                            r"\[.*'risk_band'.*\?table=NAME"):
+        score_to(f"{postgres_database}?table=old_scores", data, champion)
 
 
 def start_scoring(out: str, data: Path, cwd: Path, store: str) -> subprocess.Popen:

@@ -14,12 +14,13 @@ from serving.policy import (
     PolicyError,
     SegmentPolicy,
     expected_spend,
-    readable,
     reasons,
+    risk_bands,
     segment,
     spend_tiers,
     tier_cut_points,
 )
+from training.churn_model import percentile_rank
 
 
 def customers(**columns) -> pd.DataFrame:
@@ -77,14 +78,49 @@ def test_spend_tiers_and_expected_spend():
     assert expected_spend(f, SegmentPolicy(horizon_days=90)).tolist() == [90.0, 0.0, 0.0]
 
 
-def test_reasons_name_the_features_that_raise_the_score():
-    contrib = pd.DataFrame({"recency_days": [1.2, -0.5], "orders_90d": [0.3, -0.1],
-                            "email_open_rate_90d": [-0.4, 0.2]})
-    values = pd.DataFrame({"recency_days": [143.0, 3.0], "orders_90d": [0.0, 2.0],
-                           "email_open_rate_90d": [0.5, 0.25]})
-    got = reasons(contrib, values, top=3)
-    assert got[0] == "Days since the last order: 143; Orders in the last 90 days: 0"
-    assert got[1] == f"{readable('email_open_rate_90d')}: 0.25"
+def test_reasons_name_the_features_that_raise_the_score_in_words():
+    names = ["recency_days", "orders_90d", "email_open_rate_90d"]
+    contrib = np.array([[1.2, 0.3, -0.4], [-0.5, -0.1, 0.2]])
+    values = np.array([[143.0, 0.0, np.nan], [3.0, 2.0, 0.25]])
+    got = reasons(contrib, values, names, top=3)
+    assert got[0] == [
+        {"feature": "recency_days", "label": "Days since last order", "value": 143.0,
+         "contribution": 1.2},
+        {"feature": "orders_90d", "label": "Orders in the last 3 months", "value": 0.0,
+         "contribution": 0.3}]
+    assert got[1] == [{"feature": "email_open_rate_90d",
+                       "label": "E-mail open rate, last 3 months", "value": 0.25,
+                       "contribution": 0.2}]
+    assert reasons(contrib, values, names, top=1)[0][0]["feature"] == "recency_days"
+
+
+def test_risk_bands_cut_at_the_policy_and_leave_the_unscored_out(tmp_path: Path):
+    probability = np.array([0.1, 0.25, 0.49, 0.5, 0.9, np.nan])
+    assert risk_bands(probability, SegmentPolicy().risk_cuts).tolist() == [
+        "low", "medium", "medium", "high", "high", None]
+    own = tmp_path / "p.toml"
+    own.write_text(DEFAULT_POLICY.read_text().replace("cuts = [0.25, 0.5]", "cuts = [0.4, 0.8]"))
+    assert risk_bands(probability, SegmentPolicy.load(own).risk_cuts).tolist() == [
+        "low", "low", "medium", "medium", "high", None]
+    own.write_text(DEFAULT_POLICY.read_text().replace("cuts = [0.25, 0.5]", "cuts = [0.8, 0.4]"))
+    with pytest.raises(PolicyError, match=r"risk_band\.cuts must be two probabilities"):
+        SegmentPolicy.load(own)
+    # A policy file written before risk bands existed keeps working with the defaults.
+    older = tmp_path / "older.toml"
+    text = DEFAULT_POLICY.read_text()
+    older.write_text(text[:text.index("[risk_band]")] + text[text.index("[reasons]"):])
+    assert SegmentPolicy.load(older).risk_cuts == (0.25, 0.5)
+
+
+def test_churn_percentile_reads_the_recorded_base():
+    percentiles = list(np.linspace(0.0, 1.0, 101))  # probabilities spread evenly
+    assert percentile_rank(np.array([0.0, 0.25, 0.5, 1.0, np.nan]), percentiles)[:4].tolist() \
+        == pytest.approx([0.0, 25.0, 50.0, 100.0])
+    assert np.isnan(percentile_rank(np.array([np.nan]), percentiles)[0])
+    # A plateau (isotonic calibration) ranks in its middle, not at one end.
+    plateau = [0.1] * 41 + list(np.linspace(0.2, 0.9, 60))
+    assert percentile_rank(np.array([0.1]), plateau)[0] == pytest.approx(20.0)
+    assert np.isnan(percentile_rank(np.array([0.3]), None)[0])
 
 
 def test_a_bad_policy_file_is_named(tmp_path: Path):

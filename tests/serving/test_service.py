@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -17,6 +19,8 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from mlflow import MlflowClient
+from playwright.sync_api import sync_playwright
 
 from features.registry import feature_names
 from serving.batch import ScoreJobConfig, run_score
@@ -54,9 +58,10 @@ class Server:
         self.url, self.process, self.log = url, process, log
 
     def call(self, path: str, body: object = None, raw: bytes | None = None,
-             token: str | None = None, method: str = "POST") -> tuple[int, dict | str]:
+             token: str | None = None, method: str = "POST",
+             headers: dict[str, str] | None = None) -> tuple[int, dict | str]:
         data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-        headers = {"content-type": "application/json"}
+        headers = headers or {"content-type": "application/json"}
         if token:
             headers["authorization"] = f"Bearer {token}"
         request = urllib.request.Request(self.url + path, data=data, headers=headers,
@@ -129,18 +134,20 @@ def test_scores_feature_rows_like_the_model(server, features, trained, uplift_tr
     rows = features.head(25)
     status, body = server.call("/score_features", {"customers": feature_rows(rows)})
     assert status == 200, body
-    assert body["model_version"] == "churn:v1,uplift:v1"
+    assert (body["model_name"], body["model_version"]) == ("churn", "1")
+    assert (body["uplift_model_name"], body["uplift_model_version"]) == ("uplift", "1")
     got = pd.DataFrame(body["scores"]).set_index("customer_id")
     np.testing.assert_allclose(got.loc[rows.index, "churn_probability"],
                                trained.model.predict_proba(rows), rtol=1e-12)
     uplift = uplift_trained[1].model
     np.testing.assert_allclose(got.loc[rows.index, "uplift_spend"],
                                uplift.predict(rows)[f"uplift_{uplift.arms[0]}"], rtol=1e-9)
-    assert set(got["model_versions"]) == {"churn:v1,uplift:v1"}
-    status, meta = server.call("/metadata", {})
-    assert status == 200 and meta["model_version"] == "1"
+    assert "model_versions" not in got.columns  # said once, above the rows
+    status, meta = server.call("/metadata", method="GET")
+    assert status == 200 and meta["model_version"] == body["model_version"] == "1"
     assert meta["uplift_model"] == {"name": "uplift", "version": "1", "arm": uplift.arms[0]}
     assert meta["features"] == feature_names()
+    assert server.call("/metadata", {}) == (200, meta)
 
 
 def test_online_history_gives_the_batch_probability(server, store, synthetic_data, tmp_path,
@@ -174,15 +181,21 @@ def test_online_history_gives_the_batch_probability(server, store, synthetic_dat
     assert status == 200, answer
     online = pd.DataFrame(answer["scores"]).set_index("customer_id").loc[chosen]
     offline = batch.loc[chosen]
-    assert list(online.reset_index().columns) == list(OUTPUT_COLUMNS)
+    assert list(online.reset_index().columns) == [c for c in OUTPUT_COLUMNS
+                                                  if c != "model_versions"]
     # Every output column agrees with the batch job's, spend tiers included.
     np.testing.assert_array_equal(online["churn_probability"], offline["churn_probability"])
     # DuckDB sums spend in parallel, so spend_365d (and value at risk) may differ in the
     # last bit between a file and a request.
     np.testing.assert_allclose(online["value_at_risk"], offline["value_at_risk"], rtol=1e-12)
     np.testing.assert_allclose(online["uplift_spend"], offline["uplift_spend"], rtol=1e-9)
-    for column in ("segment", "spend_tier", "contactable", "reasons", "model_versions"):
+    for column in ("segment", "spend_tier", "contactable", "risk_band", "churn_percentile"):
         assert online[column].tolist() == offline[column].tolist(), column
+    for mine, theirs in zip(online["reasons"], offline["reasons"], strict=True):
+        assert (mine is None) == (theirs is None)
+        for a, b in zip(mine or [], theirs if theirs is not None else [], strict=True):
+            assert (a["feature"], a["label"]) == (b["feature"], b["label"])
+            assert a["contribution"] == pytest.approx(b["contribution"], abs=2e-4)
     assert set(online["as_of"]) == {AS_OF.isoformat()}
     assert set(offline["as_of"].astype(str)) == {AS_OF.isoformat()}
     assert answer["skipped"] == [{"customer_id": "nobody-here",
@@ -313,3 +326,140 @@ def test_a_future_as_of_gets_400(server):
     status, answer = server.call("/score_history", {"as_of": "2099-01-01",
                                                     "transactions": [order]})
     assert status == 400 and "as_of: 2099-01-01 is in the future" in json.dumps(answer)
+
+
+# ---- the API's surface: one error shape, GET /metadata, the OpenAPI document ------------
+
+
+def assert_error_shape(status: int, body: object, code: int) -> None:
+    assert status == code, body
+    assert isinstance(body, dict) and set(body) == {"error", "detail"}, body
+    assert isinstance(body["error"], str) and body["error"]
+    assert all({"loc", "msg"} <= set(item) for item in body["detail"]), body
+
+
+def test_every_error_answers_in_one_shape(server, guarded, features):
+    row = feature_rows(features.head(1))[0]
+    status, body = server.call("/score_features", {"customers": [{**row, "orders_total": "x"}]})
+    assert_error_shape(status, body, 400)
+    assert body["detail"][0]["loc"] == ["customers", 0, "orders_total"]
+    assert "secret" not in json.dumps(body) and '"x"' not in json.dumps(body)
+    status, body = server.call("/score_history", {"as_of": "2099-01-01", "transactions": []})
+    assert_error_shape(status, body, 400)
+    assert body["detail"] == [{"loc": ["as_of"], "msg": body["error"].removeprefix("as_of: ")}]
+    assert_error_shape(*server.call("/no_such_thing", method="GET"), 404)
+    status, body = server.call("/score_features", method="DELETE")
+    assert_error_shape(status, body, 405)
+    assert "use POST" in body["error"]
+    status, body = server.call("/score_features", raw=b"--x\r\n", headers={
+        "content-type": "multipart/form-data"})
+    assert_error_shape(status, body, 415)
+    assert_error_shape(*guarded.call("/score_features", {"customers": [row]}), 401)
+    big = {"customers": feature_rows(features.head(200))}
+    assert_error_shape(*guarded.call("/score_features", big, token=TOKEN), 413)
+
+
+def test_openapi_document_is_the_services_own(server, guarded):
+    status, spec = server.call("/docs.json", method="GET")
+    assert status == 200
+    info = spec["info"]
+    assert info["title"] == "Churn and propensity scoring"
+    assert info["version"].startswith(importlib.metadata.version("churn-propensity"))
+    assert "churn:v1" in info["version"] and "BentoML" not in json.dumps(info)
+    schemas = spec["components"]["schemas"]
+    scored = schemas["ScoredCustomer"]["properties"]
+    assert scored["segment"]["enum"] == ["new", "active", "at_risk", "lapsed", "win_back"]
+    assert scored["spend_tier"]["enum"] == ["low", "medium", "high"]
+    assert all(field.get("description") for name, field in scored.items()
+               if name != "customer_id"), [n for n, f in scored.items() if not f.get("description")]
+    for path in ("/score_features", "/score_table", "/score_history"):
+        operation = spec["paths"][path]["post"]
+        assert operation["summary"] and operation["description"]
+        request = operation["requestBody"]["content"]["application/json"]
+        answer = operation["responses"]["200"]["content"]["application/json"]["example"]
+        assert request["example"], path
+        # The worked answer is the served model's own answer to the worked request.
+        assert answer["model_version"] == "1" and answer["scores"], path
+        assert 0 < answer["scores"][0]["churn_probability"] < 1
+        assert operation["responses"]["400"]["content"]["application/json"]["schema"] == {
+            "$ref": "#/components/schemas/ErrorResponse"}
+    example = spec["paths"]["/score_history"]["post"]["requestBody"]["content"][
+        "application/json"]["example"]
+    assert server.call("/score_history", example) == (
+        200, spec["paths"]["/score_history"]["post"]["responses"]["200"]["content"][
+            "application/json"]["example"])
+    assert "get" in spec["paths"]["/metadata"]
+    # The docs hold no customer data: open without the token, like the probes.
+    assert guarded.call("/docs.json", method="GET")[0] == 200
+    assert guarded.call("/metadata", method="GET")[0] == 401
+
+
+def chromium() -> str:
+    path = shutil.which("chromium")
+    if path:
+        return path
+    if os.environ.get("CI") == "true":
+        pytest.fail("chromium is missing: `make browser` (run by `make test`) installs it")
+    pytest.skip("needs Debian's chromium for the browser test: apt-get install chromium "
+                "(`make test` as root installs it)")
+
+
+def test_docs_page_opens_in_a_browser_with_a_worked_example(server, tmp_path):
+    with sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            page.goto(server.url + "/docs")
+            page.get_by_text("Churn and propensity scoring").first.wait_for(timeout=30_000)
+            assert page.title() == "Churn and propensity scoring API"
+            operation = page.locator("#operations-Service_APIs-churn__score_history")
+            operation.locator(".opblock-summary").click()
+            body = operation.locator(".opblock-body")
+            body.get_by_text("C-1042").first.wait_for(timeout=10_000)
+            text = body.inner_text()
+            page.screenshot(path=str(tmp_path / "docs.png"), full_page=True)
+        finally:
+            browser.close()
+    assert '"as_of": "2025-10-01"' in text  # the worked request
+    assert "Days since last order" in text  # the worked answer's reasons
+    assert "win_back" in text  # the segment enum or the answer
+
+
+# ---- a new champion without a restart ---------------------------------------------------
+
+
+def test_a_new_champion_is_served_without_a_restart(churn_config, trained, tmp_path,
+                                                    features):
+    uri, previous, cwd = default_tracking_uri(tmp_path), mlflow.get_tracking_uri(), Path.cwd()
+    os.chdir(tmp_path)
+    mlflow.set_tracking_uri(uri)
+    try:
+        log_churn_run(churn_config, trained)
+        crown("churn", "1")
+        first = MlflowClient().get_model_version("churn", "1")
+        MlflowClient().create_model_version("churn", first.source, first.run_id,
+                                            tags=first.tags)
+    finally:
+        mlflow.set_tracking_uri(previous)
+        os.chdir(cwd)
+    running = start_server(uri, tmp_path, CHURN_WATCH_SECONDS="1", CHURN_NO_UPLIFT="1")
+    try:
+        body = {"customers": feature_rows(features.head(3))}
+        assert running.call("/score_features", body)[1]["model_version"] == "1"
+        mlflow.set_tracking_uri(uri)
+        try:
+            crown("churn", "2")
+        finally:
+            mlflow.set_tracking_uri(previous)
+        seen, deadline = [], time.monotonic() + 60
+        while not seen or seen[-1] != "2":
+            assert time.monotonic() < deadline, f"still serving v{seen[-1]} after 60 s"
+            status, answer = running.call("/score_features", body)
+            assert status == 200, answer
+            seen.append(answer["model_version"])
+        # Between requests, never within one: every answer names one version, old then new.
+        assert seen == sorted(seen) and set(seen) <= {"1", "2"}
+        assert running.call("/metadata", method="GET")[1]["model_version"] == "2"
+        assert "new champion: now serving churn:v2 (was churn:v1)" in running.log.read_text()
+    finally:
+        stop(running)

@@ -1,0 +1,409 @@
+"""The service's HTTP surface around the scoring methods: the answer's models, the OpenAPI
+document (``/docs.json``) and its page (``/docs``), ``GET /metadata``, and one error shape.
+
+Every error, whoever raises it (a field that fails its schema, a rule of the data contract,
+an unknown path, a missing token, a body over the limit), answers as ``ErrorResponse``:
+``{"error": "...", "detail": [{"loc": [...], "msg": "..."}]}``.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import inspect
+import json
+import logging
+import re
+from collections.abc import Callable
+from datetime import date
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+from pydantic.json_schema import models_json_schema
+from starlette.concurrency import run_in_threadpool
+
+from serving.guards import App, Message, Receive, Scope, Send
+from serving.policy import RISK_BANDS, SEGMENTS, SPEND_TIERS
+
+LOG = logging.getLogger("churn.service")
+TITLE = "Churn and propensity scoring"
+SCORING_ROUTES = ("/score_features", "/score_table", "/score_history", "/metadata")
+REF = "#/components/schemas/{model}"
+
+
+def package_version() -> str:
+    try:
+        return importlib.metadata.version("churn-propensity")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+class Reason(BaseModel):
+    """A feature that raised this customer's churn score."""
+
+    feature: str = Field(description="The feature's column name (see /metadata).")
+    label: str = Field(description="The feature in words, for a marketer.")
+    value: float | None = Field(description="The customer's value; null when unknown.")
+    contribution: float = Field(
+        description="How much it added to the churn log-odds (LightGBM pred_contrib); the "
+                    "list is ordered by it, largest first.")
+
+
+class ScoredCustomer(BaseModel):
+    """One customer's scores, as the batch job writes them."""
+
+    customer_id: str
+    as_of: date | None = Field(
+        description="The day the features describe (the request's as_of for /score_history; "
+                    "null for rows sent as features).")
+    churn_probability: float | None = Field(
+        description="Calibrated probability of no order within the model's horizon; null "
+                    "outside the model's base (no order within its base window).")
+    churn_percentile: float | None = Field(
+        description="Where the probability falls among the customers of the model's base at "
+                    "its test cutoff: 0 = lowest risk, 100 = highest.")
+    risk_band: Literal[RISK_BANDS] | None = Field(
+        description="low / medium / high by the policy's risk_band.cuts; null with no "
+                    "probability.")
+    value_at_risk: float | None = Field(
+        description="churn_probability x expected spend over the policy's horizon.")
+    uplift_spend: float | None = Field(
+        description="Predicted incremental spend if contacted (the uplift champion); null "
+                    "without one.")
+    segment: Literal[SEGMENTS] = Field(description="The lifecycle segment (policy rules).")
+    spend_tier: Literal[SPEND_TIERS] = Field(
+        description="Last year's spend against the model's base: low, medium or high.")
+    contactable: bool = Field(description="False when marketing consent is withheld.")
+    reasons: list[Reason] | None = Field(
+        description="For at-risk customers (explain=true): the features that raised the "
+                    "score most. Null otherwise.")
+
+
+class Skipped(BaseModel):
+    """A customer asked for but not scored, and why."""
+
+    customer_id: str
+    reason: str
+
+
+class ScoreResponse(BaseModel):
+    """Scores of every customer that could be scored, and the models that gave them."""
+
+    model_name: str = Field(description="The churn model's name in the registry.")
+    model_version: str = Field(
+        description="The churn model's registry version that answered (as in /metadata).")
+    uplift_model_name: str | None = Field(description="The uplift model's name, if one is used.")
+    uplift_model_version: str | None = Field(
+        description="The uplift model's registry version, if one is used.")
+    scores: list[ScoredCustomer]
+    skipped: list[Skipped] = []
+
+
+class ErrorDetail(BaseModel):
+    loc: list[str | int] = Field(
+        description="Where in the request: field names and row numbers; empty for the whole "
+                    "request.")
+    msg: str = Field(description="What is wrong there.")
+    type: str | None = Field(None, description="The rule broken, for a schema error "
+                                               "(missing, too_short, float_parsing, ...).")
+
+
+class ErrorResponse(BaseModel):
+    """The one shape of every error answer."""
+
+    error: str = Field(description="What went wrong, in one line.")
+    detail: list[ErrorDetail] = Field(description="Each problem and where it is.")
+
+
+class ModelInfo(BaseModel):
+    name: str
+    version: str
+
+
+class Metadata(BaseModel):
+    """The models and settings that answer."""
+
+    service_version: str = Field(description="The churn-propensity package version.")
+    model_name: str
+    model_version: str = Field(description="The churn model's registry version.")
+    uplift_model: dict | None = Field(description="name, version and arm of the uplift model.")
+    feature_set_version: str
+    features: list[str]
+    policy: dict
+    tree_evaluator: str
+    spend_tier_cuts: list[float]
+    watching_champion: bool = Field(
+        description="True when the service checks the registry for a new champion.")
+    max_customers_per_request: int
+
+
+# ---- the OpenAPI document -------------------------------------------------------------
+
+DESCRIPTION = """\
+Scores customers with the champion churn model (and, when one is registered, the uplift
+model) into lifecycle segments: `new`, `active`, `at_risk`, `lapsed`, `win_back`.
+
+**Three ways in.** `/score_history` takes recent rows of the data contract (transactions,
+and optionally events and customers) and builds the features with the batch job's own query;
+`/score_features` takes feature rows as the batch job writes them; `/score_table` takes the
+same features column-wise, the fastest way for large batches.
+
+**Answers.** Each customer gets `churn_probability`, `churn_percentile`, `risk_band`,
+`value_at_risk`, `uplift_spend`, `segment`, `spend_tier`, `contactable` and, for those at
+risk, `reasons`. `model_version` is the churn model's registry version that answered; a new
+champion is picked up without a restart (see `GET /metadata`).
+
+**Errors** always look like `{"error": "...", "detail": [{"loc": [...], "msg": "..."}]}`:
+400 for a request that breaks the schema or the data contract (values are never echoed),
+401 for a missing or wrong bearer token, 404 / 405 for a wrong path or method, 413 for a body
+over the limit, 415 for a body that is not JSON.
+
+**Auth.** With `CHURN_API_TOKEN` set, every call but the probes, `/metrics` and these docs
+needs `Authorization: Bearer <token>`.
+"""
+
+ERRORS = {400: "The request breaks the schema or the data contract.",
+          401: "Missing or wrong bearer token.", 413: "Body over the size limit.",
+          415: "Body is not JSON.", 500: "The service failed; see its log."}
+
+EXAMPLE_HISTORY = {
+    "as_of": "2025-10-01",
+    "transactions": [
+        {"customer_id": "C-1042", "order_id": "O-50017", "ordered_at": "2024-11-20T18:03:00Z",
+         "amount": 84.5, "channel": "web"},
+        {"customer_id": "C-1042", "order_id": "O-61230", "ordered_at": "2025-02-11T09:41:00Z",
+         "amount": 42.0, "channel": "app"},
+        {"customer_id": "C-2213", "order_id": "O-70451", "ordered_at": "2025-09-14T12:30:00Z",
+         "amount": 129.9, "channel": "store"},
+    ],
+    "events": [
+        {"customer_id": "C-1042", "occurred_at": "2025-09-02T07:15:00Z",
+         "event_type": "email_sent"},
+        {"customer_id": "C-2213", "occurred_at": "2025-09-28T19:02:00Z",
+         "event_type": "site_visit"},
+    ],
+    "customers": [
+        {"customer_id": "C-1042", "signed_up_at": "2024-06-01T00:00:00Z",
+         "profiling_consent": True, "marketing_consent": True},
+        {"customer_id": "C-2213", "signed_up_at": "2023-03-15T00:00:00Z",
+         "profiling_consent": True, "marketing_consent": False},
+    ],
+    "explain": True,
+}
+
+
+def _schemas(*models: type[BaseModel]) -> dict[str, Any]:
+    _, top = models_json_schema([(m, "serialization") for m in models], ref_template=REF)
+    return top.get("$defs", {})
+
+
+def _error_responses() -> dict[int, Any]:
+    return {code: {"description": text, "content": {"application/json": {
+        "schema": {"$ref": REF.format(model="ErrorResponse")}}}} for code, text in ERRORS.items()}
+
+
+INFRA_SUMMARIES = {"/healthz": "Health (deprecated: use /livez)", "/livez": "Liveness probe",
+                   "/readyz": "Readiness probe: 200 once the models are loaded",
+                   "/metrics": "Prometheus metrics"}
+
+
+def customise(spec: dict[str, Any], examples: dict[str, tuple[Any, Any]],
+              versions: str) -> dict[str, Any]:
+    """BentoML's generated document with this service's title, version, descriptions, one
+    error schema, ``GET /metadata`` and a worked example (request, answer) per endpoint."""
+    spec["info"] = {"title": TITLE, "version": f"{package_version()} ({versions})",
+                    "description": DESCRIPTION}
+    descriptions = {"Service APIs": "Scoring, and which models answer.",
+                    "Infrastructure": "Probes and metrics for orchestrators; no token needed."}
+    for tag in spec.get("tags", []):
+        tag["description"] = descriptions.get(tag["name"], tag.get("description"))
+    schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+    for stale in ("InvalidArgument", "NotFound", "InternalServerError"):
+        schemas.pop(stale, None)
+    schemas.update(_schemas(ErrorResponse, Metadata, ScoreResponse))
+    for path, item in spec["paths"].items():
+        for method, operation in item.items():
+            if path in SCORING_ROUTES:
+                operation["responses"] = {**{k: v for k, v in operation["responses"].items()
+                                             if str(k).startswith("2")},
+                                          **_error_responses()}
+            doc = inspect.cleandoc(operation.get("description") or "").replace("``", "`")
+            operation["description"] = doc
+            operation["summary"] = INFRA_SUMMARIES.get(path) or (
+                doc.splitlines()[0] if doc else "")
+            if path in examples and method == "post":
+                request, answer = examples[path]
+                operation["requestBody"]["content"]["application/json"]["example"] = request
+                if answer is not None:
+                    operation["responses"][200]["content"]["application/json"]["example"] = answer
+    metadata = spec["paths"].get("/metadata", {}).get("post")
+    if metadata is not None:
+        spec["paths"]["/metadata"]["get"] = {
+            **{k: v for k, v in metadata.items() if k != "requestBody"},
+            "operationId": "churn__metadata_get",
+            "responses": {200: {"description": "The models and settings that answer.",
+                                "content": {"application/json": {
+                                    "schema": {"$ref": REF.format(model="Metadata")}}}},
+                          401: _error_responses()[401]}}
+    return spec
+
+
+def docs_page() -> bytes:
+    """Swagger UI on the service's own document, from BentoML's bundled assets (offline)."""
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="UTF-8"><title>{TITLE} API</title>
+<link rel="stylesheet" type="text/css" href="./static_content/swagger-ui.css" /></head>
+<body><div id="swagger-ui"></div>
+<script src="./static_content/swagger-ui-bundle.js" charset="UTF-8"></script>
+<script>
+window.onload = function () {{
+  window.ui = SwaggerUIBundle({{url: "./docs.json", dom_id: "#swagger-ui", deepLinking: true,
+    docExpansion: "list", defaultModelsExpandDepth: 0,
+    presets: [SwaggerUIBundle.presets.apis], layout: "BaseLayout"}});
+}};
+</script></body></html>""".encode()
+
+
+# ---- one error shape --------------------------------------------------------------------
+
+LOCATED = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*): (.+)$", re.DOTALL)
+
+
+def _detail(items: list[Any]) -> list[dict[str, Any]]:
+    """``loc`` and ``msg`` of each problem, and pydantic's ``type`` when it gave one."""
+    return [{"loc": list(d.get("loc", [])), "msg": str(d.get("msg", "")),
+             **({"type": d["type"]} if "type" in d else {})}
+            for d in items if isinstance(d, dict)]
+
+
+def error_body(status: int, body: bytes, method: str, path: str,
+               allow: str | None = None) -> dict[str, Any]:
+    """Any error answer (BentoML's, starlette's or ours) as ``ErrorResponse``."""
+    try:
+        given = json.loads(body) if body else None
+    except ValueError:
+        given = None
+    if isinstance(given, list) and given and isinstance(given[0], dict):
+        given = given[0]  # BentoML answers a raised InvalidArgument as [{"error": ...}]
+    if isinstance(given, dict) and isinstance(given.get("detail"), list):
+        detail = _detail(given["detail"])
+        message = str(given.get("error") or "invalid request")
+        if "validation error" in message:
+            message = (f"the request does not match the schema: {len(detail)} problem(s); "
+                       f"see detail (the schema is at /docs)")
+        return {"error": message, "detail": detail}
+    if isinstance(given, dict) and "error" in given:
+        message = str(given["error"])
+        if status >= 500:
+            message = "the service failed to answer; see its log"
+        found = LOCATED.match(message)
+        return {"error": message, "detail": [{"loc": [found.group(1)], "msg": found.group(2)}]
+                if found else []}
+    if status == 404:
+        return {"error": f"no such endpoint: {path} (see /docs)", "detail": []}
+    if status == 405:
+        allowed = f"; use {allow}" if allow else ""
+        return {"error": f"{method} is not allowed on {path}{allowed}", "detail": []}
+    if status >= 500:
+        return {"error": "the service failed to answer; see its log", "detail": []}
+    text = body.decode(errors="replace").strip()[:200] or f"HTTP {status}"
+    return {"error": text, "detail": []}
+
+
+async def _send_json(send: Send, status: int, payload: bytes,
+                     content_type: bytes = b"application/json",
+                     headers: list[tuple[bytes, bytes]] = ()) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", content_type),
+                            (b"content-length", str(len(payload)).encode()), *headers]})
+    await send({"type": "http.response.body", "body": payload})
+
+
+class ApiSurface:
+    """ASGI middleware, outermost: serves ``/docs`` and ``/docs.json`` (``document`` builds
+    the latter), answers ``GET /metadata`` with the ``/metadata`` method, refuses a body
+    that is not JSON (415) and gives every error answer the ``ErrorResponse`` shape."""
+
+    def __init__(self, app: App, document: Callable[[], dict[str, Any]]) -> None:
+        self.app = app
+        self.document = document
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        method, path = scope["method"], scope["path"]
+        if method == "GET" and path == "/docs":
+            await _send_json(send, 200, docs_page(), b"text/html; charset=utf-8")
+            return
+        if method == "GET" and path == "/docs.json":
+            try:
+                document = json.dumps(await run_in_threadpool(self.document)).encode()
+            except Exception:
+                LOG.exception("building the OpenAPI document failed")
+                raise
+            await _send_json(send, 200, document)
+            return
+        if method == "GET" and path == "/":
+            await _send_json(send, 307, b"", b"text/plain", [(b"location", b"/docs")])
+            return
+        if method == "GET" and path == "/metadata":
+            scope, receive = _as_post(scope)
+        elif method == "POST" and path in SCORING_ROUTES and not _is_json(scope):
+            body = json.dumps({"error": "send the body as JSON (content-type: "
+                                        "application/json)", "detail": []}).encode()
+            await _send_json(send, 415, body)
+            return
+        await self.app(scope, receive, _ErrorShaper(send, method, path))
+
+
+def _is_json(scope: Scope) -> bool:
+    kind = dict(scope.get("headers", [])).get(b"content-type", b"application/json")
+    return kind.split(b";")[0].strip().lower() in (b"application/json", b"")
+
+
+def _as_post(scope: Scope) -> tuple[Scope, Receive]:
+    headers = [(k, v) for k, v in scope.get("headers", [])
+               if k not in (b"content-type", b"content-length")]
+    scope = {**scope, "method": "POST",
+             "headers": [*headers, (b"content-type", b"application/json"),
+                         (b"content-length", b"2")]}
+    sent = False
+
+    async def receive() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": b"{}", "more_body": False}
+        return {"type": "http.disconnect"}
+
+    return scope, receive
+
+
+class _ErrorShaper:
+    """A ``send`` that passes answers under 400 through untouched and reshapes the rest."""
+
+    def __init__(self, send: Send, method: str, path: str) -> None:
+        self.send, self.method, self.path = send, method, path
+        self.start: Message | None = None
+        self.chunks: list[bytes] = []
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            if message["status"] < 400:
+                await self.send(message)
+            else:
+                self.start = message
+            return
+        if self.start is None or message["type"] != "http.response.body":
+            await self.send(message)
+            return
+        self.chunks.append(message.get("body", b""))
+        if message.get("more_body", False):
+            return
+        headers = dict(self.start.get("headers", []))
+        allow = headers.get(b"allow", b"").decode() or None
+        body = json.dumps(error_body(self.start["status"], b"".join(self.chunks), self.method,
+                                     self.path, allow)).encode()
+        kept = [(k, v) for k, v in self.start.get("headers", [])
+                if k.lower() not in (b"content-type", b"content-length")]
+        await _send_json(self.send, self.start["status"], body, headers=kept)
