@@ -584,12 +584,17 @@ def serve_command(
     uplift_model_name: UpliftNameOption = "uplift",
     no_uplift: NoUpliftOption = False,
     allow_data_mismatch: MismatchOption = False,
+    watch_seconds: Annotated[float, typer.Option(
+        help="How often to check the registry for a new champion, which is then swapped in "
+             "without a restart; 0 never checks.")] = 60,
 ) -> None:
     """Serve the champion churn model over HTTP (BentoML).
 
-    POST /score_features (feature rows) or /score_history (recent contract rows); GET
-    /livez, /readyz, /metrics; POST /metadata; OpenAPI docs at /docs. Set CHURN_API_TOKEN
-    to require `Authorization: Bearer <token>` on every call but the probes and metrics.
+    POST /score_history (recent contract rows), /score_features (feature rows) or
+    /score_table (the same, column-wise); GET /metadata (which models answer), /livez,
+    /readyz, /metrics. The API's page is at /docs, its OpenAPI document at /docs.json.
+    Set CHURN_API_TOKEN to require `Authorization: Bearer <token>` on every call but the
+    probes, metrics and docs.
     """
     import sys
 
@@ -603,6 +608,7 @@ def serve_command(
     env["CHURN_UPLIFT_MODEL_NAME"] = uplift_model_name
     env["CHURN_NO_UPLIFT"] = "1" if no_uplift else "0"
     env["CHURN_ALLOW_DATA_MISMATCH"] = "1" if allow_data_mismatch else "0"
+    env["CHURN_WATCH_SECONDS"] = str(watch_seconds)
     if policy:
         env["CHURN_POLICY"] = str(policy.resolve())
     bentoml = Path(sys.executable).with_name("bentoml")

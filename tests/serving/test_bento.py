@@ -58,10 +58,14 @@ def test_the_built_bento_serves_without_the_registry(mlflow_store, trained, chur
                                          headers={"content-type": "application/json"})
         with urllib.request.urlopen(request, timeout=30) as response:
             answer = json.loads(response.read())
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metadata", timeout=30) as response:
+            metadata = json.loads(response.read())
     finally:
         server.terminate()
         server.wait(timeout=30)
-    assert answer["model_version"] == "churn:v1,uplift:v1"
+    assert (answer["model_version"], answer["uplift_model_version"]) == ("1", "1")
+    # The bento serves the models built into it: there is no registry to watch.
+    assert metadata["model_version"] == "1" and metadata["watching_champion"] is False
     features = history_features(date(2026, 1, 1), [TransactionIn(**o) for o in ORDERS], [], [])
     expected = trained.model.predict_proba(features)
     assert answer["scores"][0]["churn_probability"] == pytest.approx(float(expected[0]),
