@@ -41,6 +41,16 @@ def _finite() -> pa.Check:
     return pa.Check(lambda s: s.isna() | np.isfinite(s), name="finite")
 
 
+# No single order is worth more than this (in the currency of `amount`), either way: a
+# bigger one is a unit or parsing mistake, and sums of such values overflow to infinity.
+MAX_ORDER_AMOUNT = 1e9
+
+
+def _plausible_amount() -> pa.Check:
+    return pa.Check(lambda s: s.isna() | (s.abs() <= MAX_ORDER_AMOUNT),
+                    name=f"within ±{MAX_ORDER_AMOUNT:.0e}")
+
+
 def _key() -> pa.Column:
     return pa.Column(str, _non_empty(), nullable=False)
 
@@ -78,7 +88,7 @@ TRANSACTIONS = TableSpec(
             "order_id": _key(),
             "ordered_at": _timestamp(),
             # Negative amounts are returns: they net off spend but are not orders.
-            "amount": pa.Column(float, _finite(), nullable=False),
+            "amount": pa.Column(float, [_finite(), _plausible_amount()], nullable=False),
             "channel": pa.Column(str, nullable=True, required=False),
         },
         name="transactions",

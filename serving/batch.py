@@ -7,6 +7,9 @@ as-of replaces its rows, never adds to them.
 
 from __future__ import annotations
 
+import fcntl
+import glob
+import os
 import re
 import tempfile
 import time
@@ -14,7 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Protocol
+from typing import IO, Protocol
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import duckdb
@@ -100,12 +103,24 @@ class Destination(Protocol):
 
 
 class ParquetDestination:
+    """Rows go to a temporary file of this run's own, renamed over ``path`` at the end.
+
+    One run at a time writes a given file: a second is refused while the first holds the
+    lock file beside it (an advisory ``flock``, let go by the system if the run dies).
+    Holding the lock, a run first removes temporary files that killed runs left behind.
+    """
+
     def __init__(self, path: Path) -> None:
         if path.suffix != ".parquet":
             raise ContractError(f"--out {path}: use a .parquet file or a postgresql:// URL")
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self.tmp = path.with_name(f".{path.name}.tmp")
+        self.lock = _hold_lock(path.with_name(f".{path.name}.lock"), path)
+        for left in path.parent.glob(f".{glob.escape(path.name)}.*tmp"):
+            left.unlink(missing_ok=True)
+        handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(handle)
+        self.tmp = Path(name)
         self.writer = pq.ParquetWriter(self.tmp, ARROW_SCHEMA)
 
     def write(self, chunk: pd.DataFrame) -> None:
@@ -114,10 +129,30 @@ class ParquetDestination:
     def commit(self) -> None:
         self.writer.close()
         self.tmp.replace(self.path)
+        self.lock.close()
 
     def discard(self) -> None:
         self.writer.close()
         self.tmp.unlink(missing_ok=True)
+        self.lock.close()
+
+
+def _hold_lock(lock: Path, out: Path) -> IO[str]:
+    """An exclusive lock on ``lock`` for as long as the returned file stays open."""
+    handle = lock.open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise ContractError(f"--out {out}: another scoring run ({holder}) is writing this file; "
+                            f"wait for it to finish or write elsewhere") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}")
+    handle.flush()
+    return handle
 
 
 def parse_postgres_url(url: str) -> tuple[str, str]:
@@ -144,6 +179,10 @@ class PostgresDestination:
                                 f"{str(err).strip().splitlines()[0]}") from None
         self.as_of = as_of
         columns = ", ".join(f"{name} {kind}" for name, kind in PG_COLUMNS.items())
+        if "." not in self.table:
+            # Qualified, so no temporary table of the same name can stand in for it.
+            schema = self.con.execute("SELECT current_schema()").fetchone()[0]
+            self.table = f"{schema}.{self.table}"
         with self.con.transaction():
             self.con.execute(f"CREATE TABLE IF NOT EXISTS {self.table} ({columns}, "
                              f"PRIMARY KEY (customer_id, as_of))")
@@ -154,7 +193,7 @@ class PostgresDestination:
 
     def _check_columns(self) -> None:
         """Refuse a table made for other columns (an older release's, say), naming them."""
-        schema, _, name = self.table.rpartition(".")
+        schema, _, name = self.table.rpartition(".")  # qualified by now
         found = [row[0] for row in self.con.execute(
             "SELECT column_name FROM information_schema.columns WHERE table_name = %s "
             "AND table_schema = coalesce(nullif(%s, ''), current_schema()) "
@@ -175,12 +214,14 @@ class PostgresDestination:
         # CSV: an empty unquoted field is NULL, so NaN and missing reasons arrive as NULL.
         text = chunk.to_csv(index=False, header=False, date_format="%Y-%m-%d")
         with self.con.cursor().copy(
-                f"COPY scores_staging ({names}) FROM STDIN WITH (FORMAT csv)") as copy:
+                f"COPY pg_temp.scores_staging ({names}) FROM STDIN WITH (FORMAT csv)") as copy:
             copy.write(text)
 
     def commit(self) -> None:
+        # Runs that finish together take turns: each replaces the as-of's rows whole.
+        self.con.execute(f"LOCK TABLE {self.table} IN SHARE ROW EXCLUSIVE MODE")
         self.con.execute(f"DELETE FROM {self.table} WHERE as_of = %s", (self.as_of,))
-        self.con.execute(f"INSERT INTO {self.table} SELECT * FROM scores_staging")
+        self.con.execute(f"INSERT INTO {self.table} SELECT * FROM pg_temp.scores_staging")
         self.con.commit()
         self.con.close()
 

@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from starlette.responses import Response
 
 import serving.api as api
-from features.contract import TABLES
+from features.contract import MAX_ORDER_AMOUNT, TABLES
 from features.point_in_time import feature_query
 from features.registry import FEATURE_SET_VERSION, FEATURES, feature_names
 from features.validation import frame_problems, id_problems
@@ -56,7 +56,10 @@ MAX_CUSTOMERS = 10_000
 MAX_HISTORY_ROWS = 200_000
 EXPLAIN = ("Give at-risk customers their reasons (LightGBM pred_contrib). Costs far more "
            "than the score itself; false leaves reasons null.")
-FiniteOrNull = Annotated[float | None, Field(allow_inf_nan=False)]
+# Any feature beyond this is a mistake (a unit, a sentinel); far beyond, sums overflow.
+MAX_FEATURE = 1e12
+FiniteOrNull = Annotated[float | None, Field(allow_inf_nan=False, ge=-MAX_FEATURE,
+                                             le=MAX_FEATURE)]
 PRIVATE = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
 
@@ -96,7 +99,7 @@ class ServiceSettings:
 
 def _feature_field(description: str) -> object:
     return (float | None, Field(..., description=f"{description} null when unknown.",
-                                allow_inf_nan=False))
+                                allow_inf_nan=False, ge=-MAX_FEATURE, le=MAX_FEATURE))
 
 
 FeatureRow = create_model(
@@ -116,8 +119,8 @@ class TransactionIn(BaseModel):
     order_id: str = Field(min_length=1, description="The order's id; one row per order.")
     ordered_at: datetime = Field(description="When the order was placed (ISO 8601; UTC "
                                              "when no offset is given).")
-    amount: float = Field(allow_inf_nan=False, description="Order value net of discounts; "
-                                                           "negative for a return.")
+    amount: float = Field(allow_inf_nan=False, ge=-MAX_ORDER_AMOUNT, le=MAX_ORDER_AMOUNT,
+                          description="Order value net of discounts; negative for a return.")
     channel: str | None = Field(None, description="web, store, app or any other name.")
 
 

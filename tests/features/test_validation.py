@@ -69,6 +69,15 @@ def test_null_key_and_infinite_amount_are_reported(tmp_path):
     assert "column 'amount', rule 'finite': 1 row, e.g. row 3: inf" in str(err.value)
 
 
+def test_an_implausible_amount_is_a_named_rule_not_an_infinite_spend(tmp_path):
+    """Two orders of 1e308 are finite but sum to infinity; no order is worth over 1e9."""
+    write_table(tmp_path / "data", "transactions",
+                transactions(amount=["1e308", "1e308", "-2e9"], customer_id=["a", "a", "b"]))
+    with pytest.raises(ContractError) as err:
+        build(tmp_path / "data", AS_OF)
+    assert "column 'amount', rule 'within ±1e+09': 3 rows, e.g. row 1: 1e+308" in str(err.value)
+
+
 def test_bad_rows_stop_the_job_and_keep_earlier_output(tmp_path):
     data, out = tmp_path / "data", tmp_path / "features.parquet"
     write_table(data, "transactions", transactions())

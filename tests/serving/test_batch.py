@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import signal
 import subprocess
 import sys
@@ -134,11 +135,13 @@ def test_postgres_rows_carry_reasons_as_json_and_an_older_table_is_refused(
         score_to(f"{postgres_database}?table=old_scores", data, champion)
 
 
-def start_scoring(out: str, data: Path, cwd: Path, store: str) -> subprocess.Popen:
+def start_scoring(out: str, data: Path, cwd: Path, store: str,
+                  capture: bool = False) -> subprocess.Popen:
     env = process_env(MLFLOW_TRACKING_URI=store)
     return subprocess.Popen([str(BIN / "churn"), "score", "--data", str(data), "--as-of",
                              "2025-09-01", "--out", out], cwd=cwd, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE if capture else subprocess.DEVNULL)
 
 
 def kill_when(process: subprocess.Popen, ready, timeout: float = 120) -> None:
@@ -175,12 +178,57 @@ def test_killed_run_leaves_the_earlier_parquet(champion, synthetic_data, mlflow_
     out = tmp_path / "scores.parquet"
     score_to(str(out), data, champion)
     before = out.read_bytes()
-    tmp = out.with_name(f".{out.name}.tmp")
-    kill_when(start_scoring(str(out), data, tmp_path, mlflow_store), tmp.exists)
+
+    def writing() -> bool:
+        return any(tmp_path.glob(f".{out.name}.*.tmp"))
+
+    kill_when(start_scoring(str(out), data, tmp_path, mlflow_store), writing)
     assert out.read_bytes() == before
-    # The next run finishes and replaces it.
+    assert writing()  # the killed run's temporary file is left behind ...
+    # ... until the next run, which finishes, replaces the output and clears it away.
     score_to(str(out), data, champion, date(2025, 9, 1))
     assert set(pd.read_parquet(out)["as_of"].astype(str)) == {"2025-09-01"}
+    assert not writing()
+
+
+def test_a_second_writer_of_the_same_parquet_is_refused(champion, synthetic_data, tmp_path):
+    data, _ = synthetic_data
+    out = tmp_path / "scores.parquet"
+    score_to(str(out), data, champion)
+    before = out.read_bytes()
+    with (tmp_path / f".{out.name}.lock").open("a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a run in progress
+        held.truncate(0)
+        held.write("pid 4242")
+        held.flush()
+        with pytest.raises(ContractError, match=r"another scoring run \(pid 4242\) is "
+                                                r"writing this file"):
+            score_to(str(out), data, champion, date(2025, 9, 1))
+    assert out.read_bytes() == before
+    score_to(str(out), data, champion, date(2025, 9, 1))  # once it is let go
+    assert set(pd.read_parquet(out)["as_of"].astype(str)) == {"2025-09-01"}
+
+
+def test_two_runs_at_once_leave_one_whole_output(champion, synthetic_data, mlflow_store,
+                                                 postgres_database, tmp_path):
+    """Started together, to one Parquet file and to one PostgreSQL table: every run either
+    succeeds or says why not, and what is left is one run's rows, whole."""
+    data, _ = synthetic_data
+    url = f"{postgres_database}?table=raced"
+    for out in (str(tmp_path / "raced.parquet"), url):
+        runs = [start_scoring(out, data, tmp_path, mlflow_store, capture=True) for _ in range(2)]
+        results = [(run.wait(timeout=300), run.stderr.read().decode()) for run in runs]
+        assert any(code == 0 for code, _ in results), results
+        for code, err in results:
+            assert code == 0 or "another scoring run" in err, err
+        if out == url:
+            rows = count_rows(url)  # (customer_id, as_of) is the table's key
+        else:
+            written = pd.read_parquet(out)
+            assert written["customer_id"].is_unique
+            rows = dict(written["as_of"].astype(str).value_counts())
+            assert not list(tmp_path.glob(".raced.parquet.*.tmp"))
+        assert list(rows) == ["2025-09-01"] and rows["2025-09-01"] > 0, rows
 
 
 def test_win_back_is_who_the_campaign_would_move(champion, uplift_trained, synthetic_data,

@@ -230,6 +230,19 @@ def test_wrong_types_nan_inf_and_duplicates_get_400(server, features):
                            f'"orders_total": {bad}', 1).encode()
         status, _ = server.call("/score_features", raw=raw)
         assert status == 400, bad
+    # Huge but finite: refused with the place, before any sum or model can overflow.
+    for field in ("orders_total", "spend_total", "aov_total"):
+        status, body = server.call("/score_features", {"customers": [{**row, field: 1e308}]})
+        assert status == 400 and body["detail"][0]["loc"] == ["customers", 0, field], body
+    columns = feature_names()
+    status, body = server.call("/score_table", {
+        "customer_ids": ["a"], "columns": columns,
+        "data": [[1e308 if c == "spend_365d" else 1.0 for c in columns]]})
+    assert status == 400 and body["detail"][0]["loc"][:2] == ["data", 0], body
+    orders = [{"customer_id": "C1", "order_id": f"o{i}", "ordered_at": "2025-06-02",
+               "amount": 1e308} for i in range(2)]
+    status, body = server.call("/score_history", {"as_of": "2025-10-01", "transactions": orders})
+    assert status == 400 and body["detail"][0]["loc"] == ["transactions", 0, "amount"], body
     status, body = server.call("/score_features", {"customers": [row, row]})
     assert status == 400 and "rule 'unique (customer_id)': row 2" in json.dumps(body)
     status, body = server.call("/score_features", {"customers": [{**row, "customer_id": "  "}]})
