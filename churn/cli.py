@@ -217,9 +217,9 @@ TestOption = Annotated[str | None, typer.Option(
     help="Cutoff the registered model is measured on, after every training row [default (or "
          "auto): the latest first of a month whose label window is over in the data].")]
 HorizonOption = Annotated[int, typer.Option(
-    help="A customer churned if they order nothing in this many days after the cutoff.")]
+    min=1, help="A customer churned if they order nothing in this many days after the cutoff.")]
 BaseOption = Annotated[int, typer.Option(
-    help="The base: customers with an order in this many days before the cutoff. Scoring "
+    min=1, help="The base: customers with an order in this many days before the cutoff. Scoring "
          "gives a probability to the same base; others are lapsed.")]
 
 
@@ -233,10 +233,11 @@ NoUpliftOption = Annotated[bool, typer.Option(
     "--no-uplift", help="Score without an uplift model (win_back from the churn model alone).")]
 MismatchOption = Annotated[bool, typer.Option(
     "--allow-data-mismatch", help="Use champions trained on other data than is scored.")]
-LearningRateOption = Annotated[float, typer.Option(help="LightGBM learning rate.")]
-LeavesOption = Annotated[int, typer.Option(help="LightGBM leaves per tree.")]
+LearningRateOption = Annotated[float, typer.Option(
+    min=1e-6, max=1.0, help="LightGBM learning rate, in (0, 1].")]
+LeavesOption = Annotated[int, typer.Option(min=2, max=131072, help="LightGBM leaves per tree.")]
 MaxTreesOption = Annotated[int, typer.Option(
-    help="Upper bound on trees; early stopping on the validation cutoff picks fewer.")]
+    min=1, help="Upper bound on trees; early stopping on the validation cutoff picks fewer.")]
 SeedOption = Annotated[int, typer.Option(help="Random seed.")]
 OnBadRowsOption = Annotated[OnBadRows, typer.Option(
     help="stop: write nothing if a row breaks the data contract. quarantine: set bad "
@@ -403,10 +404,12 @@ UpliftShare = Annotated[float | None, typer.Option(
          "[default: 0.5].")]
 
 
-UpliftLeaves = Annotated[int, typer.Option(help="LightGBM leaves per tree of every base model.")]
-UpliftMinLeaf = Annotated[int, typer.Option(help="LightGBM rows per leaf, at least.")]
-UpliftRounds = Annotated[int, typer.Option(help="LightGBM trees per base model.")]
-UpliftRate = Annotated[float, typer.Option(help="LightGBM learning rate.")]
+UpliftLeaves = Annotated[int, typer.Option(
+    min=2, max=131072, help="LightGBM leaves per tree of every base model.")]
+UpliftMinLeaf = Annotated[int, typer.Option(min=1, help="LightGBM rows per leaf, at least.")]
+UpliftRounds = Annotated[int, typer.Option(min=1, help="LightGBM trees per base model.")]
+UpliftRate = Annotated[float, typer.Option(min=1e-6, max=1.0,
+                                           help="LightGBM learning rate, in (0, 1].")]
 
 
 def _uplift_config(data: Path | None, campaign: str | None, horizon_days: int,
@@ -572,20 +575,20 @@ def score_command(
 
 @app.command("serve")
 def serve_command(
-    port: Annotated[int, typer.Option(help="HTTP port.")] = 3000,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="HTTP port.")] = 3000,
     host: Annotated[str, typer.Option(
         help="Interface to listen on (0.0.0.0 for every interface).")] = "127.0.0.1",
     policy: Annotated[Path | None, typer.Option(
         help="Segmentation policy (TOML) [default: serving/segments.toml].")] = None,
     max_request_bytes: Annotated[int, typer.Option(
-        help="Larger request bodies get 413.")] = 8 * 1024 * 1024,
+        min=1, help="Larger request bodies get 413.")] = 8 * 1024 * 1024,
     compiled: CompiledOption = True,
     model_name: ModelNameOption = "churn",
     uplift_model_name: UpliftNameOption = "uplift",
     no_uplift: NoUpliftOption = False,
     allow_data_mismatch: MismatchOption = False,
     watch_seconds: Annotated[float, typer.Option(
-        help="How often to check the registry for a new champion, which is then swapped in "
+        min=0, help="How often to check the registry for a new champion, which is then swapped in "
              "without a restart; 0 never checks.")] = 60,
 ) -> None:
     """Serve the champion churn model over HTTP (BentoML).

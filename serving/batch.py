@@ -155,14 +155,23 @@ def _hold_lock(lock: Path, out: Path) -> IO[str]:
     return handle
 
 
+def safe_url(url: str) -> str:
+    """``url`` without its query and with any password masked, for messages."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    user = parts.username or ""
+    login = f"{user}:***@" if parts.password is not None else (f"{user}@" if user else "")
+    return f"{parts.scheme}://{login}{host}{parts.path}"
+
+
 def parse_postgres_url(url: str) -> tuple[str, str]:
     """``postgresql://HOST/DB?table=T`` -> (connection URL without ``table``, table)."""
     parts = urlsplit(url)
     query = parse_qs(parts.query)
     tables = query.pop("table", [])
     if len(tables) != 1 or not TABLE_NAME.match(tables[0]):
-        raise ContractError(f"--out {parts.scheme}://{parts.netloc}{parts.path}: add "
-                            f"?table=NAME (letters, digits, _; optionally schema.name)")
+        raise ContractError(f"--out {safe_url(url)}: add ?table=NAME (letters, digits, _; "
+                            f"optionally schema.name)")
     clean = urlunsplit(parts._replace(query=urlencode(query, doseq=True)))
     return clean, tables[0]
 
@@ -175,8 +184,12 @@ class PostgresDestination:
         try:
             self.con = psycopg.connect(dsn, connect_timeout=10)
         except psycopg.OperationalError as err:
-            raise ContractError(f"--out: cannot connect to PostgreSQL: "
-                                f"{str(err).strip().splitlines()[0]}") from None
+            detail = str(err).strip().splitlines()[0]
+            password = urlsplit(url).password
+            if password:
+                detail = detail.replace(password, "***")
+            raise ContractError(f"--out {safe_url(url)}: cannot connect to PostgreSQL: "
+                                f"{detail}") from None
         self.as_of = as_of
         columns = ", ".join(f"{name} {kind}" for name, kind in PG_COLUMNS.items())
         if "." not in self.table:

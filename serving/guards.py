@@ -10,6 +10,7 @@ import secrets
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from bentoml.exceptions import InvalidArgument
 from pydantic import ValidationError
 
 try:
@@ -106,7 +107,10 @@ class BodySizeLimitMiddleware:
 
 class RedactRequestErrors(logging.Filter):
     """Keep customer data out of logs: BentoML logs a rejected request's validation error,
-    whose text quotes the input values. Log where and which rule failed, never the values."""
+    whose text quotes the input values. Log where and which rule failed, never the values.
+
+    A rejected request is the client's mistake, not the server's: one WARNING line, without
+    the traceback BentoML attaches to it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
@@ -114,10 +118,19 @@ class RedactRequestErrors(logging.Filter):
             places = ", ".join(
                 f"{'.'.join(str(p) for p in e['loc']) or 'body'} ({e['type']})"
                 for e in error.errors(include_input=False, include_context=False)[:5])
-            record.msg = f"{record.msg}: {error.error_count()} invalid value(s) at {places}"
-            record.exc_info = None
-            record.exc_text = None
+            self._one_line(record, f"{error.error_count()} invalid value(s) at {places}")
+        elif isinstance(error, InvalidArgument):
+            # Our own 400s name the field, table, rule and rows, never a value.
+            self._one_line(record, str(error).splitlines()[0][:300])
         return True
+
+    @staticmethod
+    def _one_line(record: logging.LogRecord, what: str) -> None:
+        record.msg = f"{record.getMessage()}: {what}"
+        record.args = None
+        record.exc_info = None
+        record.exc_text = None
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
 
 
 def redact_request_errors() -> None:

@@ -51,7 +51,8 @@ class SegmentPolicy:
                 new_within_days=float(raw["segments"]["new_within_days"]),
                 at_risk_probability=float(raw["segments"]["at_risk_probability"]),
                 min_value_at_risk=float(raw["win_back"]["min_value_at_risk"]),
-                uses_uplift=bool(raw["win_back"].get("uses_uplift", True)),
+                uses_uplift=_flag(raw["win_back"].get("uses_uplift", True),
+                                  "win_back.uses_uplift"),
                 contact_cost=float(raw["win_back"].get("contact_cost", 2.0)),
                 uplift_arm=str(raw["win_back"].get("uplift_arm", "")),
                 horizon_days=float(raw["value"]["horizon_days"]),
@@ -73,6 +74,14 @@ class SegmentPolicy:
         return policy
 
     def check(self, path: Path | str = "policy") -> None:
+        numbers = {"segments.new_within_days": self.new_within_days,
+                   "win_back.min_value_at_risk": self.min_value_at_risk,
+                   "win_back.contact_cost": self.contact_cost,
+                   "value.horizon_days": self.horizon_days}
+        for name, value in numbers.items():
+            if not np.isfinite(value) or value < 0:
+                raise PolicyError(f"{path}: {name} must be a finite number, 0 or more "
+                                  f"(got {value})")
         cuts = self.tier_quantiles
         if len(cuts) != 2 or not 0 < cuts[0] < cuts[1] < 1:
             raise PolicyError(f"{path}: spend_tier.quantiles must be two numbers, "
@@ -87,6 +96,12 @@ class SegmentPolicy:
             raise PolicyError(f"{path}: win_back.contact_cost must be 0 or more")
         if self.top_reasons < 0:
             raise PolicyError(f"{path}: reasons.top must be 0 or more")
+
+
+def _flag(value: object, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false, without quotes (got {value!r})")
+    return value
 
 
 def reasons(contributions: np.ndarray, values: np.ndarray, names: list[str],

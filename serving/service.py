@@ -399,6 +399,10 @@ class ChurnService:
         if as_of > datetime.now(UTC).date() + timedelta(days=1):
             raise InvalidArgument(f"as_of: {as_of} is in the future; scores describe customers "
                                   f"as of a day that has happened")
+        customers_sent = len({t.customer_id for t in transactions})
+        if customers_sent > MAX_CUSTOMERS:
+            raise InvalidArgument(f"transactions: rows of {customers_sent:,} customers; at most "
+                                  f"{MAX_CUSTOMERS:,} per request, as on every endpoint")
         features = history_features(as_of, transactions, events, customers)
         wanted = list(dict.fromkeys(customer_ids)) if customer_ids else list(
             features["customer_id"])

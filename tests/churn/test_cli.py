@@ -119,6 +119,18 @@ def test_user_mistakes_are_one_line_errors(tmp_path):
         assert "Traceback" not in done.stderr
 
 
+def test_out_of_range_options_are_refused_before_any_work(tmp_path):
+    for args, option in ((("train", "churn", "--data", ".", "--max-trees", "0"), "--max-trees"),
+                         (("train", "churn", "--data", ".", "--learning-rate=-1"),
+                          "--learning-rate"),
+                         (("train", "churn", "--data", ".", "--num-leaves", "1"), "--num-leaves"),
+                         (("serve", "--port", "70000"), "--port")):
+        done = run(*args, cwd=tmp_path)
+        assert done.returncode == 2, done.stderr
+        assert f"Invalid value for '{option}'" in done.stderr
+        assert "Traceback" not in done.stderr
+
+
 def test_help_teaches_the_first_steps(tmp_path):
     done = run("--help", cwd=tmp_path)
     assert done.returncode == 0

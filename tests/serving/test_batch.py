@@ -20,7 +20,7 @@ from mlflow import MlflowClient
 from features.contract import ContractError
 from features.labels import ChurnLabelConfig
 from features.synthetic import GenerateConfig, generate
-from serving.batch import ScoreJobConfig, parse_postgres_url, run_score
+from serving.batch import PostgresDestination, ScoreJobConfig, parse_postgres_url, run_score
 from serving.champion import DataCheck, NoChampionError, load_champion
 from serving.policy import SegmentPolicy
 from serving.scoring import OUTPUT_COLUMNS
@@ -264,6 +264,25 @@ def test_an_uplift_champion_from_a_flat_table_is_refused_for_scoring(champion, t
     with pytest.raises(NoChampionError, match="trained on a flat table"):
         load_champion("churn", uplift=True)
     assert load_champion("churn").uplift is None
+
+
+def test_a_table_named_like_the_staging_table_gets_its_rows(champion, synthetic_data,
+                                                            postgres_database):
+    data, _ = synthetic_data
+    url = f"{postgres_database}?table=scores_staging"
+    result = score_to(url, data, champion)
+    assert count_rows(url) == {"2025-10-01": result.rows}
+
+
+def test_a_postgres_password_never_reaches_a_message():
+    with pytest.raises(ContractError) as err:
+        parse_postgres_url("postgresql://me:hunter2@db:5432/crm")
+    assert "hunter2" not in str(err.value) and "me:***@db:5432/crm" in str(err.value)
+    with pytest.raises(ContractError) as err:
+        run_score_to_nowhere = PostgresDestination(
+            "postgresql://me:hunter2@127.0.0.1:1/crm?table=t&connect_timeout=2", AS_OF)
+        del run_score_to_nowhere
+    assert "hunter2" not in str(err.value) and "cannot connect" in str(err.value)
 
 
 def test_postgres_url_needs_a_plain_table_name():

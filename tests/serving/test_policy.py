@@ -133,3 +133,18 @@ def test_a_bad_policy_file_is_named(tmp_path: Path):
     missing.write_text("[segments]\nnew_within_days = 30\n")
     with pytest.raises(PolicyError, match=r"m.toml: missing or malformed setting"):
         SegmentPolicy.load(missing)
+
+
+@pytest.mark.parametrize(("old", "new", "message"), [
+    ("uses_uplift = true", 'uses_uplift = "false"', r"uses_uplift must be true or false"),
+    ("contact_cost = 2.0", "contact_cost = nan", r"win_back.contact_cost must be a finite"),
+    ("min_value_at_risk = 50.0", "min_value_at_risk = -5", r"min_value_at_risk must be a"),
+    ("new_within_days = 90", "new_within_days = inf", r"new_within_days must be a finite"),
+    ("at_risk_probability = 0.5", "at_risk_probability = nan", r"at_risk_probability must"),
+])
+def test_a_policy_value_of_the_wrong_kind_is_refused(tmp_path: Path, old, new, message):
+    policy = tmp_path / "p.toml"
+    assert old in DEFAULT_POLICY.read_text()
+    policy.write_text(DEFAULT_POLICY.read_text().replace(old, new, 1))
+    with pytest.raises(PolicyError, match=message):
+        SegmentPolicy.load(policy)

@@ -279,6 +279,17 @@ def test_rejected_values_stay_out_of_the_log(server, features):
     assert row["customer_id"] not in log
 
 
+def test_a_rejected_request_logs_one_warning_line_not_a_traceback(server):
+    order = {"customer_id": "C1", "order_id": "o1", "ordered_at": "2025-06-02", "amount": 80}
+    before = len(server.log.read_text(errors="replace"))
+    server.call("/score_history", {"as_of": "2099-01-01", "transactions": [order]})
+    time.sleep(0.5)
+    added = server.log.read_text(errors="replace")[before:]
+    assert "as_of: 2099-01-01 is in the future" in added
+    assert "Traceback" not in added and "[ERROR]" not in added
+    assert "[WARNING]" in added
+
+
 def test_token_is_required_when_set_and_probes_stay_open(guarded, features):
     body = {"customers": feature_rows(features.head(1))}
     assert guarded.call("/score_features", body)[0] == 401
@@ -332,6 +343,15 @@ def test_column_wise_table_scores_like_feature_rows(server, features):
     for body, message in bad:
         status, answer = server.call("/score_table", body)
         assert status == 400 and message in json.dumps(answer), answer
+
+
+def test_history_is_held_to_the_customer_limit_of_every_endpoint(server):
+    orders = [{"customer_id": f"C{i}", "order_id": f"o{i}", "ordered_at": "2025-06-02",
+               "amount": 1} for i in range(10_001)]
+    status, answer = server.call("/score_history", {"as_of": "2025-10-01",
+                                                    "transactions": orders})
+    assert status == 400 and answer["detail"][0]["loc"] == ["transactions"], answer
+    assert "at most 10,000 per request" in answer["error"]
 
 
 def test_a_future_as_of_gets_400(server):
