@@ -21,12 +21,14 @@ from pydantic import BaseModel, Field
 from pydantic.json_schema import models_json_schema
 from starlette.concurrency import run_in_threadpool
 
-from serving.guards import App, Message, Receive, Scope, Send
+from serving.guards import App, Message, Receive, Scope, Send, restore_path
 from serving.policy import RISK_BANDS, SEGMENTS, SPEND_TIERS
 
 LOG = logging.getLogger("churn.service")
 TITLE = "Churn and propensity scoring"
 SCORING_ROUTES = ("/score_features", "/score_table", "/score_history", "/metadata")
+KNOWN_PATHS = frozenset((*SCORING_ROUTES, "/", "/docs", "/docs.json", "/schema.json", "/livez",
+                         "/readyz", "/healthz", "/metrics"))
 REF = "#/components/schemas/{model}"
 
 
@@ -331,6 +333,7 @@ class ApiSurface:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        scope = restore_path(scope)
         method, path = scope["method"], scope["path"]
         if method == "GET" and path == "/docs":
             await _send_json(send, 200, docs_page(), b"text/html; charset=utf-8")

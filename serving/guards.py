@@ -17,6 +17,10 @@ try:
     from bentoml._internal.server.http.traffic import TimeoutMiddleware
 except ImportError:  # a BentoML laid out differently: nothing to fix
     TimeoutMiddleware = None
+try:
+    from bentoml._internal.server.http.instruments import RunnerTrafficMetricsMiddleware
+except ImportError:
+    RunnerTrafficMetricsMiddleware = None
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -178,3 +182,50 @@ def release_finished_requests() -> bool:
         return False
     TimeoutMiddleware.__call__ = _timeout_call
     return True
+
+
+UNKNOWN_PATH = "/_unknown"
+REAL_PATH = "churn.real_path"
+
+
+def metric_path(path: str, known: frozenset[str]) -> str:
+    """The ``endpoint`` label of a request: its route, or one bucket for every other path."""
+    if path in known:
+        return path
+    if path.startswith(OPEN_PREFIXES):
+        return OPEN_PREFIXES[0].rstrip("/")
+    return UNKNOWN_PATH
+
+
+def bound_metric_labels(known: frozenset[str]) -> bool:
+    """Label BentoML's request metrics by route, with every unknown path in one bucket.
+
+    BentoML 1.4 labels them by the raw path, so each distinct path a client makes up (even
+    one answered 401 or 404) adds about 20 series to ``/metrics`` for good: enough random
+    paths grow the worker by hundreds of MiB and make every scrape time out. The metrics
+    middleware sees the bucket as the path; ``restore_path`` gives the routes the real one.
+    Returns False (and changes nothing) on a BentoML laid out differently.
+    """
+    if RunnerTrafficMetricsMiddleware is None:
+        return False
+    original = getattr(RunnerTrafficMetricsMiddleware.__call__, "churn_original",
+                       RunnerTrafficMetricsMiddleware.__call__)
+
+    async def labelled(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope.get("type") == "http":
+            label = metric_path(scope["path"], known)
+            if label != scope["path"]:
+                scope = {**scope, "path": label, REAL_PATH: scope["path"]}
+        await original(self, scope, receive, send)
+
+    labelled.churn_original = original
+    RunnerTrafficMetricsMiddleware.__call__ = labelled
+    return True
+
+
+def restore_path(scope: Scope) -> Scope:
+    """The request's own path again, after the metrics middleware has labelled it."""
+    if REAL_PATH in scope:
+        scope = {**scope, "path": scope[REAL_PATH]}
+        del scope[REAL_PATH]
+    return scope

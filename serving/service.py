@@ -45,6 +45,7 @@ from serving.champion import DataCheck, LoadedModel, champion_versions, load_cha
 from serving.guards import (
     BearerTokenMiddleware,
     BodySizeLimitMiddleware,
+    bound_metric_labels,
     redact_request_errors,
     release_finished_requests,
 )
@@ -484,6 +485,7 @@ def _document() -> dict:
 
 _settings = ServiceSettings.from_environment()
 release_finished_requests()
+bound_metric_labels(api.KNOWN_PATHS)
 ChurnService.add_asgi_middleware(api.ApiSurface, document=_document)
 ChurnService.add_asgi_middleware(BodySizeLimitMiddleware, max_bytes=_settings.max_request_bytes)
 ChurnService.add_asgi_middleware(BearerTokenMiddleware, token=_settings.token)

@@ -6,6 +6,7 @@ import importlib.metadata
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -298,6 +299,22 @@ def test_token_is_required_when_set_and_probes_stay_open(guarded, features):
     assert guarded.call("/livez", method="GET")[0] == 200
     status, metrics = guarded.call("/metrics", method="GET")
     assert status == 200 and "bentoml_service_request" in metrics
+
+
+def test_made_up_paths_do_not_grow_the_metrics(guarded):
+    for i in range(300):
+        path = f"/made-up/{i}-{os.urandom(4).hex()}"
+        assert guarded.call(path, method="GET")[0] in (401, 404)
+    assert guarded.call("/static_content/swagger-ui.css", method="GET")[0] == 200
+    status, metrics = guarded.call("/metrics", method="GET")
+    assert status == 200
+    endpoints = set(re.findall(r'endpoint="([^"]*)"', metrics))
+    assert "/_unknown" in endpoints and "/static_content" in endpoints
+    assert not any("made-up" in e for e in endpoints), endpoints
+    assert len(endpoints) <= 16, endpoints
+    # The real routes still answer under their own names.
+    assert guarded.call("/livez", method="GET")[0] == 200
+    assert guarded.call("/docs", method="GET")[0] == 200
 
 
 def test_oversized_payload_gets_413(guarded, features):
