@@ -67,11 +67,17 @@ class BearerTokenMiddleware:
 
 
 class BodySizeLimitMiddleware:
-    """413 for a request body over ``max_bytes``, declared or streamed."""
+    """413 for a request body over ``max_bytes``, declared or streamed; 503 (try again) when
+    the bodies being read or answered at once would hold over ``max_in_flight`` bytes.
 
-    def __init__(self, app: App, max_bytes: int) -> None:
+    It sits behind the token check, so a caller without the token never gets a body read.
+    """
+
+    def __init__(self, app: App, max_bytes: int, max_in_flight: int | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.max_in_flight = max_in_flight or 4 * max_bytes
+        self.in_flight = 0  # one event loop per worker: no lock needed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -82,28 +88,36 @@ class BodySizeLimitMiddleware:
             await self._too_large(send)
             return
         chunks, size, more = [], 0, True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":
-                break
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_bytes:
-                await self._too_large(send)
-                return
-            chunks.append(chunk)
-            more = message.get("more_body", False)
-        body = b"".join(chunks)
-        replayed = False
+        try:
+            while more:
+                message = await receive()
+                if message["type"] != "http.request":
+                    break
+                chunk = message.get("body", b"")
+                if self.in_flight + len(chunk) > self.max_in_flight:
+                    await _reply(send, 503, "too many request bytes in flight; try again",
+                                 [(b"retry-after", b"1")])
+                    return
+                size += len(chunk)
+                self.in_flight += len(chunk)
+                if size > self.max_bytes:
+                    await self._too_large(send)
+                    return
+                chunks.append(chunk)
+                more = message.get("more_body", False)
+            body = b"".join(chunks)
+            replayed = False
 
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
+            async def replay() -> Message:
+                nonlocal replayed
+                if not replayed:
+                    replayed = True
+                    return {"type": "http.request", "body": body, "more_body": False}
+                return await receive()
 
-        await self.app(scope, replay, send)
+            await self.app(scope, replay, send)
+        finally:
+            self.in_flight -= size
 
     async def _too_large(self, send: Send) -> None:
         await _reply(send, 413, f"request body over the limit of {self.max_bytes:,} bytes")

@@ -76,6 +76,7 @@ class ServiceSettings:
     policy: Path
     token: str | None
     max_request_bytes: int
+    max_in_flight_bytes: int
     compiled: bool
     bundle: Path | None
     watch_seconds: float
@@ -92,6 +93,7 @@ class ServiceSettings:
                 BUNDLE / "segments.toml" if BUNDLE.is_dir() else DEFAULT_POLICY)),
             token=os.environ.get("CHURN_API_TOKEN") or None,
             max_request_bytes=int(os.environ.get("CHURN_MAX_REQUEST_BYTES", str(8 * 1024 * 1024))),
+            max_in_flight_bytes=int(os.environ.get("CHURN_MAX_IN_FLIGHT_BYTES", "0")),
             compiled=os.environ.get("CHURN_COMPILED_FOREST", "1") != "0",
             bundle=BUNDLE if BUNDLE.is_dir() else None,
             watch_seconds=float(os.environ.get("CHURN_WATCH_SECONDS", "60")),
@@ -486,6 +488,9 @@ def _document() -> dict:
 _settings = ServiceSettings.from_environment()
 release_finished_requests()
 bound_metric_labels(api.KNOWN_PATHS)
+# Outermost first: docs and error shape, then the token (before any body is read), then the
+# body limits.
 ChurnService.add_asgi_middleware(api.ApiSurface, document=_document)
-ChurnService.add_asgi_middleware(BodySizeLimitMiddleware, max_bytes=_settings.max_request_bytes)
 ChurnService.add_asgi_middleware(BearerTokenMiddleware, token=_settings.token)
+ChurnService.add_asgi_middleware(BodySizeLimitMiddleware, max_bytes=_settings.max_request_bytes,
+                                 max_in_flight=_settings.max_in_flight_bytes)

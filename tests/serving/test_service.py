@@ -8,6 +8,7 @@ import math
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -315,6 +316,51 @@ def test_made_up_paths_do_not_grow_the_metrics(guarded):
     # The real routes still answer under their own names.
     assert guarded.call("/livez", method="GET")[0] == 200
     assert guarded.call("/docs", method="GET")[0] == 200
+
+
+def open_upload(server: Server, length: int, sent: int, token: str | None) -> socket.socket:
+    """A POST whose body is ``length`` bytes long, of which ``sent`` are on their way."""
+    host, port = server.url.removeprefix("http://").split(":")
+    conn = socket.create_connection((host, int(port)), timeout=10)
+    auth = f"authorization: Bearer {token}\r\n" if token else ""
+    conn.sendall((f"POST /score_features HTTP/1.1\r\nhost: {host}\r\n{auth}"
+                  f"content-type: application/json\r\ncontent-length: {length}\r\n\r\n"
+                  ).encode() + b" " * sent)
+    return conn
+
+
+def status_of(conn: socket.socket) -> int:
+    return int(conn.recv(4096).split(b" ", 2)[1])
+
+
+def test_the_token_is_checked_before_a_body_is_read(guarded):
+    conn = open_upload(guarded, 19_000, 0, token=None)  # headers only, body never sent
+    try:
+        assert status_of(conn) == 401
+    finally:
+        conn.close()
+
+
+def test_bodies_in_flight_are_capped(guarded):
+    """Limit 20,000 bytes per body, so 80,000 in flight: the sixth 14,000-byte upload waits
+    for none of the five before it and is told to try again."""
+    uploads = []
+    try:
+        for _ in range(5):
+            uploads.append(open_upload(guarded, 15_000, 14_000, TOKEN))
+            time.sleep(0.3)
+        sixth = open_upload(guarded, 15_000, 14_000, TOKEN)
+        uploads.append(sixth)
+        assert status_of(sixth) == 503
+        for conn in uploads[:5]:
+            conn.sendall(b" " * 1_000)  # complete: answered (a body of spaces is no JSON)
+            assert status_of(conn) == 400
+    finally:
+        for conn in uploads:
+            conn.close()
+    # All let go: a normal request gets through again.
+    status, _ = guarded.call("/metadata", method="GET", token=TOKEN)
+    assert status == 200
 
 
 def test_oversized_payload_gets_413(guarded, features):
