@@ -71,6 +71,29 @@ def _iso_date(text: str) -> date:
         raise typer.BadParameter(f"'{text}' is not an ISO date such as 2026-06-01") from None
 
 
+def _store(read_only: bool = False) -> str:
+    """The MLflow store to use, checked; a store that cannot be used ends the command."""
+    from churn import model_steps as steps
+
+    try:
+        return steps.use_tracking_store(read_only)
+    except steps.StoreError as err:
+        _fail(str(err))
+        raise
+
+
+def _champion_or_fail(name: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    from serving.champion import champion_versions
+
+    try:
+        champion_versions(name, None)
+    except MlflowException:
+        _fail(f"no '{name}' model holds the 'champion' alias in the MLflow store: train one "
+              f"with `churn train churn --model-name {name}` and promote it")
+
+
 def _fail(message: str) -> None:
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(1)
@@ -289,7 +312,7 @@ def train_churn_command(
     """
     from churn import model_steps as steps
 
-    uri = steps.use_tracking_store()
+    uri = _store()
     try:
         cfg = _churn_config(data, cutoffs, validation_cutoff, test_cutoff, horizon_days,
                             base_days, learning_rate=learning_rate, num_leaves=num_leaves,
@@ -333,7 +356,7 @@ def backtest_churn_command(
     """
     from churn import model_steps as steps
 
-    uri = steps.use_tracking_store()
+    uri = _store()
     try:
         cfg = _churn_config(data, str(cutoffs), None, None, horizon_days, base_days,
                             learning_rate=learning_rate, num_leaves=num_leaves,
@@ -350,7 +373,7 @@ def backtest_churn_command(
 def _promote(kind: str, name: str, run: str | None, min_gain: float = 0.0) -> None:
     from churn import model_steps as steps
 
-    steps.use_tracking_store()
+    _store(read_only=True)
     try:
         outcome = steps.promote(name or kind, run, min_gain, kind)
     except steps.USER_ERRORS as err:
@@ -458,7 +481,7 @@ def train_uplift_command(
     from churn import model_steps as steps
     from churn import uplift_steps as up
 
-    uri = steps.use_tracking_store()
+    uri = _store()
     try:
         cfg = _uplift_config(data, campaign, horizon_days, table, treatment, control, outcome,
                              ignore, learner, expected_share, seed,
@@ -559,7 +582,7 @@ def score_command(
     """
     from churn import model_steps as steps
 
-    steps.use_tracking_store()
+    _store(read_only=True)
     try:
         cfg = steps.ScoreJobConfig(
             data=data, as_of=_iso_date(as_of), out=out,
@@ -605,6 +628,10 @@ def serve_command(
 
     env = dict(os.environ)
     env.setdefault("MLFLOW_TRACKING_URI", default_tracking_uri(Path.cwd()))
+    # Fail here, in seconds and in one line, rather than in a server that never gets ready.
+    os.environ["MLFLOW_TRACKING_URI"] = env["MLFLOW_TRACKING_URI"]
+    _store(read_only=True)
+    _champion_or_fail(model_name)
     env["CHURN_MAX_REQUEST_BYTES"] = str(max_request_bytes)
     env["CHURN_COMPILED_FOREST"] = "1" if compiled else "0"
     env["CHURN_MODEL_NAME"] = model_name
@@ -641,7 +668,7 @@ def build_command(
     from churn import model_steps as steps
     from serving.bundle import BuildError, build_bento
 
-    steps.use_tracking_store()
+    _store(read_only=True)
     try:
         chosen = steps.SegmentPolicy.load(policy or steps.DEFAULT_POLICY)
         loaded = steps.load_champion(
@@ -687,7 +714,7 @@ def demo_command(
     from churn import uplift_steps as up
 
     started = time.perf_counter()
-    uri = steps.use_tracking_store()
+    uri = _store()
     gen = GenerateConfig(customers=customers, seed=seed)
     data = out / "data"
     rows = _generate(gen, data, "parquet")

@@ -29,6 +29,8 @@ from training.promote import PromotionError, promote
 from training.tracking import (
     CHURN_MODEL_NAME,
     LoggedRun,
+    StoreError,
+    check_store,
     default_tracking_uri,
     log_backtest_run,
     log_churn_run,
@@ -56,7 +58,7 @@ __all__ = [
 
 # Mistakes a user can fix: reported as one line, never as a traceback.
 USER_ERRORS = (ContractError, ExperimentError, PromotionError, NoChampionError, PolicyError,
-               MlflowException, duckdb.Error, psycopg.Error, OSError)
+               StoreError, MlflowException, duckdb.Error, psycopg.Error, OSError)
 
 METRIC_LABELS = {"roc_auc": "ROC AUC", "pr_auc": "PR AUC", "log_loss": "log loss",
                  "brier": "Brier", "ece": "ECE",
@@ -64,12 +66,21 @@ METRIC_LABELS = {"roc_auc": "ROC AUC", "pr_auc": "PR AUC", "log_loss": "log loss
                  "top_decile_capture": "capture top 10%"}
 
 
-def use_tracking_store() -> str:
-    """MLFLOW_TRACKING_URI when set, else the embedded SQLite store in the working folder."""
+def use_tracking_store(read_only: bool = False) -> str:
+    """MLFLOW_TRACKING_URI when set, else the embedded SQLite store in the working folder.
+
+    The store is checked first (``check_store``), so a store that is down, unreadable or, for
+    a command that only reads (``read_only``), missing ends in one line within seconds.
+    """
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     # The command draws its own progress; MLflow's per-download bars would only add noise.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # MLflow retries an unreachable server 7 times with back-off (about 4 minutes): fewer.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     uri = os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(Path.cwd())
+    check_store(uri, read_only)
     mlflow.set_tracking_uri(uri)
     return uri
 

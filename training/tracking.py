@@ -9,11 +9,16 @@ rows) and the model with its signature and input example, registered under ``chu
 
 from __future__ import annotations
 
+import sqlite3
 import tempfile
+import urllib.error
+import urllib.request
 import warnings
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import mlflow
 import mlflow.data
@@ -39,6 +44,42 @@ PYFUNC_REQUIREMENTS = ["lightgbm", "scikit-learn", "pandas", "numpy", "scipy", "
                        "pandera"]
 VALIDATION_ARTIFACT = "validation/validation.parquet"
 TEST_ARTIFACT = "test/test.parquet"
+
+
+class StoreError(RuntimeError):
+    """The MLflow store cannot be used: missing, unreadable or unreachable."""
+
+
+def check_store(uri: str, read_only: bool = False, timeout: float = 5.0) -> None:
+    """Fail fast, naming the store and the cause: a SQLite or folder store must be readable
+    (and, for ``read_only`` use, exist: reading never creates a store); a tracking server
+    must answer its ``/health`` within ``timeout`` seconds."""
+    parts = urlsplit(uri)
+    if parts.scheme in ("http", "https"):
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout):
+                return
+        except (urllib.error.URLError, OSError) as err:
+            reason = getattr(err, "reason", err)
+            raise StoreError(f"cannot reach the MLflow tracking server at {uri}: {reason} "
+                             f"(MLFLOW_TRACKING_URI)") from None
+    if parts.scheme == "sqlite":
+        path = Path(uri.removeprefix("sqlite:///"))
+        if not path.exists():
+            if read_only:
+                raise StoreError(f"no MLflow store at {path}: run from the folder you trained "
+                                 f"in, or set MLFLOW_TRACKING_URI to its store")
+            return
+        try:
+            with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as con:
+                con.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.Error as err:
+            raise StoreError(f"the MLflow store {path} cannot be read: {err}") from None
+    elif parts.scheme in ("", "file") and read_only:
+        path = Path(parts.path if parts.scheme else uri)
+        if not path.is_dir():
+            raise StoreError(f"no MLflow store at {path}: set MLFLOW_TRACKING_URI to an "
+                             f"existing store")
 
 
 def default_tracking_uri(folder: Path) -> str:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
+from mlflow import MlflowClient
 
 from features.registry import feature_names
 from tests.conftest import process_env
@@ -129,6 +131,34 @@ def test_out_of_range_options_are_refused_before_any_work(tmp_path):
         assert done.returncode == 2, done.stderr
         assert f"Invalid value for '{option}'" in done.stderr
         assert "Traceback" not in done.stderr
+
+
+def test_a_store_that_cannot_be_used_fails_fast_in_one_line(tmp_path):
+    """Down, corrupt or mistyped: seconds, one line naming the store; no store is created."""
+    score = ("score", "--data", ".", "--as-of", "2025-01-01", "--out", "s.parquet")
+    cases = [({}, "no MLflow store at"),  # a read path never creates a store
+             ({"MLFLOW_TRACKING_URI": "http://127.0.0.1:9/"},
+              "cannot reach the MLflow tracking server"),
+             ({"MLFLOW_TRACKING_URI": "http://10.255.255.1:5000"}, "cannot reach"),  # no answer
+             ({"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'bad.db'}"}, "cannot be read")]
+    (tmp_path / "bad.db").write_text("not a database")
+    for env, message in cases:
+        for args in (score, ("promote", "churn"), ("serve", "--port", "3999")):
+            started = time.monotonic()
+            done = subprocess.run([*CHURN, *args], cwd=tmp_path, capture_output=True, text=True,
+                                  timeout=120, check=False,
+                                  env=process_env(COLUMNS="200", **env))
+            assert time.monotonic() - started < 30, (args, env)
+            assert done.returncode == 1 and message in done.stderr, (args, env, done.stderr)
+            assert "Traceback" not in done.stderr
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_serve_without_a_champion_stops_at_once(tmp_path, mlflow_store):
+    MlflowClient().search_registered_models()  # the store exists, with no model in it
+    done = run("serve", "--port", "3999", "--model-name", "nothing-here", cwd=tmp_path)
+    assert done.returncode == 1
+    assert "no 'nothing-here' model holds the 'champion' alias" in done.stderr
 
 
 def test_help_teaches_the_first_steps(tmp_path):
