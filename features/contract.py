@@ -55,8 +55,19 @@ def _key() -> pa.Column:
     return pa.Column(str, _non_empty(), nullable=False)
 
 
+# Times outside these are mistakes (a placeholder year, a unit error), and one in the future
+# would pass for a matured label window: rows must lie between 1900 and tomorrow.
+EARLIEST_TIME = pd.Timestamp("1900-01-01", tz="UTC")
+
+
+def plausible_times(values: pd.Series) -> pd.Series:
+    latest = pd.Timestamp.now(tz="UTC").normalize() + pd.Timedelta(days=2)
+    return values.isna() | ((values >= EARLIEST_TIME) & (values < latest))
+
+
 def _timestamp(nullable: bool = False, required: bool = True) -> pa.Column:
-    return pa.Column(UTC_TIMESTAMP, nullable=nullable, required=required)
+    check = pa.Check(plausible_times, name="between 1900-01-01 and today")
+    return pa.Column(UTC_TIMESTAMP, check, nullable=nullable, required=required)
 
 
 @dataclass(frozen=True)

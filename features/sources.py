@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,12 +40,24 @@ def _quote(text: str) -> str:
 
 
 def _files_in(folder: Path) -> tuple[list[Path], str]:
-    by_format = {fmt: sorted(folder.glob(f"*.{fmt}")) for fmt in FORMATS}
+    """The folder's files of one format; a link counts once, wherever it points, and a
+    folder (or a link to one) is never read into the table."""
+    by_format = {fmt: _distinct_files(folder.glob(f"*.{fmt}")) for fmt in FORMATS}
     found = [fmt for fmt in FORMATS if by_format[fmt]]
     if len(found) != 1:
         kinds = "both .parquet and .csv files" if found else "no .parquet or .csv files"
         raise ContractError(f"{folder}: holds {kinds}; a table folder needs files of one format")
     return by_format[found[0]], found[0]
+
+
+def _distinct_files(paths: Iterable[Path]) -> list[Path]:
+    seen, files = set(), []
+    for path in sorted(paths):
+        target = path.resolve()
+        if path.is_file() and target not in seen:
+            seen.add(target)
+            files.append(path)
+    return files
 
 
 def find_table(data_dir: Path, spec: TableSpec) -> TableSource | None:

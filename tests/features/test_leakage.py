@@ -16,8 +16,11 @@ TIME_COLUMNS = {"transactions": "ordered_at", "events": "occurred_at",
 def _with_future_rows(frame: pd.DataFrame, column: str, cutoff: pd.Timestamp) -> pd.DataFrame:
     """Add copies of every row moved to the cutoff or later, and a customer seen only then."""
     at_cutoff = frame.assign(**{column: cutoff})
-    later = frame.assign(**{column: frame[column] + (cutoff - frame[column].min())
-                            + pd.Timedelta(days=1)})
+    # Spread over the 150 days after the cutoff (still in the past: rows dated after today
+    # break the contract).
+    offset = frame[column] - frame[column].min()
+    later = frame.assign(**{column: cutoff + pd.Timedelta(days=1)
+                            + offset * (pd.Timedelta(days=150) / offset.max())})
     newcomer = frame.head(3).assign(customer_id="FUTURE-ONLY", **{column: cutoff})
     if "order_id" in frame:
         at_cutoff["order_id"] += "-at"

@@ -161,6 +161,29 @@ def test_folder_of_files_is_read_whole(tmp_path):
     assert features["orders_total"].to_dict() == {"a": 2, "b": 2, "c": 2}
 
 
+def test_links_in_a_table_folder_are_read_once_and_folders_never(tmp_path):
+    folder = tmp_path / "data" / "transactions"
+    write_table(folder, "part-1", transactions(), fmt="parquet")
+    (folder / "same-again.parquet").symlink_to(folder / "part-1.parquet")
+    (tmp_path / "elsewhere").mkdir()
+    write_table(tmp_path / "elsewhere", "x", transactions(order_id=["7", "8", "9"]), "parquet")
+    (folder / "linked-folder.parquet").symlink_to(tmp_path / "elsewhere",
+                                                   target_is_directory=True)
+    features = build(tmp_path / "data", AS_OF)
+    assert features["orders_total"].to_dict() == {"a": 1, "b": 1, "c": 1}
+
+
+@pytest.mark.parametrize("when", ["2099-06-01", "9999-12-31", "0001-01-01", "1899-12-31"])
+def test_an_implausible_date_is_a_named_rule(tmp_path, when):
+    """A date in the future would pass for a matured label; one in year 1 for a long tenure."""
+    write_table(tmp_path / "data", "transactions",
+                transactions(ordered_at=["1997-01-01", when, "1997-03-01"]))
+    with pytest.raises(ContractError) as err:
+        build(tmp_path / "data", AS_OF)
+    assert ("column 'ordered_at', rule 'between 1900-01-01 and today': 1 row, e.g. row 2"
+            in str(err.value))
+
+
 def test_mixed_formats_in_a_folder_are_refused(tmp_path):
     folder = tmp_path / "data" / "transactions"
     write_table(folder, "part-1", transactions(), fmt="parquet")
