@@ -78,7 +78,7 @@ def _store(read_only: bool = False) -> str:
     try:
         return steps.use_tracking_store(read_only)
     except steps.StoreError as err:
-        _fail(str(err))
+        _fail(_message(err))
         raise
 
 
@@ -92,6 +92,15 @@ def _champion_or_fail(name: str) -> None:
     except MlflowException:
         _fail(f"no '{name}' model holds the 'champion' alias in the MLflow store: train one "
               f"with `churn train churn --model-name {name}` and promote it")
+
+
+def _message(err: Exception) -> str:
+    """A user error in one line (DuckDB's read errors run to twenty)."""
+    import duckdb
+
+    from features.sources import duckdb_error_line
+
+    return duckdb_error_line(err) if isinstance(err, (duckdb.Error, OSError)) else str(err)
 
 
 def _fail(message: str) -> None:
@@ -206,7 +215,7 @@ def features_command(
     try:
         result = _features(cfg)
     except (ContractError, duckdb.Error, OSError) as err:
-        _fail(str(err))
+        _fail(_message(err))
     _print_features_summary(result, cfg)
 
 
@@ -321,7 +330,7 @@ def train_churn_command(
         logged = steps.log_churn_run(cfg, result, experiment=experiment,  # type: ignore[arg-type]
                                      registered_name=model_name)
     except steps.USER_ERRORS as err:
-        _fail(str(err))
+        _fail(_message(err))
     steps.print_metrics(result, out_console)
     steps.where_to_look(uri, logged, out_console, model_name)
 
@@ -364,7 +373,7 @@ def backtest_churn_command(
         result = steps.backtest(cfg, _cutoff_list(origins), _progress())  # type: ignore[arg-type]
         logged = steps.log_backtest_run(cfg, result, experiment)  # type: ignore[arg-type]
     except steps.USER_ERRORS as err:
-        _fail(str(err))
+        _fail(_message(err))
     steps.print_backtest(result, out_console)
     out_console.print(f"Run {logged.run_id} in experiment '{experiment}' ({uri}).",
                       highlight=False, soft_wrap=True)
@@ -377,7 +386,7 @@ def _promote(kind: str, name: str, run: str | None, min_gain: float = 0.0) -> No
     try:
         outcome = steps.promote(name or kind, run, min_gain, kind)
     except steps.USER_ERRORS as err:
-        _fail(str(err))
+        _fail(_message(err))
     out_console.print(outcome.message(), highlight=False, soft_wrap=True)
 
 
@@ -490,7 +499,7 @@ def train_uplift_command(
         logged = up.log_uplift_run(cfg, result, experiment=experiment,  # type: ignore[arg-type]
                                    registered_name=model_name)
     except steps.USER_ERRORS as err:
-        _fail(str(err))
+        _fail(_message(err))
     up.print_result(result, out_console)
     steps.where_to_look(uri, logged, out_console, model_name)
 
@@ -524,7 +533,7 @@ def evaluate_uplift_command(
                              (num_leaves, min_data_in_leaf, rounds, learning_rate))
         summary = up.evaluate(cfg, folds, repeats, out, _progress())  # type: ignore[arg-type]
     except steps.USER_ERRORS as err:
-        _fail(str(err))
+        _fail(_message(err))
     up.print_evaluation(summary, out, out_console)
 
 
@@ -592,7 +601,7 @@ def score_command(
             allow_data_mismatch=allow_data_mismatch)
         result = steps.score(cfg, _progress(), compiled)
     except steps.USER_ERRORS as err:
-        _fail(str(err))
+        _fail(_message(err))
     steps.print_segments(result, out_console)
 
 
@@ -678,7 +687,7 @@ def build_command(
         tag = build_bento(loaded, policy or steps.DEFAULT_POLICY,
                           Path(sys.executable).with_name("bentoml"))
     except (*steps.USER_ERRORS, BuildError) as err:
-        _fail(str(err))
+        _fail(_message(err))
     out_console.print(f"Built bento {tag} with {loaded.label}.\nServe it:        bentoml serve "
                       f"{tag} --port 3000\nMake an image:   bentoml containerize {tag}",
                       highlight=False, soft_wrap=True)
@@ -739,7 +748,7 @@ def demo_command(
         scored = steps.score(steps.ScoreJobConfig(
             data=data, as_of=gen.end, out=str(out / "scores.parquet")), _progress())
     except steps.USER_ERRORS as err:
-        _fail(str(err))
+        _fail(_message(err))
     steps.print_segments(scored, out_console)
     out_console.print(DEMO_SERVE_HINT, highlight=False, soft_wrap=True, markup=False)
     out_console.print(f"Demo finished in {time.perf_counter() - started:.1f} s",

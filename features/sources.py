@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,9 +31,22 @@ class TableSource:
         paths = "[" + ", ".join(_quote(str(f)) for f in self.files) + "]"
         filename = ", filename = true" if with_filename else ""
         if self.format == "csv":
-            return (f"read_csv({paths}, header = true, all_varchar = true, "
-                    f"union_by_name = true{filename})")
+            # The contract's dialect, stated, so nothing is guessed from a sample of rows.
+            return (f"read_csv({paths}, header = true, all_varchar = true, delim = ',', "
+                    f"quote = '\"', escape = '\"', union_by_name = true{filename})")
         return f"read_parquet({paths}, union_by_name = true{filename})"
+
+
+def duckdb_error_line(err: Exception) -> str:
+    """DuckDB's error in one line: its first, and the line of the file it names, if any."""
+    text = str(err).strip()
+    first = text.splitlines()[0] if text else type(err).__name__
+    if "not utf-8 encoded" in text:
+        first += " The file is not UTF-8: save it as UTF-8."
+    elif "sniffing" in first:
+        first += " Tables must be UTF-8 CSV with a header row, commas and \" quotes."
+    where = re.search(r"\b[Ll]ine:? (\d+)", text)
+    return f"{first} (line {where.group(1)})" if where and where.group(0) not in first else first
 
 
 def _quote(text: str) -> str:
@@ -94,7 +108,8 @@ def present_columns(con: duckdb.DuckDBPyConnection, source: TableSource) -> list
     try:
         described = con.sql(f"DESCRIBE SELECT * FROM {source.raw_scan()}").fetchall()
     except duckdb.Error as err:
-        raise ContractError(f"{source.label}: cannot read {source.files[0]}: {err}") from err
+        raise ContractError(f"{source.label}: cannot read {source.files[0]}: "
+                            f"{duckdb_error_line(err)}") from None
     columns = [row[0] for row in described]
     missing = [c for c in source.spec.required_columns if c not in columns]
     if missing:

@@ -30,7 +30,7 @@ from features.contract import (
     duckdb_type,
     parse_rule,
 )
-from features.sources import TableSource, present_columns, typed_columns_sql
+from features.sources import TableSource, duckdb_error_line, present_columns, typed_columns_sql
 
 BATCH_ROWS = 500_000
 EXAMPLES_PER_PROBLEM = 3
@@ -255,20 +255,15 @@ def validate_table(
     try:
         reader = con.sql(_check_query(source, present)).to_arrow_reader(BATCH_ROWS)
     except duckdb.Error as err:
-        raise ContractError(f"{spec.name}: cannot read {source.files[0].parent}: {err}") from err
-    bool_types = {pyarrow.bool_(): pd.BooleanDtype()}.get
-    for batch in reader:
-        df = batch.to_pandas(types_mapper=bool_types)
-        failures = row_failures(df, spec, seen_keys)
-        where = labels.labels(df, failures["pos"])
-        for row in failures.itertuples():
-            report.add(row.column, row.rule, where[row.pos], row.value)
-        report.rows += len(df)
-        report.bad_rows += failures["pos"].nunique()
-        if quarantine is not None:
-            quarantine.write(batch, df, failures, where)
-        if progress is not None:
-            progress(spec.name, len(df))
+        raise _unreadable(source, err) from None
+    while True:
+        try:
+            batch = reader.read_next_batch()
+        except StopIteration:
+            break
+        except (duckdb.Error, OSError) as err:  # DuckDB's read errors arrive as OSError here
+            raise _unreadable(source, err) from None
+        _check_batch(batch, spec, report, labels, seen_keys, quarantine, progress)
     if quarantine is not None:
         quarantine.close()
     if report.bad_rows and quarantine is None:
@@ -281,6 +276,28 @@ def validate_table(
     if spec.name == "events":
         report.unknown_event_types = unknown_event_types(con, relation)
     return ValidatedTable(spec, relation, report)
+
+
+def _unreadable(source: TableSource, err: Exception) -> ContractError:
+    where = source.files[0] if len(source.files) == 1 else source.files[0].parent
+    return ContractError(f"{source.spec.name}: cannot read {where}: {duckdb_error_line(err)}")
+
+
+def _check_batch(batch: pyarrow.RecordBatch, spec: TableSpec, report: TableReport,
+                 labels: _RowLabels, seen_keys: set, quarantine: _Quarantine | None,
+                 progress: Progress | None) -> None:
+    """The contract's rules on one batch of rows: counted, reported, set aside if asked."""
+    df = batch.to_pandas(types_mapper={pyarrow.bool_(): pd.BooleanDtype()}.get)
+    failures = row_failures(df, spec, seen_keys)
+    where = labels.labels(df, failures["pos"])
+    for row in failures.itertuples():
+        report.add(row.column, row.rule, where[row.pos], row.value)
+    report.rows += len(df)
+    report.bad_rows += failures["pos"].nunique()
+    if quarantine is not None:
+        quarantine.write(batch, df, failures, where)
+    if progress is not None:
+        progress(spec.name, len(df))
 
 
 def unknown_event_types(con: duckdb.DuckDBPyConnection, events: str) -> dict[str, int]:

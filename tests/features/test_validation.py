@@ -184,6 +184,35 @@ def test_an_implausible_date_is_a_named_rule(tmp_path, when):
             in str(err.value))
 
 
+def _csv_lines(tmp_path, lines: list[bytes]) -> None:
+    folder = tmp_path / "data"
+    folder.mkdir(exist_ok=True)
+    (folder / "transactions.csv").write_bytes(
+        b"customer_id,order_id,ordered_at,amount\n" + b"\n".join(lines) + b"\n")
+
+
+def test_a_quoted_id_far_down_the_file_is_read(tmp_path):
+    """The CSV dialect is the contract's, not guessed from the first rows."""
+    rows = [f"c{i},o{i},1997-01-01,10".encode() for i in range(25_000)]
+    _csv_lines(tmp_path, [*rows, b'"c,late",o-late,1997-02-01,5'])
+    features = build(tmp_path / "data", AS_OF)
+    assert features.loc["c,late", "orders_total"] == 1 and len(features) == 25_001
+
+
+@pytest.mark.parametrize(("last", "message"), [
+    (b"c\xff,o-x,1997-02-01,5", "CSV Error on Line: 25002 The file is not UTF-8"),
+    (b'"unclosed,o-x,1997-02-01,5', "cannot read"),
+])
+def test_an_unreadable_csv_is_one_line_naming_file_and_line(tmp_path, last, message):
+    rows = [f"c{i},o{i},1997-01-01,10".encode() for i in range(25_000)]
+    _csv_lines(tmp_path, [*rows, last])
+    with pytest.raises(ContractError) as err:
+        build(tmp_path / "data", AS_OF)
+    text = str(err.value)
+    assert message in text and "transactions.csv" in text
+    assert len(text.splitlines()) <= 2, text  # the line, and "Nothing was written."
+
+
 def test_mixed_formats_in_a_folder_are_refused(tmp_path):
     folder = tmp_path / "data" / "transactions"
     write_table(folder, "part-1", transactions(), fmt="parquet")
