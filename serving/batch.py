@@ -197,6 +197,8 @@ class PostgresDestination:
             schema = self.con.execute("SELECT current_schema()").fetchone()[0]
             self.table = f"{schema}.{self.table}"
         with self.con.transaction():
+            # Two runs creating the table at once would collide inside PostgreSQL's catalog.
+            self.con.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self.table,))
             self.con.execute(f"CREATE TABLE IF NOT EXISTS {self.table} ({columns}, "
                              f"PRIMARY KEY (customer_id, as_of))")
         self._check_columns()
