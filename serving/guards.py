@@ -4,6 +4,7 @@ fix to BentoML's request timeout so finished requests are let go."""
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import logging
 import secrets
@@ -243,3 +244,42 @@ def restore_path(scope: Scope) -> Scope:
         scope = {**scope, "path": scope[REAL_PATH]}
         del scope[REAL_PATH]
     return scope
+
+
+def close_stalled_connections(seconds: float) -> int:
+    """Close a connection that, for ``seconds``, neither finished sending a request's headers
+    nor waited on an answer: idle sockets and headers sent a byte at a time would otherwise
+    hold a file descriptor each for as long as the client likes (uvicorn only times out idle
+    keep-alive connections, and only after a first request). Returns how many uvicorn
+    protocol classes were patched."""
+    patched = 0
+    for module, name in (("uvicorn.protocols.http.h11_impl", "H11Protocol"),
+                         ("uvicorn.protocols.http.httptools_impl", "HttpToolsProtocol")):
+        try:
+            protocol = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError):
+            continue
+        original = getattr(protocol.connection_made, "churn_original", protocol.connection_made)
+
+        def connection_made(self, transport, original=original) -> None:
+            original(self, transport)
+            self.churn_seen = self.cycle
+            self.loop.call_later(seconds, _close_if_stalled, self, seconds)
+
+        connection_made.churn_original = original
+        protocol.connection_made = connection_made
+        patched += 1
+    return patched
+
+
+def _close_if_stalled(protocol: Any, seconds: float) -> None:
+    transport = protocol.transport
+    if transport is None or transport.is_closing():
+        return
+    cycle = protocol.cycle
+    waiting = cycle is None or cycle.response_complete
+    if waiting and cycle is protocol.churn_seen:  # no request's headers came in meanwhile
+        transport.close()
+        return
+    protocol.churn_seen = cycle
+    protocol.loop.call_later(seconds, _close_if_stalled, protocol, seconds)

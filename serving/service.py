@@ -46,6 +46,7 @@ from serving.guards import (
     BearerTokenMiddleware,
     BodySizeLimitMiddleware,
     bound_metric_labels,
+    close_stalled_connections,
     redact_request_errors,
     release_finished_requests,
 )
@@ -77,6 +78,7 @@ class ServiceSettings:
     token: str | None
     max_request_bytes: int
     max_in_flight_bytes: int
+    stalled_seconds: float
     compiled: bool
     bundle: Path | None
     watch_seconds: float
@@ -94,6 +96,7 @@ class ServiceSettings:
             token=os.environ.get("CHURN_API_TOKEN") or None,
             max_request_bytes=int(os.environ.get("CHURN_MAX_REQUEST_BYTES", str(8 * 1024 * 1024))),
             max_in_flight_bytes=int(os.environ.get("CHURN_MAX_IN_FLIGHT_BYTES", "0")),
+            stalled_seconds=float(os.environ.get("CHURN_STALLED_SECONDS", "20")),
             compiled=os.environ.get("CHURN_COMPILED_FOREST", "1") != "0",
             bundle=BUNDLE if BUNDLE.is_dir() else None,
             watch_seconds=float(os.environ.get("CHURN_WATCH_SECONDS", "60")),
@@ -488,6 +491,7 @@ def _document() -> dict:
 _settings = ServiceSettings.from_environment()
 release_finished_requests()
 bound_metric_labels(api.KNOWN_PATHS)
+close_stalled_connections(_settings.stalled_seconds)
 # Outermost first: docs and error shape, then the token (before any body is read), then the
 # body limits.
 ChurnService.add_asgi_middleware(api.ApiSurface, document=_document)

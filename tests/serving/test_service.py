@@ -111,7 +111,7 @@ def server(store, tmp_path_factory):
 @pytest.fixture(scope="module")
 def guarded(store, tmp_path_factory):
     running = start_server(store, tmp_path_factory.mktemp("serve-auth"),
-                           CHURN_API_TOKEN=TOKEN, max_bytes="20000")
+                           CHURN_API_TOKEN=TOKEN, max_bytes="20000", CHURN_STALLED_SECONDS="2")
     yield running
     stop(running)
 
@@ -339,6 +339,28 @@ def test_the_token_is_checked_before_a_body_is_read(guarded):
         assert status_of(conn) == 401
     finally:
         conn.close()
+
+
+def test_stalled_connections_are_closed(guarded):
+    """Idle sockets, and headers sent a byte at a time, are let go; answers go on."""
+    host, port = guarded.url.removeprefix("http://").split(":")
+    idle = [socket.create_connection((host, int(port)), timeout=15) for _ in range(50)]
+    dribble = socket.create_connection((host, int(port)), timeout=15)
+    try:
+        started = time.monotonic()
+        for byte in b"GET /livez HTTP/1.1\r\nhost: x\r\nx-slow: ":
+            dribble.sendall(bytes([byte]))
+            time.sleep(0.05)
+        assert guarded.call("/livez", method="GET")[0] == 200
+        for conn in [*idle, dribble]:
+            try:
+                assert conn.recv(1024) == b""  # closed by the server
+            except ConnectionResetError:
+                pass
+        assert time.monotonic() - started < 12
+    finally:
+        for conn in [*idle, dribble]:
+            conn.close()
 
 
 def test_bodies_in_flight_are_capped(guarded):
