@@ -182,7 +182,9 @@ class PostgresDestination:
     def __init__(self, url: str, as_of: date) -> None:
         dsn, self.table = parse_postgres_url(url)
         try:
-            self.con = psycopg.connect(dsn, connect_timeout=10)
+            # Waiting on another run's lock is bounded; a stuck one ends this run with a line.
+            self.con = psycopg.connect(dsn, connect_timeout=10,
+                                       options="-c lock_timeout=300s")
         except psycopg.OperationalError as err:
             detail = str(err).strip().splitlines()[0]
             password = urlsplit(url).password

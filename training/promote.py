@@ -75,12 +75,29 @@ class Promotion:
 
 
 def _candidate(client: MlflowClient, name: str, run_id: str | None) -> ModelVersion:
+    """The newest version of ``name`` (from ``run_id``, if given) whose run finished: a run
+    killed after registering its model left it without the tags and records it is judged
+    by."""
     query = f"name = '{name}'" + (f" AND run_id = '{run_id}'" if run_id else "")
     versions = client.search_model_versions(query)
+    where = f" from run {run_id}" if run_id else ""
     if not versions:
-        where = f" from run {run_id}" if run_id else ""
         raise PromotionError(f"no registered '{name}' model{where}; train one first")
-    return max(versions, key=lambda v: int(v.version))
+    finished = [v for v in versions if _run_finished(client, v.run_id)]
+    if not finished:
+        newest = max(versions, key=lambda v: int(v.version))
+        raise PromotionError(f"'{name}' v{newest.version}{where} comes from a run that did not "
+                             f"finish (killed or failed while logging); train again")
+    return max(finished, key=lambda v: int(v.version))
+
+
+def _run_finished(client: MlflowClient, run_id: str | None) -> bool:
+    if not run_id:
+        return False
+    try:
+        return client.get_run(run_id).info.status == "FINISHED"
+    except MlflowException:
+        return False
 
 
 def _champion(client: MlflowClient, name: str) -> ModelVersion | None:

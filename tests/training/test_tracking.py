@@ -98,6 +98,21 @@ def test_a_first_champion_must_beat_the_recency_rule(mlflow_store, trained, chur
     assert promote("churn").promoted
 
 
+def test_a_version_from_a_run_that_never_finished_is_not_a_candidate(mlflow_store, trained,
+                                                                     churn_config):
+    logged = log_churn_run(churn_config, trained)
+    assert promote("churn").promoted
+    client = MlflowClient()
+    done = client.get_model_version("churn", logged.model_version)
+    killed = client.create_run(client.get_run(logged.run_id).info.experiment_id)  # RUNNING
+    orphan = client.create_model_version("churn", done.source, killed.info.run_id)
+    outcome = promote("churn")
+    assert outcome.candidate == logged.model_version != orphan.version
+    assert "already the champion" in outcome.message()
+    with pytest.raises(PromotionError, match=rf"v{orphan.version} from run .* did not finish"):
+        promote("churn", run_id=killed.info.run_id)
+
+
 def test_promotion_without_a_model_says_so(mlflow_store):
     with pytest.raises(PromotionError, match="no registered 'churn' model"):
         promote("churn")
