@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test browser bench bench-churn bench-serving bench-batch bench-uplift lint clean
+.PHONY: demo test browser bench bench-churn bench-serving bench-soak bench-batch bench-uplift lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ bench-churn: $(STAMP)
 # Needs wrk on PATH (Debian: apt-get install wrk).
 bench-serving: $(STAMP)
 	$(BIN)/python bench/serving.py
+
+# 10 minutes at 80% of the measured maximum rate; uses the model bench-serving registers.
+bench-soak: $(STAMP)
+	$(BIN)/python bench/soak.py
 
 # Uses the model bench-serving registers.
 bench-batch: $(STAMP)
