@@ -12,6 +12,7 @@ from mlflow import MlflowClient
 
 from features.registry import feature_names
 from tests.conftest import process_env
+from training.tracking import default_tracking_uri
 
 CHURN = [sys.executable, "-m", "churn"]
 
@@ -70,8 +71,12 @@ def test_train_and_promote_errors_are_one_line(tmp_path):
     bad = run("train", "churn", "--data", str(data), "--cutoffs", "2025-09-01,sept",
               cwd=tmp_path)
     assert bad.returncode == 2 and "'sept' is not an ISO date" in bad.stderr
+    # Nothing trained, so no store: reading commands say so (and create none).
     nothing = run("promote", "churn", cwd=tmp_path)
     assert nothing.returncode == 1
+    assert "error: no MLflow store at" in nothing.stderr
+    MlflowClient(default_tracking_uri(tmp_path)).search_registered_models()  # an empty store
+    nothing = run("promote", "churn", cwd=tmp_path)
     assert "error: no registered 'churn' model; train one first" in nothing.stderr
     no_champion = run("score", "--data", str(data), "--as-of", "2025-10-01", "--out",
                       "s.parquet", cwd=tmp_path)
