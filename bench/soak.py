@@ -66,6 +66,21 @@ def run_wrk(url: str, body: Path, seconds: int, lua: Path, pause_ms: float) -> d
             "socket_errors": sum(int(g) for g in sockets.groups()) if sockets else 0}
 
 
+def calibrate(url: str, body: Path, lua: Path, target: float, latency_ms: float) -> float:
+    """The pause per connection between requests that gives ``target`` requests/s: each of
+    8 connections makes one per pause + latency, and latency falls as the load does, so
+    a few short runs close in on it."""
+    pause = max(0.0, 8_000.0 / target - latency_ms)
+    for _ in range(6):
+        trial = run_wrk(url, body, 10, lua, pause)
+        if abs(trial["rate"] / target - 1) < 0.03:
+            break
+        # Requests take pause + latency; the latency seen in the trial, with its rate.
+        latency = 8_000.0 / trial["rate"] - pause
+        pause = max(0.0, 8_000.0 / target - latency)
+    return pause
+
+
 def tree_rss(process: psutil.Process) -> int:
     total = 0
     for member in [process, *process.children(recursive=True)]:
@@ -100,8 +115,7 @@ def main() -> None:
     try:
         probe = run_wrk(url, body, args.probe_seconds, lua, 0.0)
         target = args.share * probe["rate"]
-        # Each of 8 connections waits so that 8 / (pause + latency) comes to the target.
-        pause = max(0.0, 8_000.0 / target - probe["p50_ms"])
+        pause = calibrate(url, body, lua, target, probe["p50_ms"])
         rss_start = tree_rss(tree)
         samples, stop = [], threading.Event()
 
@@ -122,6 +136,7 @@ def main() -> None:
         "date": datetime.now().strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "max_rate": probe["rate"], "probe_p50_ms": probe["p50_ms"], "target_rate": target,
+        "share_reached": soak["rate"] / probe["rate"],
         "pause_ms": pause, **{f"soak_{k}": v for k, v in soak.items()},
         "rss_start_mib": rss_start / mib, "rss_end_mib": rss_end / mib,
         "rss_peak_mib": max([rss_start, rss_end, *samples]) / mib,

@@ -225,9 +225,11 @@ def customise(spec: dict[str, Any], examples: dict[str, tuple[Any, Any]],
     for path, item in spec["paths"].items():
         for method, operation in item.items():
             if path in SCORING_ROUTES:
-                operation["responses"] = {**{k: v for k, v in operation["responses"].items()
-                                             if str(k).startswith("2")},
-                                          **_error_responses()}
+                answer = "Metadata" if path == "/metadata" else "ScoreResponse"
+                operation["responses"] = {
+                    200: {"description": "Successful Response", "content": {
+                        "application/json": {"schema": {"$ref": REF.format(model=answer)}}}},
+                    **_error_responses()}
             doc = inspect.cleandoc(operation.get("description") or "").replace("``", "`")
             operation["description"] = doc
             operation["summary"] = INFRA_SUMMARIES.get(path) or (
