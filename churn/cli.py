@@ -60,7 +60,8 @@ Then, from another shell:
   curl -s -X POST localhost:3000/score_history -H 'content-type: application/json' \\
     -d '{"as_of": "2026-01-01", "transactions": [
       {"customer_id": "C1", "order_id": "o1", "ordered_at": "2025-06-02", "amount": 80},
-      {"customer_id": "C1", "order_id": "o2", "ordered_at": "2025-09-20", "amount": 35}]}'"""
+      {"customer_id": "C1", "order_id": "o2", "ordered_at": "2025-09-20", "amount": 35}]}'
+or open the API page, with a worked example per endpoint: http://127.0.0.1:3000/docs"""
 err_console = Console(stderr=True)
 
 
