@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 from datetime import date
 from pathlib import Path
@@ -54,7 +55,17 @@ app.add_typer(train_app, name="train")
 app.add_typer(backtest_app, name="backtest")
 app.add_typer(evaluate_app, name="evaluate")
 app.add_typer(promote_app, name="promote")
-out_console = Console()
+# Piped or logged, rich would cut tables to 80 columns: lay them out at their full width.
+PIPED_WIDTH = 240
+
+
+def _console(stderr: bool = False) -> Console:
+    stream = sys.stderr if stderr else sys.stdout
+    wide = None if stream.isatty() or os.environ.get("COLUMNS") else PIPED_WIDTH
+    return Console(stderr=stderr, width=wide)
+
+
+out_console = _console()
 DEMO_SERVE_HINT = """Serve the champion:  .venv/bin/churn serve --port 3000
 Then, from another shell:
   curl -s -X POST localhost:3000/score_history -H 'content-type: application/json' \\
@@ -62,7 +73,7 @@ Then, from another shell:
       {"customer_id": "C1", "order_id": "o1", "ordered_at": "2025-06-02", "amount": 80},
       {"customer_id": "C1", "order_id": "o2", "ordered_at": "2025-09-20", "amount": 35}]}'
 or open the API page, with a worked example per endpoint: http://127.0.0.1:3000/docs"""
-err_console = Console(stderr=True)
+err_console = _console(stderr=True)
 
 
 def _iso_date(text: str) -> date:

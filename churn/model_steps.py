@@ -66,6 +66,11 @@ METRIC_LABELS = {"roc_auc": "ROC AUC", "pr_auc": "PR AUC", "log_loss": "log loss
                  "top_decile_capture": "capture top 10%"}
 
 
+PALIVE_NOTE = ("BG/NBD P(alive) is 1 for every one-time buyer by construction, so it ranks "
+               "them all as least likely to churn; BG/NBD E(buys) is the fairer BG/NBD "
+               "baseline.")
+
+
 def use_tracking_store(read_only: bool = False) -> str:
     """MLFLOW_TRACKING_URI when set, else the embedded SQLite store in the working folder.
 
@@ -115,6 +120,7 @@ def print_metrics(result: ChurnTrainResult, console: Console) -> None:
         f"validation cutoff {plan.validation} (ROC AUC {result.validation_metrics.roc_auc:.3f}); "
         f"then refitted on the training and validation cutoffs and tested on {plan.test}.",
         highlight=False, soft_wrap=True)
+    console.print(PALIVE_NOTE, highlight=False, soft_wrap=True)
 
 
 def backtest(cfg: ChurnTrainConfig, origins: tuple, progress: Progress) -> BacktestResult:

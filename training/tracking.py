@@ -222,13 +222,34 @@ def _log_model(cfg: ChurnTrainConfig, result: ChurnTrainResult, work: Path,
                       PYFUNC_REQUIREMENTS, lineage)
 
 
+EXPERIMENT_KIND = "custom_model_development"
+
+
+def use_experiment(name: str, description: str) -> mlflow.entities.Experiment:
+    """``mlflow.set_experiment``, tagged as model development (MLflow 3's UI otherwise opens
+    it as a GenAI experiment) and described."""
+    experiment = mlflow.set_experiment(name)
+    tags = experiment.tags or {}
+    if tags.get("mlflow.experimentKind") != EXPERIMENT_KIND:
+        mlflow.set_experiment_tag("mlflow.experimentKind", EXPERIMENT_KIND)
+    if "mlflow.note.content" not in tags:
+        mlflow.set_experiment_tag("mlflow.note.content", description)
+    return experiment
+
+
+def run_name(kind: str, data: Path | str, detail: str) -> str:
+    """A run's name: what, on which data, at which cutoff: ``churn-cdnow-test-1998-04-01``."""
+    return f"{kind}-{Path(data).resolve().stem}-{detail}"
+
+
 def log_churn_run(cfg: ChurnTrainConfig, result: ChurnTrainResult, experiment: str = "churn",
                   registered_name: str = CHURN_MODEL_NAME) -> LoggedRun:
     """Log everything about ``result`` as one MLflow run and register the model."""
-    exp = mlflow.set_experiment(experiment)
-    run_name = f"churn-test-{result.test_cutoff.isoformat()}"
+    exp = use_experiment(experiment, "Churn models: LightGBM on point-in-time features, "
+                                     "against the recency rule and BG/NBD on each test cutoff.")
+    name = run_name("churn", cfg.data, f"test-{result.test_cutoff.isoformat()}")
     with tempfile.TemporaryDirectory(prefix="churn-run-") as tmp, \
-            mlflow.start_run(run_name=run_name) as run:
+            mlflow.start_run(run_name=name) as run:
         work = Path(tmp)
         mlflow.log_params(_params(cfg, result))
         _log_inputs(cfg, result)

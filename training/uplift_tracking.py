@@ -21,7 +21,13 @@ import mlflow.data
 import pandas as pd
 from matplotlib import pyplot as plt
 
-from training.tracking import PYFUNC_REQUIREMENTS, LoggedRun, log_pyfunc
+from training.tracking import (
+    PYFUNC_REQUIREMENTS,
+    LoggedRun,
+    log_pyfunc,
+    run_name,
+    use_experiment,
+)
 from training.train_uplift import UpliftResult, UpliftTrainConfig
 from training.uplift_metrics import uplift_by_decile
 from training.uplift_model import ARTIFACT_KEY
@@ -163,10 +169,13 @@ def _log_model(cfg: UpliftTrainConfig, result: UpliftResult, work: Path,
 def log_uplift_run(cfg: UpliftTrainConfig, result: UpliftResult, experiment: str = "uplift",
                    registered_name: str = UPLIFT_MODEL_NAME) -> LoggedRun:
     """Log everything about ``result`` as one MLflow run and register the model."""
-    exp = mlflow.set_experiment(experiment)
+    exp = use_experiment(experiment, "Spend-uplift models: who a campaign moves, judged by "
+                                     "nested out-of-fold Qini against random targeting.")
     rows = validation_rows(result)
+    source = cfg.data or cfg.table or "table"
+    name = run_name("uplift", source, result.experiment.outcome_name)
     with tempfile.TemporaryDirectory(prefix="uplift-run-") as tmp, \
-            mlflow.start_run(run_name=f"uplift-{result.experiment.outcome_name}") as run:
+            mlflow.start_run(run_name=name) as run:
         work = Path(tmp)
         mlflow.log_params(_params(cfg, result))
         _log_input(cfg, result, rows)

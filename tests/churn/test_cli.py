@@ -166,6 +166,23 @@ def test_serve_without_a_champion_stops_at_once(tmp_path, mlflow_store):
     assert "no 'nothing-here' model holds the 'champion' alias" in done.stderr
 
 
+def test_piped_output_keeps_every_column_whole(tmp_path, mlflow_store):
+    assert run("generate", "--customers", "1000", "--out", "data", cwd=tmp_path).returncode == 0
+    env = {k: v for k, v in process_env().items() if k != "COLUMNS"}  # as in a pipe or a log
+    done = subprocess.run([*CHURN, "train", "churn", "--data", "data"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "…" not in done.stdout
+    header = next(line for line in done.stdout.splitlines() if "metric" in line)
+    assert "BG/NBD P(alive)" in header and "BG/NBD E(buys)" in header
+    assert "one-time buyer by construction" in done.stdout
+    run_info = MlflowClient().search_runs(
+        [MlflowClient().get_experiment_by_name("churn").experiment_id])[0]
+    assert run_info.info.run_name == "churn-data-test-2025-10-01"
+    experiment = MlflowClient().get_experiment_by_name("churn")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+
+
 def test_help_teaches_the_first_steps(tmp_path):
     done = run("--help", cwd=tmp_path)
     assert done.returncode == 0
