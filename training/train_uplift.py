@@ -314,8 +314,8 @@ def train_uplift(cfg: UpliftTrainConfig, progress: Progress | None = None,
 
 def evaluate_arm(part: Experiment, cfg: UpliftTrainConfig, folds: int, repeat: int,
                  scorers: dict[str, Callable[[pd.DataFrame, np.ndarray, np.ndarray,
-                                              pd.DataFrame], np.ndarray]] | None = None
-                 ) -> pd.DataFrame:
+                                              pd.DataFrame], np.ndarray]] | None = None,
+                 progress: Progress | None = None) -> pd.DataFrame:
     """Out-of-fold scores of one arm for one repeat: ``score`` from the trainer's own choice
     made inside each outer fold, plus any extra ``scorers`` (peers) on the same folds."""
     t = part.treated()
@@ -326,8 +326,11 @@ def evaluate_arm(part: Experiment, cfg: UpliftTrainConfig, folds: int, repeat: i
     estimates = {k: np.empty(len(y)) for k in (scorers or {})}
     scores = {"model": np.empty(len(y)), **{k: np.empty(len(y)) for k in (scorers or {})}}
     chosen = []
-    for fit, held in _folds(t, folds, seed):
+    for number, (fit, held) in enumerate(_folds(t, folds, seed), start=1):
         X_fit, X_held = part.features.iloc[fit], part.features.iloc[held]
+        if progress:
+            choosing = " (choosing the learner)" if len(cfg.candidates()) > 1 else ""
+            progress(f"fold {number} of {folds}{choosing}")
         if len(cfg.candidates()) > 1:
             pick = select_learner(X_fit, y[fit], t[fit], cfg.candidates(),
                                   cfg.selection_folds, cfg.params, seed).winner
@@ -363,9 +366,13 @@ def evaluate_uplift(cfg: UpliftTrainConfig, folds: int = 5, repeats: int = 1,
     for arm in experiment.arms:
         part = experiment.arm(arm)
         for repeat in range(repeats):
-            if progress:
-                progress(f"{arm}: repeat {repeat + 1} of {repeats}")
-            frames.append(evaluate_arm(part, cfg, folds, repeat, scorers).assign(arm=arm))
+            where = f"{arm}: repeat {repeat + 1} of {repeats}"
+
+            def step(text: str, where: str = where) -> None:
+                if progress:
+                    progress(f"{where}, {text}")
+
+            frames.append(evaluate_arm(part, cfg, folds, repeat, scorers, step).assign(arm=arm))
     return pd.concat(frames, ignore_index=True)
 
 
