@@ -21,7 +21,16 @@ from pydantic import BaseModel, Field
 from pydantic.json_schema import models_json_schema
 from starlette.concurrency import run_in_threadpool
 
-from serving.guards import App, Message, Receive, Scope, Send, restore_path
+from serving.guards import (
+    App,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    reply_error,
+    restore_path,
+    send_body,
+)
 from serving.policy import RISK_BANDS, SEGMENTS, SPEND_TIERS
 
 LOG = logging.getLogger("churn.service")
@@ -313,15 +322,6 @@ def error_body(status: int, body: bytes, method: str, path: str,
     return {"error": text, "detail": []}
 
 
-async def _send_json(send: Send, status: int, payload: bytes,
-                     content_type: bytes = b"application/json",
-                     headers: list[tuple[bytes, bytes]] = ()) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", content_type),
-                            (b"content-length", str(len(payload)).encode()), *headers]})
-    await send({"type": "http.response.body", "body": payload})
-
-
 class ApiSurface:
     """ASGI middleware, outermost: serves ``/docs`` and ``/docs.json`` (``document`` builds
     the latter), answers ``GET /metadata`` with the ``/metadata`` method, refuses a body
@@ -338,7 +338,7 @@ class ApiSurface:
         scope = restore_path(scope)
         method, path = scope["method"], scope["path"]
         if method == "GET" and path == "/docs":
-            await _send_json(send, 200, docs_page(), b"text/html; charset=utf-8")
+            await send_body(send, 200, docs_page(), b"text/html; charset=utf-8")
             return
         if method == "GET" and path == "/docs.json":
             try:
@@ -346,17 +346,16 @@ class ApiSurface:
             except Exception:
                 LOG.exception("building the OpenAPI document failed")
                 raise
-            await _send_json(send, 200, document)
+            await send_body(send, 200, document)
             return
         if method == "GET" and path == "/":
-            await _send_json(send, 307, b"", b"text/plain", [(b"location", b"/docs")])
+            await send_body(send, 307, b"", b"text/plain", [(b"location", b"/docs")])
             return
         if method == "GET" and path == "/metadata":
             scope, receive = _as_post(scope)
         elif method == "POST" and path in SCORING_ROUTES and not _is_json(scope):
-            body = json.dumps({"error": "send the body as JSON (content-type: "
-                                        "application/json)", "detail": []}).encode()
-            await _send_json(send, 415, body)
+            await reply_error(send, 415, "send the body as JSON (content-type: "
+                                         "application/json)")
             return
         await self.app(scope, receive, _ErrorShaper(send, method, path))
 
@@ -411,4 +410,4 @@ class _ErrorShaper:
                                      self.path, allow)).encode()
         kept = [(k, v) for k, v in self.start.get("headers", [])
                 if k.lower() not in (b"content-type", b"content-length")]
-        await _send_json(self.send, self.start["status"], body, headers=kept)
+        await send_body(self.send, self.start["status"], body, headers=kept)

@@ -35,13 +35,21 @@ OPEN_PATHS = ("/livez", "/readyz", "/healthz", "/metrics", "/docs", "/docs.json"
 OPEN_PREFIXES = ("/static_content/",)
 
 
-async def _reply(send: Send, status: int, message: str,
-                 headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    body = json.dumps({"error": message, "detail": []}).encode()
+async def send_body(send: Send, status: int, payload: bytes,
+                    content_type: bytes = b"application/json",
+                    headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    """A whole answer: status, content type and length, then the body."""
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode()), *(headers or [])]})
-    await send({"type": "http.response.body", "body": body})
+                "headers": [(b"content-type", content_type),
+                            (b"content-length", str(len(payload)).encode()), *(headers or [])]})
+    await send({"type": "http.response.body", "body": payload})
+
+
+async def reply_error(send: Send, status: int, message: str,
+                      headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    """An error answer in the service's one shape, with no detail."""
+    body = json.dumps({"error": message, "detail": []}).encode()
+    await send_body(send, status, body, headers=headers)
 
 
 class BearerTokenMiddleware:
@@ -61,7 +69,7 @@ class BearerTokenMiddleware:
             return
         given = dict(scope.get("headers", [])).get(b"authorization", b"")
         if not secrets.compare_digest(given, self.expected):
-            await _reply(send, 401, "missing or wrong bearer token",
+            await reply_error(send, 401, "missing or wrong bearer token",
                          [(b"www-authenticate", b"Bearer")])
             return
         await self.app(scope, receive, send)
@@ -96,7 +104,7 @@ class BodySizeLimitMiddleware:
                     break
                 chunk = message.get("body", b"")
                 if self.in_flight + len(chunk) > self.max_in_flight:
-                    await _reply(send, 503, "too many request bytes in flight; try again",
+                    await reply_error(send, 503, "too many request bytes in flight; try again",
                                  [(b"retry-after", b"1")])
                     return
                 size += len(chunk)
@@ -121,7 +129,7 @@ class BodySizeLimitMiddleware:
             self.in_flight -= size
 
     async def _too_large(self, send: Send) -> None:
-        await _reply(send, 413, f"request body over the limit of {self.max_bytes:,} bytes")
+        await reply_error(send, 413, f"request body over the limit of {self.max_bytes:,} bytes")
 
 
 class RedactRequestErrors(logging.Filter):
@@ -177,7 +185,7 @@ async def _timeout_call(self, scope: Scope, receive: Receive, send: Send) -> Non
         await waiter
     except TimeoutError:
         if answer.cancel():
-            await _reply(send, 504, f"not answered within {self.timeout} seconds")
+            await reply_error(send, 504, f"not answered within {self.timeout} seconds")
     else:
         await answer
     finally:
