@@ -266,9 +266,10 @@ def log_backtest_run(cfg: ChurnTrainConfig, result: BacktestResult,
                      experiment: str = "churn-backtest") -> LoggedRun:
     """One run holding the backtest: per-origin metrics (as steps), their mean and spread, the
     table as CSV and the plot across origins. Nothing is registered."""
-    exp = mlflow.set_experiment(experiment)
+    exp = use_experiment(experiment, "Churn backtests: the model and its baselines trained "
+                                     "and tested at several origins, as `churn train` would.")
     origins = ",".join(o.isoformat() for o in result.origins)
-    with mlflow.start_run(run_name=f"backtest-{origins}") as run:
+    with mlflow.start_run(run_name=run_name("backtest", cfg.data, origins)) as run:
         mlflow.log_params({
             "data_source": str(cfg.data.resolve()), "origins": origins,
             "horizon_days": cfg.labels.horizon_days, "base_days": cfg.labels.base_days,

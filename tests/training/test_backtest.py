@@ -53,6 +53,10 @@ def test_cdnow_backtest_measures_every_scorer_on_the_same_customers(cdnow, mlflo
     logged = log_backtest_run(cfg, result)
     run = MlflowClient().get_run(logged.run_id)
     assert run.data.params["origins"] == "1997-10-01,1998-01-01,1998-04-01"
+    origins = "1997-10-01,1998-01-01,1998-04-01"
+    assert run.info.run_name == f"backtest-{cfg.data.resolve().name}-{origins}"
+    experiment = MlflowClient().get_experiment(logged.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     assert run.data.metrics["mean_model_roc_auc"] == pytest.approx(
         summary.loc["model", ("mean", "roc_auc")])
     history = MlflowClient().get_metric_history(logged.run_id, "model_roc_auc")
