@@ -1,1 +1,32 @@
-"""The `churn` command line."""
+"""Churn and spend-uplift models for marketing teams.
+
+The Python API (``churn.features_at``, ``churn.train_churn``, ``churn.score``, ...) lives in
+``churn.api`` and is imported on first use, so the `churn` command starts fast.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from churn.api import *  # noqa: F403
+
+_API = (
+    "BacktestResult", "ChurnTrainResult", "LoadedModel", "LoggedRun", "Promotion", "Tables",
+    "UpliftEvaluation", "UpliftResult", "backtest_churn", "churn_labels", "evaluate_uplift",
+    "features_at", "load_champion", "metrics_table", "promote", "score", "snapshot",
+    "train_churn", "train_uplift",
+)
+__all__ = list(_API)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        from churn import api  # noqa: PLC0415 (imported on first use: a fast `churn --help`)
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'churn' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_API])

@@ -338,9 +338,10 @@ def train_churn_command(
         cfg = _churn_config(data, cutoffs, validation_cutoff, test_cutoff, horizon_days,
                             base_days, learning_rate=learning_rate, num_leaves=num_leaves,
                             max_trees=max_trees, seed=seed, on_bad_rows=on_bad_rows)
+        started = steps.now_ms()
         result = steps.train(cfg, _progress())  # type: ignore[arg-type]
         logged = steps.log_churn_run(cfg, result, experiment=experiment,  # type: ignore[arg-type]
-                                     registered_name=model_name)
+                                     registered_name=model_name, started_ms=started)
     except steps.USER_ERRORS as err:
         _fail(_message(err))
     steps.print_metrics(result, out_console)
@@ -382,8 +383,10 @@ def backtest_churn_command(
         cfg = _churn_config(data, str(cutoffs), None, None, horizon_days, base_days,
                             learning_rate=learning_rate, num_leaves=num_leaves,
                             max_trees=max_trees, seed=seed, on_bad_rows=on_bad_rows)
+        started = steps.now_ms()
         result = steps.backtest(cfg, _cutoff_list(origins), _progress())  # type: ignore[arg-type]
-        logged = steps.log_backtest_run(cfg, result, experiment)  # type: ignore[arg-type]
+        logged = steps.log_backtest_run(cfg, result, experiment,  # type: ignore[arg-type]
+                                        started_ms=started)
     except steps.USER_ERRORS as err:
         _fail(_message(err))
     steps.print_backtest(result, out_console)
@@ -507,9 +510,10 @@ def train_uplift_command(
         cfg = _uplift_config(data, campaign, horizon_days, table, treatment, control, outcome,
                              ignore, learner, expected_share, seed,
                              (num_leaves, min_data_in_leaf, rounds, learning_rate))
+        started = steps.now_ms()
         result = up.train(cfg, _progress())  # type: ignore[arg-type]
         logged = up.log_uplift_run(cfg, result, experiment=experiment,  # type: ignore[arg-type]
-                                   registered_name=model_name)
+                                   registered_name=model_name, started_ms=started)
     except steps.USER_ERRORS as err:
         _fail(_message(err))
     up.print_result(result, out_console)
@@ -747,14 +751,16 @@ def demo_command(
     try:
         result = _features(cfg)
         _print_features_summary(result, cfg)
+        started = steps.now_ms()
         trained = steps.train(train_cfg, _progress())
-        logged = steps.log_churn_run(train_cfg, trained)
+        logged = steps.log_churn_run(train_cfg, trained, started_ms=started)
         steps.print_metrics(trained, out_console)
         _demo_promote(steps.CHURN_MODEL_NAME, logged.run_id)
         steps.where_to_look(uri, logged, out_console)
         uplift_cfg = up.UpliftTrainConfig(data=data, seed=seed)
+        started = steps.now_ms()
         uplifted = up.train(uplift_cfg, _progress())
-        uplift_run = up.log_uplift_run(uplift_cfg, uplifted)
+        uplift_run = up.log_uplift_run(uplift_cfg, uplifted, started_ms=started)
         up.print_result(uplifted, out_console)
         _demo_promote(up.UPLIFT_MODEL_NAME, uplift_run.run_id)
         scored = steps.score(steps.ScoreJobConfig(

@@ -35,6 +35,7 @@ from training.tracking import (
     log_backtest_run,
     log_churn_run,
     metrics_table,
+    now_ms,
 )
 from training.train_churn import (
     SCORER_LABELS,
@@ -53,6 +54,7 @@ __all__ = [
     "SegmentPolicy",
     "log_backtest_run",
     "log_churn_run",
+    "now_ms",
     "promote",
 ]
 

@@ -4,16 +4,27 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
+
+import duckdb
+import pandas as pd
 
 from features.contract import ContractError
 from features.point_in_time import connect, feature_query, write_features
 from features.registry import FEATURES
 from features.sources import find_tables
-from features.validation import OnBadRows, Progress, TableReport, validate_tables
+from features.tables import DEFAULT_REJECTS
+from features.validation import (
+    OnBadRows,
+    Progress,
+    TableReport,
+    ValidatedTable,
+    validate_tables,
+)
 
 OUTPUT_SUFFIXES = (".parquet", ".csv")
 
@@ -58,15 +69,30 @@ def run_features(cfg: FeaturesJobConfig, progress: Progress | None = None,
     """
     started = time.perf_counter()
     check_output_path(cfg.out)
+    rejects = cfg.rejects or cfg.out.parent / f"{cfg.out.stem}.rejects"
+    with _validated(cfg, rejects, progress) as (con, validated):
+        query = feature_query({name: v.relation for name, v in validated.items()}, cfg.as_of)
+        rows = write_features(con, query, cfg.out, cfg.as_of, build_progress)
+    return FeaturesJobResult(rows, len(FEATURES), time.perf_counter() - started,
+                             [v.report for v in validated.values()])
+
+
+def features_frame(cfg: FeaturesJobConfig, progress: Progress | None = None) -> pd.DataFrame:
+    """The features job's table as a DataFrame (``cfg.out`` is not written; rejected rows, if
+    quarantined, go to ``cfg.rejects`` or ./rejects)."""
+    with _validated(cfg, cfg.rejects or DEFAULT_REJECTS, progress) as (con, validated):
+        query = feature_query({name: v.relation for name, v in validated.items()}, cfg.as_of)
+        return con.sql(query).df()
+
+
+@contextmanager
+def _validated(cfg: FeaturesJobConfig, rejects: Path, progress: Progress | None
+               ) -> Iterator[tuple[duckdb.DuckDBPyConnection, dict[str, ValidatedTable]]]:
+    """A connection holding the folder's tables, validated (bad rows stop or go to
+    ``rejects``)."""
     sources = find_tables(cfg.data)
     with tempfile.TemporaryDirectory(prefix="churn-features-") as work:
         work_dir = Path(work)
-        rejects = cfg.rejects or cfg.out.parent / f"{cfg.out.stem}.rejects"
         with connect(cfg.memory_limit, work_dir / "spill", cfg.threads) as con:
-            validated = validate_tables(con, sources, cfg.on_bad_rows, work_dir, rejects,
-                                        progress)
-            query = feature_query({name: v.relation for name, v in validated.items()},
-                                  cfg.as_of)
-            rows = write_features(con, query, cfg.out, cfg.as_of, build_progress)
-    return FeaturesJobResult(rows, len(FEATURES), time.perf_counter() - started,
-                             [v.report for v in validated.values()])
+            yield con, validate_tables(con, sources, cfg.on_bad_rows, work_dir, rejects,
+                                       progress)

@@ -31,9 +31,7 @@ def connect(memory_limit: str | None = None, temp_dir: Path | None = None,
     """A DuckDB connection set up for the contract: UTC, bounded memory, spill folder."""
     con = duckdb.connect()
     con.sql("SET TimeZone = 'UTC'")
-    # Progress is tracked (see query_progress) but never printed over the caller's output.
-    con.sql("SET enable_progress_bar = true")
-    con.sql("SET enable_progress_bar_print = false")
+    _track_progress(con)
     if memory_limit:
         con.sql(f"SET memory_limit = '{memory_limit}'")
     if temp_dir:
@@ -41,6 +39,17 @@ def connect(memory_limit: str | None = None, temp_dir: Path | None = None,
     if threads:
         con.sql(f"SET threads = {int(threads)}")
     return con
+
+
+def _track_progress(con: duckdb.DuckDBPyConnection) -> None:
+    """Track query progress (see ``query_progress``) without printing it over the caller's
+    output. Inside a Jupyter kernel DuckDB refuses the setting unless ipywidgets is
+    installed; progress then goes untracked and every query still runs."""
+    try:
+        con.sql("SET enable_progress_bar_print = false")
+        con.sql("SET enable_progress_bar = true")
+    except duckdb.InvalidInputException:
+        pass
 
 
 class _Cutoff:

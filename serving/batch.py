@@ -259,20 +259,40 @@ def _chunks(con: duckdb.DuckDBPyConnection, query: str) -> Iterator[pd.DataFrame
         yield batch.to_pandas()
 
 
+def _scoring_table(con: duckdb.DuckDBPyConnection, cfg: ScoreJobConfig, work: Path,
+                   progress: Progress | None) -> tuple[int, str | None]:
+    """Table ``scoring`` in ``con``: features and ``contactable`` of everyone to score.
+    Returns its rows and a warning when the data looks stale."""
+    tables = load_tables(con, cfg.data, work, cfg.on_bad_rows, progress=progress)
+    stale = tables.check_as_of(cfg.as_of)
+    con.sql(f"CREATE TEMP TABLE scoring AS {_scoring_query(tables.relations, cfg.as_of)}")
+    total = con.sql("SELECT count(*) FROM scoring").fetchall()[0][0]
+    if total == 0:
+        raise ContractError(f"no customer to score as of {cfg.as_of} (none with profiling "
+                            f"consent has a row before it); nothing was written")
+    return total, stale
+
+
+def score_frame(cfg: ScoreJobConfig, loaded: LoadedModel,
+                progress: Progress | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """What ``run_score`` would write (``cfg.out`` is ignored), as a DataFrame, with any
+    warning about the data."""
+    with tempfile.TemporaryDirectory(prefix="churn-score-") as work, \
+            connect(cfg.memory_limit, Path(work) / "spill") as con:
+        _, stale = _scoring_table(con, cfg, Path(work), progress)
+        rows = con.sql("SELECT * FROM scoring ORDER BY customer_id").df()
+    cuts = tier_cut_points(loaded.model.spend_percentiles, cfg.policy)
+    scores = score_features(rows, rows["contactable"], loaded, cfg.policy, cuts, cfg.reasons)
+    return scores, [stale] if stale else []
+
+
 def run_score(cfg: ScoreJobConfig, loaded: LoadedModel, progress: Progress | None = None,
               on_rows: Callable[[int, int], None] | None = None) -> ScoreJobResult:
     """Score every consenting customer as of ``cfg.as_of`` and write them to ``cfg.out``."""
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="churn-score-") as work, \
             connect(cfg.memory_limit, Path(work) / "spill") as con:
-        tables = load_tables(con, cfg.data, Path(work), cfg.on_bad_rows, progress=progress)
-        stale = tables.check_as_of(cfg.as_of)
-        relations = tables.relations
-        con.sql(f"CREATE TEMP TABLE scoring AS {_scoring_query(relations, cfg.as_of)}")
-        total = con.sql("SELECT count(*) FROM scoring").fetchall()[0][0]
-        if total == 0:
-            raise ContractError(f"no customer to score as of {cfg.as_of} (none with profiling "
-                                f"consent has a row before it); nothing was written")
+        total, stale = _scoring_table(con, cfg, Path(work), progress)
         cuts = tier_cut_points(loaded.model.spend_percentiles, cfg.policy)
         destination = destination_for(cfg.out, cfg.as_of)
         totals, done = [], 0

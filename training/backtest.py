@@ -35,6 +35,8 @@ class BacktestResult:
     per_origin: pd.DataFrame
     origins: list[date]
     notes: list[str]
+    # The MLflow run (``training.tracking.LoggedRun``) when the Python API logged one.
+    run: object | None = None
 
     def summary(self) -> pd.DataFrame:
         """Mean and standard deviation over origins of each scorer's metrics."""

@@ -3,11 +3,6 @@ and a backtest's metrics across origins."""
 
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -16,9 +11,17 @@ from sklearn.metrics import roc_curve
 from training.metrics import decile_table
 
 
+def subplots(*args: object, figsize: tuple[float, float], **kwargs: object
+             ) -> tuple[Figure, object]:
+    """``pyplot.subplots`` without pyplot: a figure no backend or global state holds, so
+    plotting works the same in a script, a server thread or a notebook (which shows it)."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(*args, **kwargs)
+
+
 def roc_figure(y: np.ndarray, scores: dict[str, np.ndarray]) -> Figure:
     """ROC curves of the model and each baseline on the same customers."""
-    fig, ax = plt.subplots(figsize=(6, 5))
+    fig, ax = subplots(figsize=(6, 5))
     for name, score in scores.items():
         fpr, tpr, _ = roc_curve(y, score)
         ax.plot(fpr, tpr, label=name)
@@ -36,7 +39,7 @@ def reliability_figure(y: np.ndarray, probability: np.ndarray, bins: int = 10) -
     which = np.clip(np.digitize(probability, edges[1:-1]), 0, bins - 1)
     frame = pd.DataFrame({"bin": which, "p": probability, "y": y}).groupby("bin").agg(
         predicted=("p", "mean"), observed=("y", "mean"), customers=("y", "size"))
-    fig, (ax, hist) = plt.subplots(2, 1, figsize=(6, 6), sharex=True,
+    fig, (ax, hist) = subplots(2, 1, figsize=(6, 6), sharex=True,
                                    gridspec_kw={"height_ratios": [3, 1]})
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfectly calibrated")
     ax.plot(frame.predicted, frame.observed, marker="o", label="model")
@@ -50,7 +53,7 @@ def reliability_figure(y: np.ndarray, probability: np.ndarray, bins: int = 10) -
 
 def gains_figure(y: np.ndarray, scores: dict[str, np.ndarray]) -> Figure:
     """Cumulative share of churners found, and lift, by decile of score."""
-    fig, (gains, lift) = plt.subplots(1, 2, figsize=(11, 4.5))
+    fig, (gains, lift) = subplots(1, 2, figsize=(11, 4.5))
     for name, score in scores.items():
         table = decile_table(y, score)
         gains.plot([0, *table.decile * 10], [0, *table.capture * 100], marker="o", label=name)
@@ -69,7 +72,7 @@ def gains_figure(y: np.ndarray, scores: dict[str, np.ndarray]) -> Figure:
 def importance_figure(importance: pd.Series, top: int = 20) -> Figure:
     """The features that carry the most split gain."""
     shown = importance.sort_values(ascending=False).head(top)[::-1]
-    fig, ax = plt.subplots(figsize=(7, 0.3 * len(shown) + 1.2))
+    fig, ax = subplots(figsize=(7, 0.3 * len(shown) + 1.2))
     ax.barh(shown.index, shown.to_numpy(), color="tab:blue")
     ax.set(xlabel="total gain", title=f"Feature importance (top {len(shown)})")
     fig.tight_layout()
@@ -81,7 +84,7 @@ def shap_summary_figure(contributions: pd.DataFrame, values: pd.DataFrame, top: 
     """SHAP beeswarm: each dot a customer, x its contribution, colour its feature value."""
     order = contributions.abs().mean().sort_values(ascending=False).head(top).index[::-1]
     rng = np.random.default_rng(seed)
-    fig, ax = plt.subplots(figsize=(8, 0.38 * len(order) + 1.5))
+    fig, ax = subplots(figsize=(8, 0.38 * len(order) + 1.5))
     for row, name in enumerate(order):
         value = values[name].to_numpy(dtype=float)
         ranks = pd.Series(value).rank(pct=True).to_numpy()
@@ -102,7 +105,7 @@ BACKTEST_PANELS = (("roc_auc", "ROC AUC"), ("pr_auc", "PR AUC"), ("ece", "ECE (l
 
 def backtest_figure(per_origin: pd.DataFrame, labels: dict[str, str]) -> Figure:
     """Each scorer's metrics at each origin of a rolling-origin backtest."""
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7), sharex=True)
+    fig, axes = subplots(2, 2, figsize=(10, 7), sharex=True)
     for ax, (metric, title) in zip(axes.flat, BACKTEST_PANELS, strict=True):
         for scorer, part in per_origin.groupby("scorer", sort=False):
             if part[metric].notna().any():

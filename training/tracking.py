@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import sqlite3
 import tempfile
+import time
 import urllib.error
 import urllib.request
 import warnings
-from contextlib import closing
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -23,7 +25,6 @@ from urllib.parse import urlsplit
 import mlflow
 import mlflow.data
 import pandas as pd
-from matplotlib import pyplot as plt
 from mlflow import MlflowClient
 from mlflow.models import infer_signature
 
@@ -107,7 +108,7 @@ def metrics_table(result: ChurnTrainResult) -> pd.DataFrame:
 def _params(cfg: ChurnTrainConfig, result: ChurnTrainResult) -> dict[str, object]:
     rows = {f"rows_{table}": n for table, n in result.loaded.rows().items()}
     return {
-        "data_source": str(cfg.data.resolve()),
+        "data_source": cfg.data_source(),
         "train_cutoffs": ",".join(c.isoformat() for c in result.train_cutoffs),
         "validation_cutoff": result.validation_cutoff.isoformat(),
         "test_cutoff": result.test_cutoff.isoformat(),
@@ -142,7 +143,8 @@ def _metrics(result: ChurnTrainResult) -> dict[str, float]:
 
 
 def _log_inputs(cfg: ChurnTrainConfig, result: ChurnTrainResult) -> None:
-    source = str(cfg.data.resolve())
+    # Data from memory (a recorded source that is no path) gets MLflow's own code source.
+    source = None if cfg.source else cfg.data_source()
     cutoff = result.frame["cutoff"]
     roles = (("training", cutoff < pd.Timestamp(result.validation_cutoff)),
              ("validation", cutoff == pd.Timestamp(result.validation_cutoff)),
@@ -174,7 +176,6 @@ def _log_plots(result: ChurnTrainResult) -> None:
     }
     for path, fig in figures.items():
         mlflow.log_figure(fig, path)
-        plt.close(fig)
 
 
 def _log_tables(result: ChurnTrainResult, work: Path) -> None:
@@ -215,7 +216,7 @@ def _log_model(cfg: ChurnTrainConfig, result: ChurnTrainResult, work: Path,
     folder = result.model.save(work / "churn_model")
     example = result.test[feature_names()].head(5)
     output = pd.DataFrame({"churn_probability": result.model.predict_proba(example)})
-    lineage = {"data_source": str(cfg.data.resolve()),
+    lineage = {"data_source": cfg.data_source(),
                "data_span": f"{result.loaded.start}..{result.loaded.end - timedelta(days=1)}",
                "feature_set_version": FEATURE_SET_VERSION}
     return log_pyfunc(PYFUNC_CODE, {ARTIFACT_KEY: folder}, example, output, registered_name,
@@ -237,19 +238,41 @@ def use_experiment(name: str, description: str) -> mlflow.entities.Experiment:
     return experiment
 
 
+def now_ms() -> int:
+    """Now, as MLflow stamps runs: pass it to the ``log_*_run`` functions when work starts."""
+    return int(time.time() * 1000)
+
+
+@contextmanager
+def start_run(experiment_id: str, name: str, started_ms: int | None = None
+              ) -> Iterator[mlflow.ActiveRun]:
+    """``mlflow.start_run`` for a run that began at ``started_ms`` (when its work started,
+    so the run's duration in the UI is the work's, not the logging's)."""
+    if started_ms is None:
+        with mlflow.start_run(run_name=name) as run:
+            yield run
+        return
+    created = MlflowClient().create_run(experiment_id, start_time=started_ms, run_name=name)
+    with mlflow.start_run(run_id=created.info.run_id) as run:
+        yield run
+
+
 def run_name(kind: str, data: Path | str, detail: str) -> str:
     """A run's name: what, on which data, at which cutoff: ``churn-cdnow-test-1998-04-01``."""
     return f"{kind}-{Path(data).resolve().stem}-{detail}"
 
 
 def log_churn_run(cfg: ChurnTrainConfig, result: ChurnTrainResult, experiment: str = "churn",
-                  registered_name: str = CHURN_MODEL_NAME) -> LoggedRun:
-    """Log everything about ``result`` as one MLflow run and register the model."""
+                  registered_name: str = CHURN_MODEL_NAME,
+                  started_ms: int | None = None) -> LoggedRun:
+    """Log everything about ``result`` as one MLflow run and register the model.
+
+    ``started_ms`` (``now_ms()`` taken when training began) is the run's start time."""
     exp = use_experiment(experiment, "Churn models: LightGBM on point-in-time features, "
                                      "against the recency rule and BG/NBD on each test cutoff.")
     name = run_name("churn", cfg.data, f"test-{result.test_cutoff.isoformat()}")
     with tempfile.TemporaryDirectory(prefix="churn-run-") as tmp, \
-            mlflow.start_run(run_name=name) as run:
+            start_run(exp.experiment_id, name, started_ms) as run:
         work = Path(tmp)
         mlflow.log_params(_params(cfg, result))
         _log_inputs(cfg, result)
@@ -263,15 +286,17 @@ def log_churn_run(cfg: ChurnTrainConfig, result: ChurnTrainResult, experiment: s
 
 
 def log_backtest_run(cfg: ChurnTrainConfig, result: BacktestResult,
-                     experiment: str = "churn-backtest") -> LoggedRun:
+                     experiment: str = "churn-backtest",
+                     started_ms: int | None = None) -> LoggedRun:
     """One run holding the backtest: per-origin metrics (as steps), their mean and spread, the
     table as CSV and the plot across origins. Nothing is registered."""
     exp = use_experiment(experiment, "Churn backtests: the model and its baselines trained "
                                      "and tested at several origins, as `churn train` would.")
     origins = ",".join(o.isoformat() for o in result.origins)
-    with mlflow.start_run(run_name=run_name("backtest", cfg.data, origins)) as run:
+    with start_run(exp.experiment_id, run_name("backtest", cfg.data, origins),
+                   started_ms) as run:
         mlflow.log_params({
-            "data_source": str(cfg.data.resolve()), "origins": origins,
+            "data_source": cfg.data_source(), "origins": origins,
             "horizon_days": cfg.labels.horizon_days, "base_days": cfg.labels.base_days,
             "train_cutoff_count": cfg.train_cutoff_count, "feature_set_version":
                 FEATURE_SET_VERSION, **{k: v for k, v in cfg.lightgbm_params().items()
@@ -289,6 +314,5 @@ def log_backtest_run(cfg: ChurnTrainConfig, result: BacktestResult,
                         "backtest.csv")
         fig = plots.backtest_figure(result.per_origin, SCORER_LABELS)
         mlflow.log_figure(fig, "plots/backtest.png")
-        plt.close(fig)
         mlflow.set_tags({"kind": "backtest", "notes": " | ".join(result.notes) or "none"})
     return LoggedRun(run.info.run_id, exp.experiment_id, "")

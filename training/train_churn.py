@@ -58,6 +58,11 @@ class ChurnTrainConfig:
     seed: int = 7
     on_bad_rows: OnBadRows = OnBadRows.stop
     memory_limit: str | None = "4GB"
+    # What the runs record as the data's source; by default the folder's absolute path.
+    source: str | None = None
+
+    def data_source(self) -> str:
+        return self.source or str(self.data.resolve())
 
     def lightgbm_params(self) -> dict[str, object]:
         return {"objective": "binary", "learning_rate": self.learning_rate,
@@ -90,6 +95,8 @@ class ChurnTrainResult:
     loaded: LoadedTables
     bgnbd: BGNBD
     baseline_scores: dict[str, np.ndarray] = field(default_factory=dict)
+    # The MLflow run (``training.tracking.LoggedRun``) when the Python API logged one.
+    run: object | None = None
 
     @property
     def train_cutoffs(self) -> list[date]:

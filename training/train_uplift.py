@@ -63,6 +63,12 @@ class UpliftTrainConfig:
     params: BaseParams = field(default_factory=BaseParams)
     on_bad_rows: OnBadRows = OnBadRows.stop
     rejects: Path = DEFAULT_REJECTS
+    # What the runs record as the data's source; by default the file's or folder's path.
+    source: str | None = None
+
+    def data_source(self) -> str:
+        path = self.table or self.data
+        return self.source or str(path.resolve() if path else "")
 
     def check(self) -> None:
         if (self.data is None) == (self.table is None):
@@ -240,6 +246,8 @@ class UpliftResult:
     model: UpliftModel
     arms: dict[str, ArmResult]
     validation: pd.DataFrame
+    # The MLflow run (``training.tracking.LoggedRun``) when the Python API logged one.
+    run: object | None = None
 
 
 def average_effects(outcomes: pd.DataFrame, t: np.ndarray) -> dict[str, tuple[float, float]]:

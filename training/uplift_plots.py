@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
+from training.plots import subplots
 from training.uplift_metrics import qini_coefficient, qini_curve, uplift_by_decile
 
 
 def qini_figure(y: np.ndarray, treated: np.ndarray, scores: dict[str, np.ndarray],
                 title: str) -> Figure:
     """Incremental outcome against share of customers targeted, best-scored first."""
-    fig, ax = plt.subplots(figsize=(6, 5))
+    fig, ax = subplots(figsize=(6, 5))
     total = 0.0
     for name, score in scores.items():
         curve = qini_curve(y, treated, score)
@@ -35,7 +31,7 @@ def uplift_decile_figure(y: np.ndarray, treated: np.ndarray, score: np.ndarray,
                          title: str) -> Figure:
     """Observed treated-minus-control mean in each tenth of customers by score."""
     table = uplift_by_decile(y, treated, score)
-    fig, ax = plt.subplots(figsize=(6, 4.5))
+    fig, ax = subplots(figsize=(6, 4.5))
     ax.bar(table["decile"], table["observed_uplift"], color="tab:blue")
     overall = y[treated == 1].mean() - y[treated == 0].mean()
     ax.axhline(overall, color="grey", linestyle=":", label=f"everyone ({overall:.3g})")

@@ -19,13 +19,13 @@ from pathlib import Path
 import mlflow
 import mlflow.data
 import pandas as pd
-from matplotlib import pyplot as plt
 
 from training.tracking import (
     PYFUNC_REQUIREMENTS,
     LoggedRun,
     log_pyfunc,
     run_name,
+    start_run,
     use_experiment,
 )
 from training.train_uplift import UpliftResult, UpliftTrainConfig
@@ -81,7 +81,7 @@ def validation_rows(result: UpliftResult) -> pd.DataFrame:
 def _params(cfg: UpliftTrainConfig, result: UpliftResult) -> dict[str, object]:
     e = result.experiment
     params: dict[str, object] = {
-        "data_source": str((cfg.table or cfg.data).resolve()),  # type: ignore[union-attr]
+        "data_source": cfg.data_source(),
         "input": "table" if cfg.table else "contract",
         "experiment": e.source, "outcome": e.outcome_name, "arms": ",".join(e.arms),
         "learner": cfg.learner, "selection_folds": cfg.selection_folds, "seed": cfg.seed,
@@ -130,7 +130,6 @@ def _log_plots(result: UpliftResult) -> None:
             }
             for path, fig in figures.items():
                 mlflow.log_figure(fig, path)
-                plt.close(fig)
             mlflow.log_text(uplift_by_decile(y, t, score).to_csv(index=False),
                             f"deciles/{slug(arm)}_{outcome}.csv")
 
@@ -145,7 +144,7 @@ def _log_tables(result: UpliftResult, rows: pd.DataFrame, work: Path) -> None:
 
 
 def _log_input(cfg: UpliftTrainConfig, result: UpliftResult, rows: pd.DataFrame) -> None:
-    source = str((cfg.table or cfg.data).resolve())  # type: ignore[union-attr]
+    source = None if cfg.source else cfg.data_source()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         dataset = mlflow.data.from_pandas(rows.drop(columns=["uplift_score"]), source=source,
@@ -162,12 +161,13 @@ def _log_model(cfg: UpliftTrainConfig, result: UpliftResult, work: Path,
         example[column] = example[column].astype(str)
     return log_pyfunc(PYFUNC_CODE, {ARTIFACT_KEY: folder}, example, result.model.predict(example),
                       registered_name, PYFUNC_REQUIREMENTS,
-                      {"data_source": str((cfg.table or cfg.data).resolve()),  # type: ignore[union-attr]
+                      {"data_source": cfg.data_source(),
                        "experiment": result.experiment.source})
 
 
 def log_uplift_run(cfg: UpliftTrainConfig, result: UpliftResult, experiment: str = "uplift",
-                   registered_name: str = UPLIFT_MODEL_NAME) -> LoggedRun:
+                   registered_name: str = UPLIFT_MODEL_NAME,
+                   started_ms: int | None = None) -> LoggedRun:
     """Log everything about ``result`` as one MLflow run and register the model."""
     exp = use_experiment(experiment, "Spend-uplift models: who a campaign moves, judged by "
                                      "nested out-of-fold Qini against random targeting.")
@@ -175,7 +175,7 @@ def log_uplift_run(cfg: UpliftTrainConfig, result: UpliftResult, experiment: str
     source = cfg.data or cfg.table or "table"
     name = run_name("uplift", source, result.experiment.outcome_name)
     with tempfile.TemporaryDirectory(prefix="uplift-run-") as tmp, \
-            mlflow.start_run(run_name=name) as run:
+            start_run(exp.experiment_id, name, started_ms) as run:
         work = Path(tmp)
         mlflow.log_params(_params(cfg, result))
         _log_input(cfg, result, rows)
