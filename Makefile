@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test browser bench bench-churn bench-serving bench-soak bench-batch bench-uplift lint clean
+.PHONY: demo test notebooks browser bench bench-churn bench-serving bench-soak bench-batch bench-uplift lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ demo: $(STAMP)
 
 test: $(STAMP) browser
 	$(BIN)/python -m pytest
+
+# Execute every notebook in a Jupyter kernel and save it with its outputs.
+notebooks: $(STAMP)
+	$(BIN)/python -m tests.notebooks.kernel notebooks/*.ipynb
 
 # Headless Chromium (Debian's package) for the test that opens the API docs in a browser.
 # Installed when missing and this runs as root with apt-get; otherwise that test skips
