@@ -244,17 +244,30 @@ def now_ms() -> int:
 
 
 @contextmanager
-def start_run(experiment_id: str, name: str, started_ms: int | None = None
-              ) -> Iterator[mlflow.ActiveRun]:
+def start_run(experiment_id: str, name: str, started_ms: int | None = None,
+              description: str = "") -> Iterator[mlflow.ActiveRun]:
     """``mlflow.start_run`` for a run that began at ``started_ms`` (when its work started,
-    so the run's duration in the UI is the work's, not the logging's)."""
+    so the run's duration in the UI is the work's, not the logging's), with the
+    ``description`` the UI shows on the run's page."""
+    tags = {"mlflow.note.content": description} if description else None
     if started_ms is None:
-        with mlflow.start_run(run_name=name) as run:
+        with mlflow.start_run(run_name=name, tags=tags) as run:
             yield run
         return
-    created = MlflowClient().create_run(experiment_id, start_time=started_ms, run_name=name)
+    created = MlflowClient().create_run(experiment_id, start_time=started_ms, run_name=name,
+                                        tags=tags)
     with mlflow.start_run(run_id=created.info.run_id) as run:
         yield run
+
+
+def _churn_description(cfg: ChurnTrainConfig, result: ChurnTrainResult) -> str:
+    plan, m = result.plan, result.metrics
+    return (f"Churn model on {cfg.data_source()}: {len(plan.train)} training cutoffs "
+            f"({plan.train[0]} .. {plan.train[-1]}), validation cutoff {plan.validation}, "
+            f"test cutoff {plan.test} ({len(result.test):,} customers, "
+            f"{result.test[LABEL].mean():.1%} churned). {result.trees} trees, "
+            f"{result.model.calibrator.method} calibration. Test ROC AUC "
+            f"{m[MODEL].roc_auc:.3f} against the recency rule's {m['recency_rule'].roc_auc:.3f}.")
 
 
 def run_name(kind: str, data: Path | str, detail: str) -> str:
@@ -272,7 +285,8 @@ def log_churn_run(cfg: ChurnTrainConfig, result: ChurnTrainResult, experiment: s
                                      "against the recency rule and BG/NBD on each test cutoff.")
     name = run_name("churn", cfg.data, f"test-{result.test_cutoff.isoformat()}")
     with tempfile.TemporaryDirectory(prefix="churn-run-") as tmp, \
-            start_run(exp.experiment_id, name, started_ms) as run:
+            start_run(exp.experiment_id, name, started_ms,
+                      _churn_description(cfg, result)) as run:
         work = Path(tmp)
         mlflow.log_params(_params(cfg, result))
         _log_inputs(cfg, result)
@@ -293,8 +307,15 @@ def log_backtest_run(cfg: ChurnTrainConfig, result: BacktestResult,
     exp = use_experiment(experiment, "Churn backtests: the model and its baselines trained "
                                      "and tested at several origins, as `churn train` would.")
     origins = ",".join(o.isoformat() for o in result.origins)
+    summary = result.summary()
+    means = {s: summary.loc[s, ("mean", "roc_auc")] for s in summary.index}
+    description = (f"Rolling-origin backtest on {cfg.data_source()} at {len(result.origins)} "
+                   f"origins ({origins.replace(',', ', ')}), {cfg.train_cutoff_count} training "
+                   f"cutoffs each. Mean ROC AUC: "
+                   + ", ".join(f"{SCORER_LABELS.get(str(s), s)} {v:.3f}"
+                               for s, v in means.items()) + ".")
     with start_run(exp.experiment_id, run_name("backtest", cfg.data, origins),
-                   started_ms) as run:
+                   started_ms, description) as run:
         mlflow.log_params({
             "data_source": cfg.data_source(), "origins": origins,
             "horizon_days": cfg.labels.horizon_days, "base_days": cfg.labels.base_days,
@@ -305,7 +326,6 @@ def log_backtest_run(cfg: ChurnTrainConfig, result: BacktestResult,
             for _, row in part.iterrows():
                 mlflow.log_metrics({f"{row['scorer']}_{m}": float(row[m]) for m in METRICS
                                     if pd.notna(row[m])}, step=step)
-        summary = result.summary()
         for scorer, row in summary.iterrows():
             mlflow.log_metrics({f"{kind}_{scorer}_{m}": float(row[(kind, m)])
                                 for kind in ("mean", "sd") for m in METRICS

@@ -165,6 +165,14 @@ def _log_model(cfg: UpliftTrainConfig, result: UpliftResult, work: Path,
                        "experiment": result.experiment.source})
 
 
+def _description(cfg: UpliftTrainConfig, result: UpliftResult) -> str:
+    arms = "; ".join(f"{arm}: {r.treated:,} treated, {r.control:,} control, learner "
+                     f"{r.selection.winner}, nested out-of-fold Qini "
+                     f"{r.metrics['spend'].qini:.4f}" for arm, r in result.arms.items())
+    return (f"Uplift model of {result.experiment.outcome_name} on {cfg.data_source()} "
+            f"({result.experiment.source}). {arms}.")
+
+
 def log_uplift_run(cfg: UpliftTrainConfig, result: UpliftResult, experiment: str = "uplift",
                    registered_name: str = UPLIFT_MODEL_NAME,
                    started_ms: int | None = None) -> LoggedRun:
@@ -175,7 +183,7 @@ def log_uplift_run(cfg: UpliftTrainConfig, result: UpliftResult, experiment: str
     source = cfg.data or cfg.table or "table"
     name = run_name("uplift", source, result.experiment.outcome_name)
     with tempfile.TemporaryDirectory(prefix="uplift-run-") as tmp, \
-            start_run(exp.experiment_id, name, started_ms) as run:
+            start_run(exp.experiment_id, name, started_ms, _description(cfg, result)) as run:
         work = Path(tmp)
         mlflow.log_params(_params(cfg, result))
         _log_input(cfg, result, rows)

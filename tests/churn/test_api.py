@@ -110,6 +110,10 @@ def test_train_track_promote_and_score_from_dataframes(synthetic_data, mlflow_st
     # The run started when training did, not when logging began.
     assert run.info.start_time / 1000 == pytest.approx(before, abs=2)
     assert result.run.model_version == "1"
+    description = run.data.tags["mlflow.note.content"]
+    assert description.startswith(f"Churn model on dataframes:shop:{tables.digest()}: 3 "
+                                  f"training cutoffs")
+    assert f"Test ROC AUC {metrics.loc['model', 'roc_auc']:.3f}" in description
 
     promoted = churn.promote("churn")
     assert promoted.promoted and "first champion" in promoted.message()
@@ -160,3 +164,5 @@ def test_uplift_on_a_hillstrom_dataframe(mlflow_store):
     run = mlflow.get_run(result.run.run_id)
     assert run.data.params["data_source"].startswith("dataframe:")
     assert run.info.run_name == "uplift-hillstrom-spend"
+    assert "Mens E-Mail: 21,307 treated, 21,306 control, learner t_learner" in \
+        run.data.tags["mlflow.note.content"]

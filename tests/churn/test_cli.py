@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -42,6 +43,8 @@ def test_demo_builds_features_trains_and_promotes(tmp_path):
     assert "Out-of-fold Qini" in done.stdout and "<- chosen" in done.stdout
     assert "Nested out of fold" in done.stdout
     assert set(scores["as_of"].astype(str)) == {"2026-01-01"}
+    took = re.search(r"Demo finished in (-?[\d.]+) s", done.stdout)
+    assert took and 0 < float(took.group(1)) < 300
     # On 1,000 customers the campaign holds 600 rows; the uplift model becomes champion only
     # if its nested out-of-fold Qini beats random targeting, and scoring follows what happened.
     if "uplift v1 is the first champion" in done.stdout:
