@@ -36,6 +36,8 @@ from training.uplift_metrics import UpliftMetrics, average_effect
 from training.uplift_model import Effect, UpliftModel
 
 AUTO = "auto"
+# What ``auto`` chooses among: the single learners (the ensemble already holds them all).
+SELECTABLE = ("t_learner", "x_learner", "dr_learner", "dr_linear", "transformed_outcome")
 SRM_P_VALUE = 0.001
 BALANCE_SMD = 0.1
 MIN_GROUP_ROWS = 50
@@ -87,7 +89,7 @@ class UpliftTrainConfig:
             raise ExperimentError("--selection-folds and --nested-folds must be at least 2")
 
     def candidates(self) -> list[str]:
-        return list(LEARNERS) if self.learner == AUTO else [self.learner]
+        return list(SELECTABLE) if self.learner == AUTO else [self.learner]
 
 
 def load_experiment(cfg: UpliftTrainConfig) -> Experiment:

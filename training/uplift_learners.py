@@ -67,6 +67,25 @@ def fit_regressor(X: pd.DataFrame, target: np.ndarray, params: BaseParams) -> lg
                      num_boost_round=params.rounds)
 
 
+def fit_classifier(X: pd.DataFrame, target: np.ndarray, params: BaseParams) -> lgb.Booster:
+    """One LightGBM binary classifier of ``target`` > 0 on ``X``; ``predict`` gives P(y > 0)."""
+    label = (np.asarray(target, dtype=float) > 0).astype(float)
+    return lgb.train({**params.lightgbm(), "objective": "binary"}, lgb.Dataset(X, label=label),
+                     num_boost_round=params.rounds)
+
+
+@dataclass
+class Product:
+    """The product of two models' predictions: P(buy | x) x E[spend | buy, x] in a two-part
+    model. Holds LightGBM boosters only, so it saves as model text."""
+
+    factors: tuple[lgb.Booster, lgb.Booster]
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        first, second = self.factors
+        return first.predict(X) * second.predict(X)
+
+
 def _signed_log(x: np.ndarray) -> np.ndarray:
     return np.sign(x) * np.log1p(np.abs(x))
 
@@ -247,9 +266,83 @@ class TransformedOutcome(UpliftLearner):
         return self
 
 
+class TwoPartLearner(UpliftLearner):
+    """A hurdle model per group, for outcomes that are mostly zero with a long right tail
+    (spend in a campaign window): P(y > 0 | x) from a classifier times E[y | y > 0, x] from a
+    regression on the buyers only, so a few large orders move one part, not the whole
+    estimate. The effect is treated minus control of that product; ``conversion_terms_``
+    and ``order_value_terms_`` hold the two parts' own differences."""
+
+    name = "two_part"
+
+    def fit(self, X: pd.DataFrame, y: np.ndarray, treated: np.ndarray) -> TwoPartLearner:
+        t, c, _ = _split(treated)
+        y = np.asarray(y, dtype=float)
+        parts = {}
+        for group, rows in (("treated", t), ("control", c)):
+            buyers = rows & (y > 0)
+            if buyers.sum() < 2 or buyers.sum() == rows.sum():
+                raise ValueError(f"a two-part learner needs buyers and non-buyers among the "
+                                 f"{group} rows")
+            parts[group] = (fit_classifier(X[rows], y[rows], self.params),
+                            fit_regressor(X[buyers], y[buyers], self.params))
+        self.terms_: list[Term] = [(1.0, Product(parts["treated"])),
+                                   (-1.0, Product(parts["control"]))]
+        self.conversion_terms_: list[Term] = [(1.0, parts["treated"][0]),
+                                              (-1.0, parts["control"][0])]
+        self.order_value_terms_: list[Term] = [(1.0, parts["treated"][1]),
+                                               (-1.0, parts["control"][1])]
+        return self
+
+
+@dataclass
+class Constant:
+    """A fixed amount added to every customer's effect (an ensemble's centring)."""
+
+    value: float
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        return np.full(len(X), self.value)
+
+
+def standardised_mean(fitted: list[np.ndarray]) -> tuple[list[float], float]:
+    """Weights and a constant that average several learners' estimates on one scale.
+
+    Each learner's estimate is standardised by its mean and spread over the rows it was
+    fitted on, the standardised estimates are averaged, and the average is put back in the
+    outcome's units: mean effect = the learners' mean, spread = their mean spread. So a
+    learner whose estimates are noisy and wide (a transformed outcome) counts as much as a
+    smooth one, not more. Returns ``(weights, constant)`` with
+    ``sum(w * estimate) + constant`` equal to that average.
+    """
+    means = np.array([float(np.mean(f)) for f in fitted])
+    spreads = np.array([max(float(np.std(f)), 1e-12) for f in fitted])
+    weights = spreads.mean() / (len(fitted) * spreads)
+    return weights.tolist(), float(means.mean() - weights @ means)
+
+
+class EnsembleLearner(UpliftLearner):
+    """Several learners, each fitted on all the rows, averaged on one scale (see
+    ``standardised_mean``): no choice among them is made on noisy folds, and their errors
+    partly cancel. Still a weighted sum of terms: every member's, scaled, and a constant."""
+
+    name = "ensemble"
+    members = ("t_learner", "x_learner", "dr_learner", "dr_linear", "transformed_outcome",
+               "two_part")
+
+    def fit(self, X: pd.DataFrame, y: np.ndarray, treated: np.ndarray) -> EnsembleLearner:
+        self.fitted_ = {name: LEARNERS[name](self.params).fit(X, y, treated)
+                        for name in self.members}
+        weights, constant = standardised_mean([m.predict(X) for m in self.fitted_.values()])
+        self.terms_ = [(scale * weight, model)
+                       for scale, learner in zip(weights, self.fitted_.values(), strict=True)
+                       for weight, model in learner.terms_] + [(1.0, Constant(constant))]
+        return self
+
+
 LEARNERS: dict[str, type[UpliftLearner]] = {
     cls.name: cls for cls in (TLearner, XLearner, DRLearner, LinearDRLearner,
-                               TransformedOutcome)}
+                               TransformedOutcome, TwoPartLearner, EnsembleLearner)}
 
 
 def make_learner(name: str, params: BaseParams | None = None, seed: int | None = None

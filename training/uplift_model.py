@@ -17,7 +17,14 @@ import numpy as np
 import pandas as pd
 
 from features.registry import feature_names
-from training.uplift_learners import LinearEffect, Term, predict_terms
+from training.uplift_learners import (
+    Constant,
+    LinearEffect,
+    Product,
+    Regressor,
+    Term,
+    predict_terms,
+)
 
 
 @dataclass
@@ -39,15 +46,31 @@ def _save_terms(terms: list[Term], folder: Path, stem: str) -> list[dict]:
             out.append({"weight": weight, "lightgbm": name})
         elif isinstance(model, LinearEffect):
             out.append({"weight": weight, "linear": asdict(model)})
+        elif isinstance(model, Product):
+            names = [f"{stem}_{i}_{k}.txt" for k in range(len(model.factors))]
+            for name, factor in zip(names, model.factors, strict=True):
+                factor.save_model(folder / name)
+            out.append({"weight": weight, "product": names})
+        elif isinstance(model, Constant):
+            out.append({"weight": weight, "constant": model.value})
         else:
             raise TypeError(f"cannot save an uplift term of type {type(model).__name__}")
     return out
 
 
+def _load_term(spec: dict, folder: Path) -> Regressor:
+    if "lightgbm" in spec:
+        return lgb.Booster(model_file=str(folder / spec["lightgbm"]))
+    if "product" in spec:
+        return Product(tuple(lgb.Booster(model_file=str(folder / name))  # type: ignore[arg-type]
+                             for name in spec["product"]))
+    if "constant" in spec:
+        return Constant(float(spec["constant"]))
+    return LinearEffect(**spec["linear"])
+
+
 def _load_terms(specs: list[dict], folder: Path) -> list[Term]:
-    return [(float(spec["weight"]),
-             lgb.Booster(model_file=str(folder / spec["lightgbm"])) if "lightgbm" in spec
-             else LinearEffect(**spec["linear"])) for spec in specs]
+    return [(float(spec["weight"]), _load_term(spec, folder)) for spec in specs]
 
 ARTIFACT_KEY = "uplift_model"
 

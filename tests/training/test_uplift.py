@@ -17,6 +17,7 @@ from tests.conftest import process_env, shared_file
 from training.promote import PromotionError, promote
 from training.train_uplift import (
     UpliftTrainConfig,
+    _categories,
     check_experiment,
     evaluate_uplift,
     evaluation_metrics,
@@ -24,7 +25,8 @@ from training.train_uplift import (
     train_uplift,
 )
 from training.uplift_data import ExperimentError
-from training.uplift_learners import LEARNERS, BaseParams, make_learner
+from training.uplift_learners import LEARNERS, BaseParams, make_learner, predict_terms
+from training.uplift_model import Effect, UpliftModel
 from training.uplift_tracking import log_uplift_run
 
 BIN = Path(sys.executable).parent
@@ -226,3 +228,31 @@ def test_uplift_promotion_compares_nested_out_of_fold_qini(campaign_base, mlflow
     other = log_uplift_run(other_cfg, train_uplift(other_cfg))
     with pytest.raises(PromotionError, match=r"shares .* rows with the candidate's"):
         promote("uplift", run_id=other.run_id)
+
+
+@pytest.mark.parametrize("name", ["two_part", "ensemble"])
+def test_two_part_and_ensemble_models_save_and_load_exactly(name, tmp_path):
+    experiment = load_experiment(hillstrom_config("spend"))
+    part = experiment.arm("Womens E-Mail")
+    X, y, t = part.features.head(6000), part.outcome()[:6000], part.treated()[:6000]
+    learner = make_learner(name).fit(X, y, t)
+    model = UpliftModel({"Womens E-Mail": Effect(learner.terms_)}, list(X.columns),
+                        _categories(X), "spend", {"Womens E-Mail": name})
+    loaded = UpliftModel.load(model.save(tmp_path / "model"))
+    before, after = model.predict(X.head(500)), loaded.predict(X.head(500))
+    assert np.array_equal(before.to_numpy(), after.to_numpy())
+    assert before.abs().to_numpy().max() > 0
+
+
+def test_two_part_learner_splits_spend_into_conversion_and_order_value():
+    experiment = load_experiment(hillstrom_config("spend"))
+    part = experiment.arm("Mens E-Mail")
+    y, t = part.outcome(), part.treated()
+    learner = make_learner("two_part").fit(part.features, y, t)
+    conversion = predict_terms(learner.conversion_terms_, part.features)
+    observed = (y[t == 1] > 0).mean() - (y[t == 0] > 0).mean()
+    # In-sample, the classifiers' mean difference is the observed conversion effect.
+    assert conversion.mean() == pytest.approx(observed, abs=0.003)
+    assert np.isfinite(predict_terms(learner.order_value_terms_, part.features)).all()
+    spend = learner.predict(part.features)
+    assert spend.mean() == pytest.approx(y[t == 1].mean() - y[t == 0].mean(), abs=0.3)

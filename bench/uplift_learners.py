@@ -1,0 +1,121 @@
+"""Every uplift learner on the Hillstrom e-mail experiment, on the same folds: which default?
+
+For {Womens, Mens} e-mail vs `No E-Mail` x {spend, conversion}, 5 folds x 3 repeats (folds
+stratified by group, seeds 0-2, the same for every learner in a repeat): each single learner
+(T, X, DR, DR with ridge final stage, transformed outcome, two-part) is fitted once per outer
+fold with LightGBM's default trees and scores the held-out fold; the ensemble is the mean of
+their estimates (what `--learner ensemble` fits). Out-of-fold scores are ranked within their
+fold, then pooled; Qini as in the README (0 = random). Also the top-30% check: observed
+uplift of the 30% with the highest predicted uplift against everyone's average effect.
+
+    python bench/uplift_learners.py [--data ../shared/data/hillstrom/hillstrom.csv]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent]
+
+import lightgbm as lgb  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from training.train_uplift import (  # noqa: E402
+    UpliftTrainConfig,
+    _folds,
+    fold_rank,
+    load_experiment,
+)
+from training.uplift_learners import EnsembleLearner, make_learner, standardised_mean  # noqa: E402
+from training.uplift_metrics import UpliftMetrics, uplift_at  # noqa: E402
+
+DEFAULT_DATA = (Path(__file__).resolve().parents[2] / "shared" / "data" / "hillstrom"
+                / "hillstrom.csv")
+ARMS = ("segment=Womens E-Mail", "segment=Mens E-Mail")
+SINGLES = EnsembleLearner.members
+
+
+def out_of_fold(X: pd.DataFrame, y: np.ndarray, t: np.ndarray, folds: int, seed: int
+                ) -> dict[str, np.ndarray]:
+    """Within-fold ranks of every single learner and of ways to combine them: the
+    standardised mean of their estimates (what `--learner ensemble` fits), their plain
+    mean, the mean weighted by the inverse of each estimate's variance on the fitted rows,
+    and the mean of their within-fold ranks."""
+    combined = ("ensemble", "ensemble_plain_mean", "ensemble_inverse_variance",
+                "ensemble_of_ranks")
+    scores = {name: np.empty(len(y)) for name in (*SINGLES, *combined)}
+    for fit, held in _folds(t, folds, seed):
+        estimates, fitted = {}, {}
+        for name in SINGLES:
+            learner = make_learner(name, seed=seed).fit(X.iloc[fit], y[fit], t[fit])
+            estimates[name] = learner.predict(X.iloc[held])
+            fitted[name] = learner.predict(X.iloc[fit])
+        weights = {n: 1.0 / max(float(np.var(fitted[n])), 1e-12) for n in SINGLES}
+        total = sum(weights.values())
+        singles = [estimates[n] for n in SINGLES]
+        scale, constant = standardised_mean([fitted[n] for n in SINGLES])
+        estimates["ensemble"] = np.asarray(scale) @ np.asarray(singles) + constant
+        estimates["ensemble_plain_mean"] = np.mean(singles, axis=0)
+        estimates["ensemble_inverse_variance"] = sum(weights[n] / total * estimates[n]
+                                                     for n in SINGLES)
+        estimates["ensemble_of_ranks"] = np.mean([fold_rank(e) for e in singles], axis=0)
+        for name, values in estimates.items():
+            scores[name][held] = fold_rank(values)
+    return scores
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    started = time.time()
+    rows = []
+    for outcome, other in (("spend", "conversion"), ("conversion", "spend")):
+        cfg = UpliftTrainConfig(table=args.data, treatments=ARMS, control="segment=No E-Mail",
+                                outcome=outcome, ignore=("visit", other))
+        experiment = load_experiment(cfg)
+        for arm in experiment.arms:
+            part = experiment.arm(arm)
+            t, y = part.treated(), part.outcome()
+            everyone = y[t == 1].mean() - y[t == 0].mean()
+            for repeat in range(args.repeats):
+                scores = out_of_fold(part.features, y, t, args.folds, repeat)
+                for name, score in scores.items():
+                    rows.append({"arm": arm.replace(" E-Mail", ""), "outcome": outcome,
+                                 "learner": name, "repeat": repeat,
+                                 "qini": UpliftMetrics.of(y, t, score).qini,
+                                 "top30_over_all": uplift_at(y, t, score, 0.3) / everyone})
+                print(f"[{time.time() - started:5.0f} s] {outcome} {arm} repeat {repeat}: "
+                      + ", ".join(f"{r['learner']} {r['qini']:.3f}"
+                                  for r in rows[-len(scores):]), flush=True)
+    frame = pd.DataFrame(rows)
+    qini = frame.pivot_table(index="learner", columns=["arm", "outcome"], values="qini")
+    qini[("mean of 4", "")] = qini.mean(axis=1)
+    spread = frame.pivot_table(index="learner", columns=["arm", "outcome"], values="qini",
+                               aggfunc="std")
+    top = frame.pivot_table(index="learner", columns=["arm", "outcome"],
+                            values="top30_over_all")
+    print(f"# Hillstrom uplift learners, {date.today()}, "
+          f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, python "
+          f"{platform.python_version()}, lightgbm {lgb.__version__}, {args.folds} folds x "
+          f"{args.repeats} repeats, {time.time() - started:.0f} s")
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print("Qini (mean over repeats)")
+        print(qini.sort_values(("mean of 4", "")).round(4).to_string())
+        print("Qini spread (sd over repeats)")
+        print(spread.round(4).to_string())
+        print("Top 30% observed uplift / everyone's average effect (mean over repeats)")
+        print(top.round(3).to_string())
+
+
+if __name__ == "__main__":
+    main()
