@@ -33,7 +33,12 @@ from training.train_uplift import (  # noqa: E402
     fold_rank,
     load_experiment,
 )
-from training.uplift_learners import EnsembleLearner, make_learner, standardised_mean  # noqa: E402
+from training.uplift_learners import (  # noqa: E402
+    BaseParams,
+    EnsembleLearner,
+    make_learner,
+    standardised_mean,
+)
 from training.uplift_metrics import UpliftMetrics, uplift_at  # noqa: E402
 
 DEFAULT_DATA = (Path(__file__).resolve().parents[2] / "shared" / "data" / "hillstrom"
@@ -42,8 +47,12 @@ ARMS = ("segment=Womens E-Mail", "segment=Mens E-Mail")
 SINGLES = EnsembleLearner.members
 
 
-def out_of_fold(X: pd.DataFrame, y: np.ndarray, t: np.ndarray, folds: int, seed: int
-                ) -> dict[str, np.ndarray]:
+SMALLER = BaseParams(learning_rate=0.03, num_leaves=7, min_data_in_leaf=200, rounds=150,
+                     lambda_l2=10.0)
+
+
+def out_of_fold(X: pd.DataFrame, y: np.ndarray, t: np.ndarray, folds: int, seed: int,
+                params: BaseParams) -> dict[str, np.ndarray]:
     """Within-fold ranks of every single learner and of ways to combine them: the
     standardised mean of their estimates (what `--learner ensemble` fits), their plain
     mean, the mean weighted by the inverse of each estimate's variance on the fitted rows,
@@ -54,7 +63,7 @@ def out_of_fold(X: pd.DataFrame, y: np.ndarray, t: np.ndarray, folds: int, seed:
     for fit, held in _folds(t, folds, seed):
         estimates, fitted = {}, {}
         for name in SINGLES:
-            learner = make_learner(name, seed=seed).fit(X.iloc[fit], y[fit], t[fit])
+            learner = make_learner(name, params, seed=seed).fit(X.iloc[fit], y[fit], t[fit])
             estimates[name] = learner.predict(X.iloc[held])
             fitted[name] = learner.predict(X.iloc[fit])
         weights = {n: 1.0 / max(float(np.var(fitted[n])), 1e-12) for n in SINGLES}
@@ -76,6 +85,9 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--smaller-trees", action="store_true",
+                        help="7 leaves, 200 rows per leaf, rate 0.03, 150 trees, L2 10 "
+                             "(as in bench/uplift_synthetic.py) instead of LightGBM's defaults")
     args = parser.parse_args()
     started = time.time()
     rows = []
@@ -88,7 +100,8 @@ def main() -> None:
             t, y = part.treated(), part.outcome()
             everyone = y[t == 1].mean() - y[t == 0].mean()
             for repeat in range(args.repeats):
-                scores = out_of_fold(part.features, y, t, args.folds, repeat)
+                scores = out_of_fold(part.features, y, t, args.folds, repeat,
+                                     SMALLER if args.smaller_trees else BaseParams())
                 for name, score in scores.items():
                     rows.append({"arm": arm.replace(" E-Mail", ""), "outcome": outcome,
                                  "learner": name, "repeat": repeat,
@@ -107,7 +120,8 @@ def main() -> None:
     print(f"# Hillstrom uplift learners, {date.today()}, "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, python "
           f"{platform.python_version()}, lightgbm {lgb.__version__}, {args.folds} folds x "
-          f"{args.repeats} repeats, {time.time() - started:.0f} s")
+          f"{args.repeats} repeats, {'smaller' if args.smaller_trees else 'LightGBM default'} "
+          f"trees, {time.time() - started:.0f} s")
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print("Qini (mean over repeats)")
         print(qini.sort_values(("mean of 4", "")).round(4).to_string())

@@ -1,9 +1,12 @@
 """Uplift against the synthetic campaign's ground truth: does the model rank the true effect?
 
 Generates 20,000 customers (about 12,500 in the randomised campaign), trains each learner
-with LightGBM's default trees and with smaller, slower-learning ones, and reports the
-Spearman correlation of the learned effect with `true_uplift_spend` (fitted, and out of
-fold) and the out-of-fold Qini.
+(and the default ensemble) with LightGBM's default trees and with smaller, slower-learning
+ones, and reports the Spearman correlation of the learned effect with `true_uplift_spend`
+(fitted, and out of fold), the out-of-fold Qini, the top-30% check (observed uplift of the
+30% with the highest predicted uplift, out of fold, over everyone's average effect), and
+the Spearman of `uplift_conversion` and `uplift_order_value` with the true effects on
+buying and on spend among buyers.
 
     python bench/uplift_synthetic.py [--customers 20000]
 """
@@ -28,6 +31,7 @@ from scipy.stats import spearmanr  # noqa: E402
 from features.synthetic import GenerateConfig, generate  # noqa: E402
 from training.train_uplift import UpliftTrainConfig, load_experiment, train_uplift  # noqa: E402
 from training.uplift_learners import LEARNERS, BaseParams  # noqa: E402
+from training.uplift_metrics import uplift_at  # noqa: E402
 
 SMOOTH = BaseParams(learning_rate=0.03, num_leaves=7, min_data_in_leaf=200, rounds=150,
                     lambda_l2=10.0)
@@ -44,24 +48,34 @@ def main() -> None:
         generate(GenerateConfig(customers=args.customers, seed=11), data)
         truth = pd.read_parquet(data / "ground_truth.parquet").set_index("customer_id")
         experiment = load_experiment(UpliftTrainConfig(data=data))
-        effect = truth.loc[experiment.ids, "true_uplift_spend"].to_numpy()
+        truth = truth.loc[experiment.ids]
+        effect = truth["true_uplift_spend"].to_numpy()
+        y, t = experiment.outcome(), experiment.treated()
+        everyone = y[t == 1].mean() - y[t == 0].mean()
         for trees, params in (("LightGBM defaults", BaseParams()), ("smaller trees", SMOOTH)):
             for learner in LEARNERS:
                 cfg = UpliftTrainConfig(data=data, learner=learner, params=params)
                 result = train_uplift(cfg, experiment=experiment)
                 arm = experiment.arms[0]
-                fitted = result.model.predict(experiment.features)[f"uplift_{arm}"]
+                predicted = result.model.predict(experiment.features)
                 r = result.arms[arm]
-                rows.append({"trees": trees, "learner": learner,
-                             "spearman_fitted": spearmanr(fitted, effect).statistic,
-                             "spearman_out_of_fold": spearmanr(r.selection.scores,
-                                                               effect).statistic,
-                             "oof_qini": r.metrics["spend"].qini})
+                rows.append({
+                    "trees": trees, "learner": learner,
+                    "spearman_fitted": spearmanr(predicted[f"uplift_{arm}"], effect).statistic,
+                    "spearman_out_of_fold": spearmanr(r.selection.scores, effect).statistic,
+                    "oof_qini": r.metrics["spend"].qini,
+                    "top30_over_all": uplift_at(y, t, r.selection.scores, 0.3) / everyone,
+                    "spearman_conversion": spearmanr(predicted[f"uplift_conversion_{arm}"],
+                                                     truth["true_uplift_conversion"]).statistic,
+                    "spearman_order_value": spearmanr(
+                        predicted[f"uplift_order_value_{arm}"],
+                        truth["true_uplift_order_value"]).statistic})
                 print(rows[-1], flush=True)
     print(f"# synthetic uplift, {date.today()}, {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores, lightgbm {lgb.__version__}, {args.customers:,} customers "
           f"({len(experiment.ids):,} in the experiment), {time.time() - started:.0f} s")
-    print(pd.DataFrame(rows).round(3).to_string(index=False))
+    with pd.option_context("display.width", 200):
+        print(pd.DataFrame(rows).round(3).to_string(index=False))
 
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ from training.tracking import (
 )
 from training.train_churn import ChurnTrainConfig, ChurnTrainResult, train_on_tables
 from training.train_uplift import (
-    AUTO,
+    DEFAULT_LEARNER,
     UpliftResult,
     UpliftTrainConfig,
     evaluation_metrics,
@@ -414,8 +414,9 @@ def train_uplift(data: str | Path | pd.DataFrame | Tables | None = None, *,
                  table: str | Path | pd.DataFrame | None = None,
                  treatments: Sequence[str] = (), control: str | None = None,
                  outcome: str = "spend", ignore: Sequence[str] = (),
-                 campaign: str | None = None, horizon_days: int = 30, learner: str = AUTO,
-                 seed: int = 0, name: str = "dataframe", track: bool = True,
+                 campaign: str | None = None, horizon_days: int = 30,
+                 learner: str = DEFAULT_LEARNER, seed: int = 0, name: str = "dataframe",
+                 track: bool = True,
                  experiment: str = "uplift", model_name: str = "uplift",
                  verbose: bool = False) -> UpliftResult:
     """Fit the spend-uplift model, as ``churn train uplift``, and (``track``) register it.
@@ -424,11 +425,13 @@ def train_uplift(data: str | Path | pd.DataFrame | Tables | None = None, *,
     ``table`` (a flat experiment table, one row per customer, e.g. Hillstrom) with
     ``treatments`` (``"COLUMN=VALUE"`` per arm) and ``control`` (``"COLUMN=VALUE"``).
 
-    ``learner`` is ``auto`` (chosen per arm by out-of-fold Qini) or one of t_learner,
-    x_learner, dr_learner, dr_linear, transformed_outcome. ``name`` is what runs call a
-    DataFrame ``table`` (``uplift-NAME-spend``). The result's ``arms`` hold per
-    arm the average effects, the learners' Qini and the nested out-of-fold metrics;
-    ``model.predict(features)`` gives each customer's spend uplift.
+    ``learner`` is ``ensemble`` (the default: every learner, averaged on one scale),
+    ``auto`` (one chosen per arm by out-of-fold Qini) or one of t_learner, x_learner,
+    dr_learner, dr_linear, transformed_outcome, two_part. ``name`` is what runs call a
+    DataFrame ``table`` (``uplift-NAME-spend``). The result's ``arms`` hold per arm the
+    average effects, the learners' Qini and the nested out-of-fold metrics;
+    ``model.predict(features)`` gives each customer's spend uplift and, for a spend
+    outcome, ``uplift_conversion_<arm>`` and ``uplift_order_value_<arm>``.
     """
     if track:
         _checked_store()
@@ -457,8 +460,9 @@ def evaluate_uplift(data: str | Path | pd.DataFrame | Tables | None = None, *,
                     treatments: Sequence[str] = (), control: str | None = None,
                     outcome: str = "spend", ignore: Sequence[str] = (),
                     campaign: str | None = None, horizon_days: int = 30,
-                    learner: str = AUTO, folds: int = 5, repeats: int = 1, seed: int = 0,
-                    name: str = "dataframe", verbose: bool = False) -> UpliftEvaluation:
+                    learner: str = DEFAULT_LEARNER, folds: int = 5, repeats: int = 1,
+                    seed: int = 0, name: str = "dataframe",
+                    verbose: bool = False) -> UpliftEvaluation:
     """Honest out-of-fold evaluation of the uplift trainer, as ``churn evaluate uplift``.
 
     Each outer fold is scored by a model whose learner was chosen and fitted without it;

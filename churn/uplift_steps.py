@@ -15,6 +15,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from training.train_uplift import (
+    ArmResult,
     UpliftResult,
     UpliftTrainConfig,
     evaluate_uplift,
@@ -27,7 +28,7 @@ from training.uplift_tracking import UPLIFT_MODEL_NAME, log_uplift_run
 __all__ = ["UPLIFT_MODEL_NAME", "UpliftTrainConfig", "log_uplift_run"]
 
 OUTCOME_LABELS = {"spend": "spend", "conversion": "conversion rate", "orders": "orders",
-                  "aov": "order value (buyers)"}
+                  "aov": "order value (buyers)", "order_value": "spend among buyers"}
 
 
 def train(cfg: UpliftTrainConfig, progress: Progress) -> UpliftResult:
@@ -49,24 +50,39 @@ def print_result(result: UpliftResult, console: Console) -> None:
                 table.add_row(OUTCOME_LABELS.get(outcome, outcome), f"{effect:+.4g}",
                               f"{effect - 1.96 * se:+.4g} .. {effect + 1.96 * se:+.4g}")
         console.print(table)
-        chosen = Table(title="Out-of-fold Qini (0 = random)", title_justify="left")
-        chosen.add_column("learner")
-        chosen.add_column("Qini", justify="right")
-        for name, q in sorted(r.selection.qini.items(), key=lambda kv: -kv[1]):
-            mark = "  <- chosen" if name == r.selection.winner else ""
-            chosen.add_row(name + mark, f"{q:.4f}")
-        console.print(chosen)
+        console.print(_learner_table(r))
         m = r.metrics["spend"]
-        console.print(f"Nested out of fold (the learner chosen again inside each of "
-                      f"{r.nested['learners_chosen'].iloc[0].count(',') + 1} folds: "
-                      f"{r.nested['learners_chosen'].iloc[0]}): Qini {m.qini:.4f}, "
-                      f"AUUC {m.auuc:.3f}; uplift in the top 10/20/30%: "
-                      f"{m.uplift_at_10:+.3g} / {m.uplift_at_20:+.3g} / {m.uplift_at_30:+.3g} "
+        chosen = r.nested["learners_chosen"].iloc[0].split(",")
+        how = (f"{chosen[0]} fitted inside each of {len(chosen)} folds" if len(set(chosen)) == 1
+               else f"the learner chosen again inside each of {len(chosen)} folds: "
+                    f"{', '.join(chosen)}")
+        console.print(f"Nested out of fold ({how}): Qini {m.qini:.4f}, AUUC {m.auuc:.3f}; "
+                      f"uplift in the top 10/20/30%: {m.uplift_at_10:+.3g} / "
+                      f"{m.uplift_at_20:+.3g} / {m.uplift_at_30:+.3g} "
                       f"(everyone: {r.effects['spend'][0]:+.3g})", highlight=False,
                       soft_wrap=True)
         for warning in r.warnings():
             console.print(f"[bold yellow]warning:[/] {warning}", highlight=False,
                           soft_wrap=True)
+
+
+def _learner_table(r: ArmResult) -> Table:
+    """The candidates' out-of-fold Qini when one was chosen; otherwise the model's nested
+    Qini beside each ensemble member's on the same folds."""
+    if len(r.selection.qini) > 1:
+        table = Table(title="Out-of-fold Qini of the candidates (0 = random)",
+                      title_justify="left")
+        qini = dict(sorted(r.selection.qini.items(), key=lambda kv: -kv[1]))
+    else:
+        table = Table(title="Nested out-of-fold Qini on spend, same folds (0 = random)",
+                      title_justify="left")
+        qini = r.nested_qini()
+    table.add_column("learner")
+    table.add_column("Qini", justify="right")
+    for name, q in qini.items():
+        mark = "  <- the model" if name == r.selection.winner else ""
+        table.add_row(name + mark, f"{q:.4f}")
+    return table
 
 
 def evaluate(cfg: UpliftTrainConfig, folds: int, repeats: int, out: Path,
@@ -89,12 +105,14 @@ def evaluate(cfg: UpliftTrainConfig, folds: int, repeats: int, out: Path,
 def print_evaluation(summary: pd.DataFrame, out: Path, console: Console) -> None:
     table = Table(title=f"Out-of-fold uplift metrics (scores per customer in {out})",
                   title_justify="left")
-    for column in ("arm", "outcome", "Qini", "Qini sd", "AUUC", "top 10%", "top 20%",
-                   "top 30%"):
-        table.add_column(column, justify="left" if column in ("arm", "outcome") else "right")
+    for column in ("arm", "outcome", "scorer", "Qini", "Qini sd", "AUUC", "top 10%",
+                   "top 20%", "top 30%"):
+        table.add_column(column, justify="left" if column in ("arm", "outcome", "scorer")
+                         else "right")
     for row in summary.itertuples():
         sd = "-" if row.qini_sd != row.qini_sd else f"{row.qini_sd:.4f}"
-        table.add_row(row.arm, row.outcome, f"{row.qini:.4f}", sd, f"{row.auuc:.3f}",
+        outcome = OUTCOME_LABELS.get(row.outcome, row.outcome)
+        table.add_row(row.arm, outcome, row.scorer, f"{row.qini:.4f}", sd, f"{row.auuc:.3f}",
                       f"{row.uplift_at_10:+.3g}", f"{row.uplift_at_20:+.3g}",
                       f"{row.uplift_at_30:+.3g}")
     console.print(table)

@@ -5,8 +5,10 @@ at a Poisson rate drawn from a gamma distribution until an exponential lifetime 
 Engagement fades in the weeks before a customer leaves: opens, clicks, visits and app
 sessions fall while support contacts and unsubscribes rise. A randomised campaign in
 ``exposures`` changes spend by an amount that depends on what the features can see:
-engaged customers who have started to drift respond, frequent buyers take the discount on
-orders they would have placed anyway, and customers already leaving are put off.
+engaged customers who have started to drift respond (more of them buy, with cheaper baskets:
+the offer is a discount), frequent buyers take the discount on orders they would have placed
+anyway, and customers already leaving are put off. ``ground_truth`` holds each customer's
+true effect on spend, on buying at all, and on spend among buyers in the window.
 
 Customers are generated in fixed-size chunks, each with its own random stream spawned from
 the seed, so the output is the same for a seed whatever the machine.
@@ -147,6 +149,14 @@ class _Campaign:
     rate_lift: np.ndarray
     aov_lift: np.ndarray
     true_uplift_spend: np.ndarray
+    true_uplift_conversion: np.ndarray
+    true_uplift_order_value: np.ndarray
+
+
+def _spend_per_buyer(orders: np.ndarray) -> np.ndarray:
+    """E[N | N > 0] for Poisson(orders): the expected orders of a customer who buys at all."""
+    safe = np.maximum(orders, 1e-12)
+    return np.where(orders > 1e-9, safe / -np.expm1(-safe), 1.0)
 
 
 def _campaign(rng: np.random.Generator, c: _Customers, cfg: GenerateConfig,
@@ -166,13 +176,23 @@ def _campaign(rng: np.random.Generator, c: _Customers, cfg: GenerateConfig,
     rate_lift = np.where(drifting, 2.5, 0.6) * _sigmoid((responsive - 0.3) / 0.08)
     rate_lift = np.where(frequent, 0.0, rate_lift)
     rate_lift = np.where(leaving, -0.5, rate_lift)
-    aov_lift = np.where(frequent, -0.2, 0.0)
+    # The offer is a discount: frequent buyers only trade down; drifting ones who respond
+    # come back, but with cheaper baskets (more buyers, lower order value).
+    aov_lift = np.where(frequent, -0.2, np.where(drifting, -0.25, 0.0))
     exposed_at = day + rng.uniform(0.0, 0.5, c.n)
     # Expected order spend (before returns) in [exposed_at, exposed_at + outcome_days).
     alive_days = np.clip(c.alive_until - exposed_at, 0.0, cfg.outcome_days)
     expected = c.rate * alive_days * (c.mean_spend + 0.99)
     uplift = np.where(eligible, expected * ((1 + rate_lift) * (1 + aov_lift) - 1), np.nan)
-    return _Campaign(eligible, treated, exposed_at, rate_lift, aov_lift, uplift)
+    # Buying at all, and spend among buyers, in the window: treated minus control.
+    orders = c.rate * alive_days
+    treated_orders = orders * np.clip(1 + rate_lift, 0.0, None)
+    conversion = -np.expm1(-treated_orders) + np.expm1(-orders)
+    order_value = (c.mean_spend + 0.99) * ((1 + aov_lift) * _spend_per_buyer(treated_orders)
+                                          - _spend_per_buyer(orders))
+    return _Campaign(eligible, treated, exposed_at, rate_lift, aov_lift, uplift,
+                     np.where(eligible, conversion, np.nan),
+                     np.where(eligible, order_value, np.nan))
 
 
 def _apply_campaign(rng: np.random.Generator, c: _Customers, cfg: GenerateConfig,
@@ -329,6 +349,8 @@ def generate_chunk(cfg: GenerateConfig, index: int, first: int, n: int,
         "treatment": pa.array(np.where(camp.eligible, camp.treated.astype(np.int8), None),
                               type=pa.int8()),
         "true_uplift_spend": pa.array(camp.true_uplift_spend, from_pandas=True),
+        "true_uplift_conversion": pa.array(camp.true_uplift_conversion, from_pandas=True),
+        "true_uplift_order_value": pa.array(camp.true_uplift_order_value, from_pandas=True),
     })
     return Chunk(transactions, events, customers, exposures, truth)
 

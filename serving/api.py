@@ -80,6 +80,15 @@ class ScoredCustomer(BaseModel):
     uplift_spend: float | None = Field(
         description="Predicted incremental spend if contacted (the uplift champion); null "
                     "without one.")
+    uplift_conversion: float | None = Field(
+        description="Predicted change in the probability of buying in the campaign window if "
+                    "contacted; null without an uplift model of spend.")
+    uplift_order_value: float | None = Field(
+        description="Predicted change in spend among buyers if contacted: what treated "
+                    "buyers spend minus what control buyers spend, for customers like this "
+                    "one. The two groups' buyers may differ (the offer brings in new ones), "
+                    "so this is an observable difference, not the effect on one basket; "
+                    "null without an uplift model of spend.")
     segment: Literal[SEGMENTS] = Field(description="The lifecycle segment (policy rules).")
     spend_tier: Literal[SPEND_TIERS] = Field(
         description="Last year's spend against the model's base: low, medium or high.")
@@ -159,8 +168,9 @@ and optionally events and customers) and builds the features with the batch job'
 same features column-wise, the fastest way for large batches.
 
 **Answers.** Each customer gets `churn_probability`, `churn_percentile`, `risk_band`,
-`value_at_risk`, `uplift_spend`, `segment`, `spend_tier`, `contactable` and, for those at
-risk, `reasons`. `model_version` is the churn model's registry version that answered; a new
+`value_at_risk`, `uplift_spend` (with an uplift model of spend, also `uplift_conversion` and
+`uplift_order_value`), `segment`, `spend_tier`, `contactable` and, for those at risk,
+`reasons`. `model_version` is the churn model's registry version that answered; a new
 champion is picked up without a restart (see `GET /metadata`).
 
 **Errors** always look like `{"error": "...", "detail": [{"loc": [...], "msg": "..."}]}`:

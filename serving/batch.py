@@ -41,7 +41,8 @@ PG_COLUMNS = {
     "customer_id": "text NOT NULL", "as_of": "date NOT NULL",
     "churn_probability": "double precision", "churn_percentile": "double precision",
     "risk_band": "text", "value_at_risk": "double precision",
-    "uplift_spend": "double precision", "segment": "text NOT NULL",
+    "uplift_spend": "double precision", "uplift_conversion": "double precision",
+    "uplift_order_value": "double precision", "segment": "text NOT NULL",
     "spend_tier": "text NOT NULL", "contactable": "boolean NOT NULL", "reasons": "jsonb",
     "model_versions": "text NOT NULL",
 }
@@ -50,7 +51,9 @@ REASON = pa.struct([("feature", pa.string()), ("label", pa.string()), ("value", 
 ARROW_SCHEMA = pa.schema([
     ("customer_id", pa.string()), ("as_of", pa.date32()), ("churn_probability", pa.float64()),
     ("churn_percentile", pa.float64()), ("risk_band", pa.string()),
-    ("value_at_risk", pa.float64()), ("uplift_spend", pa.float64()), ("segment", pa.string()),
+    ("value_at_risk", pa.float64()), ("uplift_spend", pa.float64()),
+    ("uplift_conversion", pa.float64()), ("uplift_order_value", pa.float64()),
+    ("segment", pa.string()),
     ("spend_tier", pa.string()), ("contactable", pa.bool_()), ("reasons", pa.list_(REASON)),
     ("model_versions", pa.string()),
 ])

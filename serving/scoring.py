@@ -21,7 +21,8 @@ from serving.policy import (
 )
 
 OUTPUT_COLUMNS = ("customer_id", "as_of", "churn_probability", "churn_percentile", "risk_band",
-                  "value_at_risk", "uplift_spend", "segment", "spend_tier", "contactable",
+                  "value_at_risk", "uplift_spend", "uplift_conversion", "uplift_order_value",
+                  "segment", "spend_tier", "contactable",
                   "reasons", "model_versions")
 
 
@@ -71,9 +72,11 @@ def score_matrix(ids: np.ndarray, as_of: np.ndarray | None, matrix: np.ndarray,
             why[row] = listed
     value = probability * expected_spend(columns, policy)
     reach = _flags(contactable, len(matrix))
+    effects = {name: np.full(len(matrix), np.nan) for name in UPLIFT_COLUMNS}
     uplift = None
     if loaded.uplift is not None and policy.uses_uplift and len(matrix):
-        uplift = loaded.uplift.model.predict_arm(matrix, loaded.uplift.arm)
+        effects = loaded.uplift.model.predict_arm_parts(matrix, loaded.uplift.arm)
+        uplift = effects["uplift_spend"]
     return {
         "customer_id": np.asarray(ids),
         "as_of": np.full(len(matrix), None, dtype=object) if as_of is None else as_of,
@@ -81,7 +84,7 @@ def score_matrix(ids: np.ndarray, as_of: np.ndarray | None, matrix: np.ndarray,
         "churn_percentile": np.round(loaded.model.churn_percentile(probability), 1),
         "risk_band": risk_bands(probability, policy.risk_cuts),
         "value_at_risk": value,
-        "uplift_spend": np.full(len(matrix), np.nan) if uplift is None else uplift,
+        **effects,
         "segment": segment(columns, base, probability, np.nan_to_num(value, nan=0.0), reach, policy,
                            uplift),
         "spend_tier": spend_tiers(columns["spend_365d"], tier_cuts),
@@ -89,6 +92,9 @@ def score_matrix(ids: np.ndarray, as_of: np.ndarray | None, matrix: np.ndarray,
         "reasons": why,
         "model_versions": np.full(len(matrix), loaded.label, dtype=object),
     }
+
+
+UPLIFT_COLUMNS = ("uplift_spend", "uplift_conversion", "uplift_order_value")
 
 
 def _flags(contactable: ArrayLike, rows: int) -> np.ndarray:

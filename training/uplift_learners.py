@@ -270,8 +270,9 @@ class TwoPartLearner(UpliftLearner):
     """A hurdle model per group, for outcomes that are mostly zero with a long right tail
     (spend in a campaign window): P(y > 0 | x) from a classifier times E[y | y > 0, x] from a
     regression on the buyers only, so a few large orders move one part, not the whole
-    estimate. The effect is treated minus control of that product; ``conversion_terms_``
-    and ``order_value_terms_`` hold the two parts' own differences."""
+    estimate. The effect is treated minus control of that product; ``parts_`` holds the two
+    parts' own differences: ``conversion`` (change in the probability of buying) and
+    ``order_value`` (change in expected spend among buyers)."""
 
     name = "two_part"
 
@@ -288,10 +289,9 @@ class TwoPartLearner(UpliftLearner):
                             fit_regressor(X[buyers], y[buyers], self.params))
         self.terms_: list[Term] = [(1.0, Product(parts["treated"])),
                                    (-1.0, Product(parts["control"]))]
-        self.conversion_terms_: list[Term] = [(1.0, parts["treated"][0]),
-                                              (-1.0, parts["control"][0])]
-        self.order_value_terms_: list[Term] = [(1.0, parts["treated"][1]),
-                                               (-1.0, parts["control"][1])]
+        self.parts_ = {"conversion": [(1.0, parts["treated"][0]), (-1.0, parts["control"][0])],
+                       "order_value": [(1.0, parts["treated"][1]),
+                                       (-1.0, parts["control"][1])]}
         return self
 
 
@@ -324,19 +324,26 @@ def standardised_mean(fitted: list[np.ndarray]) -> tuple[list[float], float]:
 class EnsembleLearner(UpliftLearner):
     """Several learners, each fitted on all the rows, averaged on one scale (see
     ``standardised_mean``): no choice among them is made on noisy folds, and their errors
-    partly cancel. Still a weighted sum of terms: every member's, scaled, and a constant."""
+    partly cancel. Still a weighted sum of terms: every member's, scaled, and a constant.
+    ``parts_`` are the two-part member's."""
 
     name = "ensemble"
     members = ("t_learner", "x_learner", "dr_learner", "dr_linear", "transformed_outcome",
                "two_part")
 
     def fit(self, X: pd.DataFrame, y: np.ndarray, treated: np.ndarray) -> EnsembleLearner:
-        self.fitted_ = {name: LEARNERS[name](self.params).fit(X, y, treated)
-                        for name in self.members}
+        self.fitted_ = {}
+        for name in self.members:
+            try:
+                self.fitted_[name] = LEARNERS[name](self.params).fit(X, y, treated)
+            except ValueError:
+                if name != "two_part":  # too few buyers (or non-buyers) for a hurdle
+                    raise
         weights, constant = standardised_mean([m.predict(X) for m in self.fitted_.values()])
         self.terms_ = [(scale * weight, model)
                        for scale, learner in zip(weights, self.fitted_.values(), strict=True)
                        for weight, model in learner.terms_] + [(1.0, Constant(constant))]
+        self.parts_ = self.fitted_["two_part"].parts_ if "two_part" in self.fitted_ else {}
         return self
 
 

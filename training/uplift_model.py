@@ -26,15 +26,31 @@ from training.uplift_learners import (
     predict_terms,
 )
 
+PARTS = ("conversion", "order_value")
+
 
 @dataclass
 class Effect:
-    """One arm's fitted effect: the weighted terms a learner left (see ``predict_terms``)."""
+    """One arm's fitted effect: the weighted terms a learner left (see ``predict_terms``).
+
+    ``parts`` (from a two-part model, when the outcome is spend) split it: ``conversion``,
+    the change in the probability of buying, and ``order_value``, the change in expected
+    spend among buyers (buyers under treatment and under control may be different people,
+    so this is the observable difference between the two groups' buyers, not the effect on
+    the same customers' baskets).
+    """
 
     terms: list[Term]
+    parts: dict[str, list[Term]] = field(default_factory=dict)
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         return predict_terms(self.terms, X)
+
+    def predict_part(self, X: pd.DataFrame, part: str) -> np.ndarray:
+        """One part's estimate, NaN for every row when the model has no parts."""
+        if part not in self.parts:
+            return np.full(len(X), np.nan)
+        return predict_terms(self.parts[part], X)
 
 
 def _save_terms(terms: list[Term], folder: Path, stem: str) -> list[dict]:
@@ -104,28 +120,52 @@ class UpliftModel:
         return X
 
     def predict(self, rows: pd.DataFrame) -> pd.DataFrame:
-        """One ``uplift_<arm>`` column per arm."""
+        """One ``uplift_<arm>`` column per arm, and for an arm with parts
+        ``uplift_conversion_<arm>`` and ``uplift_order_value_<arm>``."""
         X = self.frame(rows)
-        return pd.DataFrame({f"uplift_{arm}": learner.predict(X)
-                             for arm, learner in self.learners.items()}, index=rows.index)
+        columns = {}
+        for arm, effect in self.learners.items():
+            columns[f"uplift_{arm}"] = effect.predict(X)
+            for part in effect.parts:
+                columns[f"uplift_{part}_{arm}"] = effect.predict_part(X, part)
+        return pd.DataFrame(columns, index=rows.index)
 
     def predict_arm(self, matrix: np.ndarray, arm: str | None = None) -> np.ndarray:
         """Effects of ``arm`` (default: the first) for a float matrix of ``features``."""
         arm = arm or self.arms[0]
         return self.learners[arm].predict(self.frame(pd.DataFrame(matrix, columns=self.features)))
 
+    def predict_arm_parts(self, matrix: np.ndarray, arm: str | None = None
+                          ) -> dict[str, np.ndarray]:
+        """``uplift_spend``, ``uplift_conversion`` and ``uplift_order_value`` of ``arm`` for
+        a float matrix of ``features`` (the parts NaN when the model has none)."""
+        effect = self.learners[arm or self.arms[0]]
+        X = self.frame(pd.DataFrame(matrix, columns=self.features))
+        return {"uplift_spend": effect.predict(X),
+                **{f"uplift_{part}": effect.predict_part(X, part) for part in PARTS}}
+
+    def has_parts(self, arm: str | None = None) -> bool:
+        return bool(self.learners[arm or self.arms[0]].parts)
+
     def save(self, folder: Path) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         arms = {arm: _save_terms(effect.terms, folder, f"arm{i}")
                 for i, (arm, effect) in enumerate(self.learners.items())}
+        parts = {arm: {part: _save_terms(terms, folder, f"arm{i}_{part}")
+                       for part, terms in effect.parts.items()}
+                 for i, (arm, effect) in enumerate(self.learners.items()) if effect.parts}
         (folder / "model.json").write_text(json.dumps({
             "features": self.features, "categories": self.categories, "outcome": self.outcome,
-            "winners": self.winners, "arms": arms}, indent=2, default=str))
+            "winners": self.winners, "arms": arms, "parts": parts}, indent=2, default=str))
         return folder
 
     @classmethod
     def load(cls, folder: Path) -> UpliftModel:
         meta = json.loads((folder / "model.json").read_text())
-        effects = {arm: Effect(_load_terms(specs, folder)) for arm, specs in meta["arms"].items()}
+        parts = meta.get("parts", {})
+        effects = {arm: Effect(_load_terms(specs, folder),
+                               {part: _load_terms(terms, folder)
+                                for part, terms in parts.get(arm, {}).items()})
+                   for arm, specs in meta["arms"].items()}
         return cls(effects, meta["features"], meta["categories"], meta["outcome"],
                    meta["winners"])

@@ -107,6 +107,8 @@ def _metrics(result: UpliftResult) -> dict[str, float]:
             out[f"{s}_ate_{outcome}_se"] = se
         for learner, q in r.selection.qini.items():
             out[f"{s}_oof_qini_{learner}"] = q
+        for learner, q in r.nested_qini().items():
+            out[f"{s}_nested_qini_{learner}"] = q
         out[f"{s}_treated_share"] = r.checks.treated_share
         out[f"{s}_srm_p_value"] = r.checks.srm_p_value
         out[f"{s}_max_abs_smd"] = abs(r.checks.worst_smd)
@@ -124,7 +126,7 @@ def _log_plots(result: UpliftResult) -> None:
             label = f"{arm}: {outcome}"
             figures = {
                 f"plots/{slug(arm)}/qini_{outcome}.png": qini_figure(
-                    y, t, {r.selection.winner: score}, f"Qini, {label} (nested out of fold)"),
+                    y, t, r.nested_scores(), f"Qini, {label} (nested out of fold)"),
                 f"plots/{slug(arm)}/uplift_by_decile_{outcome}.png": uplift_decile_figure(
                     y, t, score, f"Observed uplift by decile, {label}"),
             }

@@ -159,7 +159,8 @@ def test_uplift_on_a_hillstrom_dataframe(mlflow_store):
     result = churn.train_uplift(table=hillstrom, learner="t_learner", name="hillstrom", **arms)
     assert list(result.arms) == ["Mens E-Mail"]
     effect = result.model.predict(result.experiment.features.head(50))
-    assert list(effect.columns) == ["uplift_Mens E-Mail"]
+    assert list(effect.columns) == ["uplift_Mens E-Mail", "uplift_conversion_Mens E-Mail",
+                                    "uplift_order_value_Mens E-Mail"]
     assert np.isfinite(effect.to_numpy()).all()
     run = mlflow.get_run(result.run.run_id)
     assert run.data.params["data_source"].startswith("dataframe:")

@@ -40,7 +40,7 @@ def test_demo_builds_features_trains_and_promotes(tmp_path):
     assert (tmp_path / "mlflow.db").exists()
     assert "Segments: " in done.stdout
     scores = pd.read_parquet(tmp_path / "demo" / "scores.parquet")
-    assert "Out-of-fold Qini" in done.stdout and "<- chosen" in done.stdout
+    assert "Nested out-of-fold Qini" in done.stdout and "<- the model" in done.stdout
     assert "Nested out of fold" in done.stdout
     assert set(scores["as_of"].astype(str)) == {"2026-01-01"}
     took = re.search(r"Demo finished in (-?[\d.]+) s", done.stdout)

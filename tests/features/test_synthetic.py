@@ -79,6 +79,28 @@ def test_randomised_campaign_effect_matches_the_ground_truth(synthetic_data):
     assert (true_effect.abs() < 0.5).mean() > 0.2  # many do not respond
 
 
+def test_campaign_raises_conversion_and_can_lower_order_value(synthetic_data):
+    folder, cfg = synthetic_data
+    truth = pd.read_parquet(folder / "ground_truth.parquet").set_index("customer_id")
+    exposures = pd.read_parquet(folder / "exposures.parquet").set_index("customer_id")
+    tx = pd.read_parquet(folder / "transactions.parquet").join(exposures, on="customer_id",
+                                                               how="inner")
+    window = tx[(tx["ordered_at"] >= tx["exposed_at"])
+                & (tx["ordered_at"] < tx["exposed_at"] + pd.Timedelta(days=cfg.outcome_days))]
+    spend = window.groupby("customer_id")["amount"].sum().reindex(exposures.index, fill_value=0)
+    bought = (spend > 0).to_numpy()
+    treated = exposures["treatment"].to_numpy() == 1
+    observed = bought[treated].mean() - bought[~treated].mean()
+    stderr = np.sqrt(bought[treated].var() / treated.sum() + bought[~treated].var()
+                     / (~treated).sum())
+    true = truth.loc[exposures.index]
+    assert abs(observed - true["true_uplift_conversion"].mean()) < 3 * stderr
+    # A discount: some customers buy more often but spend less when they do.
+    coupon = (true["true_uplift_conversion"] > 0.01) & (true["true_uplift_order_value"] < 0)
+    assert coupon.mean() > 0.05
+    assert (true["true_uplift_order_value"] < 0).mean() > 0.1
+
+
 def test_sizes_scale_to_about_ten_orders_and_fifty_events_per_customer(synthetic_data):
     folder, cfg = synthetic_data
     orders = pd.read_parquet(folder / "transactions.parquet", columns=["amount"])
