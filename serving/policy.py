@@ -37,6 +37,8 @@ class SegmentPolicy:
     min_value_at_risk: float = 50.0
     uses_uplift: bool = True
     contact_cost: float = 2.0
+    margin_rate: float = 1.0
+    redemption_cost: float = 0.0
     uplift_arm: str = ""
     horizon_days: float = 90
     tier_quantiles: tuple[float, float] = (0.5, 0.8)
@@ -54,6 +56,8 @@ class SegmentPolicy:
                 uses_uplift=_flag(raw["win_back"].get("uses_uplift", True),
                                   "win_back.uses_uplift"),
                 contact_cost=float(raw["win_back"].get("contact_cost", 2.0)),
+                margin_rate=float(raw["win_back"].get("margin_rate", 1.0)),
+                redemption_cost=float(raw["win_back"].get("redemption_cost", 0.0)),
                 uplift_arm=str(raw["win_back"].get("uplift_arm", "")),
                 horizon_days=float(raw["value"]["horizon_days"]),
                 tier_quantiles=tuple(float(q) for q in raw["spend_tier"]["quantiles"]),
@@ -77,6 +81,7 @@ class SegmentPolicy:
         numbers = {"segments.new_within_days": self.new_within_days,
                    "win_back.min_value_at_risk": self.min_value_at_risk,
                    "win_back.contact_cost": self.contact_cost,
+                   "win_back.redemption_cost": self.redemption_cost,
                    "value.horizon_days": self.horizon_days}
         for name, value in numbers.items():
             if not np.isfinite(value) or value < 0:
@@ -94,6 +99,10 @@ class SegmentPolicy:
             raise PolicyError(f"{path}: segments.at_risk_probability must be between 0 and 1")
         if self.contact_cost < 0:
             raise PolicyError(f"{path}: win_back.contact_cost must be 0 or more")
+        if not 0 < self.margin_rate <= 1:
+            raise PolicyError(f"{path}: win_back.margin_rate is the share of incremental spend "
+                              f"kept as margin, more than 0 and at most 1 "
+                              f"(got {self.margin_rate})")
         if self.top_reasons < 0:
             raise PolicyError(f"{path}: reasons.top must be 0 or more")
 
@@ -154,15 +163,17 @@ def spend_tiers(spend: ArrayLike, cuts: tuple[float, float]) -> np.ndarray:
 
 def segment(features: Columns, in_base: ArrayLike, churn_probability: ArrayLike,
             value_at_risk: ArrayLike, contactable: ArrayLike, policy: SegmentPolicy,
-            uplift_spend: ArrayLike | None = None) -> np.ndarray:
+            uplift_spend: ArrayLike | None = None,
+            buy_if_contacted: ArrayLike | None = None) -> np.ndarray:
     """The lifecycle segment of each customer; the first rule that fits wins.
 
     ``in_base`` says who is in the churn model's base: a customer with orders but outside it
     is lapsed.
 
     With ``uplift_spend`` (the campaign's predicted incremental spend), win_back is a lapsed
-    or at-risk, contactable customer whose uplift beats the contact cost, checked first.
-    Without it, win_back falls back to at-risk customers with enough value at risk.
+    or at-risk, contactable customer whose incremental margin (``incremental_margin``) beats
+    the contact cost, checked first. Without it, win_back falls back to at-risk customers
+    with enough value at risk.
     """
     recency = np.asarray(features["recency_days"], dtype=float)
     tenure = np.nan_to_num(np.asarray(features["tenure_days"], dtype=float), nan=0.0)
@@ -175,13 +186,33 @@ def segment(features: Columns, in_base: ArrayLike, churn_probability: ArrayLike,
     reach = np.asarray(contactable, dtype=bool)
     if uplift_spend is not None:
         with np.errstate(invalid="ignore"):
-            moved = np.asarray(uplift_spend, dtype=float) > policy.contact_cost
+            moved = incremental_margin(uplift_spend, buy_if_contacted, policy) > \
+                policy.contact_cost
         win_back = (lapsed | at_risk) & reach & moved
         return np.select([win_back, lapsed, new, at_risk],
                          ["win_back", "lapsed", "new", "at_risk"], "active")
     win_back = at_risk & reach & worth
     return np.select([lapsed, new, win_back, at_risk],
                      ["lapsed", "new", "win_back", "at_risk"], "active")
+
+
+def incremental_margin(uplift_spend: ArrayLike, buy_if_contacted: ArrayLike | None,
+                       policy: SegmentPolicy) -> np.ndarray:
+    """What a contact earns before its own cost: ``margin_rate`` x incremental spend, less
+    ``redemption_cost`` x the probability of buying when contacted (every buyer redeems).
+
+    The spend uplift already carries what a discount takes off the baskets of those who
+    buy; the margin rate turns revenue into margin, and the redemption cost charges each
+    expected redemption, including those of customers who would have bought anyway. With a
+    redemption cost but no probability of buying (an uplift model without its two parts)
+    the margin is unknown (NaN), and such customers are not put in win_back.
+    """
+    margin = policy.margin_rate * np.asarray(uplift_spend, dtype=float)
+    if policy.redemption_cost == 0:
+        return margin
+    if buy_if_contacted is None:
+        return np.full(len(margin), np.nan)
+    return margin - policy.redemption_cost * np.asarray(buy_if_contacted, dtype=float)
 
 
 def expected_spend(features: Columns, policy: SegmentPolicy) -> np.ndarray:

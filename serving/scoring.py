@@ -73,10 +73,11 @@ def score_matrix(ids: np.ndarray, as_of: np.ndarray | None, matrix: np.ndarray,
     value = probability * expected_spend(columns, policy)
     reach = _flags(contactable, len(matrix))
     effects = {name: np.full(len(matrix), np.nan) for name in UPLIFT_COLUMNS}
-    uplift = None
+    uplift = buy = None
     if loaded.uplift is not None and policy.uses_uplift and len(matrix):
-        effects = loaded.uplift.model.predict_arm_parts(matrix, loaded.uplift.arm)
-        uplift = effects["uplift_spend"]
+        predicted = loaded.uplift.model.predict_arm_parts(matrix, loaded.uplift.arm)
+        effects = {name: predicted[name] for name in UPLIFT_COLUMNS}
+        uplift, buy = predicted["uplift_spend"], predicted["buy_if_contacted"]
     return {
         "customer_id": np.asarray(ids),
         "as_of": np.full(len(matrix), None, dtype=object) if as_of is None else as_of,
@@ -85,8 +86,8 @@ def score_matrix(ids: np.ndarray, as_of: np.ndarray | None, matrix: np.ndarray,
         "risk_band": risk_bands(probability, policy.risk_cuts),
         "value_at_risk": value,
         **effects,
-        "segment": segment(columns, base, probability, np.nan_to_num(value, nan=0.0), reach, policy,
-                           uplift),
+        "segment": segment(columns, base, probability, np.nan_to_num(value, nan=0.0), reach,
+                           policy, uplift, buy),
         "spend_tier": spend_tiers(columns["spend_365d"], tier_cuts),
         "contactable": reach,
         "reasons": why,

@@ -39,7 +39,7 @@ from training.uplift_learners import (
     predict_terms,
 )
 from training.uplift_metrics import UpliftMetrics, average_effect
-from training.uplift_model import Effect, UpliftModel
+from training.uplift_model import PARTS, Effect, UpliftModel
 
 AUTO = "auto"
 # The default: every learner fitted on all rows and averaged on one scale. On Hillstrom and
@@ -412,6 +412,8 @@ def evaluate_arm(part: Experiment, cfg: UpliftTrainConfig, folds: int, repeat: i
             scores.setdefault(name, np.full(len(y), np.nan))[held] = fold_rank(
                 estimates[name][held])
         for name, terms in (getattr(learner, "parts_", None) or {}).items():
+            if name not in PARTS:
+                continue
             parts.setdefault(f"uplift_{name}", np.full(len(y), np.nan))[held] = predict_terms(
                 terms, X_held)
             parts.setdefault(f"part_score_{name}", np.full(len(y), np.nan))[held] = fold_rank(

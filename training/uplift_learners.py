@@ -272,7 +272,8 @@ class TwoPartLearner(UpliftLearner):
     regression on the buyers only, so a few large orders move one part, not the whole
     estimate. The effect is treated minus control of that product; ``parts_`` holds the two
     parts' own differences: ``conversion`` (change in the probability of buying) and
-    ``order_value`` (change in expected spend among buyers)."""
+    ``order_value`` (change in expected spend among buyers), and ``buy_if_contacted`` (the
+    probability of buying when treated, for the policy's redemption cost)."""
 
     name = "two_part"
 
@@ -290,6 +291,7 @@ class TwoPartLearner(UpliftLearner):
         self.terms_: list[Term] = [(1.0, Product(parts["treated"])),
                                    (-1.0, Product(parts["control"]))]
         self.parts_ = {"conversion": [(1.0, parts["treated"][0]), (-1.0, parts["control"][0])],
+                       "buy_if_contacted": [(1.0, parts["treated"][0])],
                        "order_value": [(1.0, parts["treated"][1]),
                                        (-1.0, parts["control"][1])]}
         return self

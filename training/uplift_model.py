@@ -126,7 +126,7 @@ class UpliftModel:
         columns = {}
         for arm, effect in self.learners.items():
             columns[f"uplift_{arm}"] = effect.predict(X)
-            for part in effect.parts:
+            for part in PARTS if effect.parts else ():
                 columns[f"uplift_{part}_{arm}"] = effect.predict_part(X, part)
         return pd.DataFrame(columns, index=rows.index)
 
@@ -137,12 +137,14 @@ class UpliftModel:
 
     def predict_arm_parts(self, matrix: np.ndarray, arm: str | None = None
                           ) -> dict[str, np.ndarray]:
-        """``uplift_spend``, ``uplift_conversion`` and ``uplift_order_value`` of ``arm`` for
-        a float matrix of ``features`` (the parts NaN when the model has none)."""
+        """``uplift_spend``, ``uplift_conversion``, ``uplift_order_value`` and
+        ``buy_if_contacted`` (the probability of buying when treated) of ``arm`` for a float
+        matrix of ``features`` (the parts NaN when the model has none)."""
         effect = self.learners[arm or self.arms[0]]
         X = self.frame(pd.DataFrame(matrix, columns=self.features))
         return {"uplift_spend": effect.predict(X),
-                **{f"uplift_{part}": effect.predict_part(X, part) for part in PARTS}}
+                **{f"uplift_{part}": effect.predict_part(X, part) for part in PARTS},
+                "buy_if_contacted": effect.predict_part(X, "buy_if_contacted")}
 
     def has_parts(self, arm: str | None = None) -> bool:
         return bool(self.learners[arm or self.arms[0]].parts)

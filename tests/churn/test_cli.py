@@ -49,7 +49,8 @@ def test_demo_builds_features_trains_and_promotes(tmp_path):
     # if its nested out-of-fold Qini beats random targeting, and scoring follows what happened.
     if "uplift v1 is the first champion" in done.stdout:
         assert set(scores["model_versions"]) == {"churn:v1,uplift:v1"}
-        assert scores["uplift_spend"].notna().all()
+        assert scores[["uplift_spend", "uplift_conversion", "uplift_order_value"]].notna(
+        ).all().all()
     else:
         assert "note: uplift v1 does not beat random targeting" in done.stdout
         assert set(scores["model_versions"]) == {"churn:v1"}

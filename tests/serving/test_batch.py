@@ -242,8 +242,11 @@ def test_win_back_is_who_the_campaign_would_move(champion, uplift_trained, synth
     assert set(scores["model_versions"]) == {"churn:v1,uplift:v1"}
     features = build(data, AS_OF, tmp_path / "features.parquet").loc[scores.index]
     arm = result.model.arms[0]
-    np.testing.assert_allclose(scores["uplift_spend"],
-                               result.model.predict(features)[f"uplift_{arm}"], rtol=1e-9)
+    predicted = result.model.predict(features)
+    for column in ("uplift", "uplift_conversion", "uplift_order_value"):
+        name = "uplift_spend" if column == "uplift" else column
+        np.testing.assert_allclose(scores[name], predicted[f"{column}_{arm}"], rtol=1e-9)
+    assert scores["uplift_conversion"].between(-1, 1).all()
     policy = SegmentPolicy.load()
     lapsed = features["recency_days"] > loaded.model.label.base_days
     at_risk = scores["churn_probability"].fillna(0) >= policy.at_risk_probability

@@ -48,6 +48,36 @@ def test_segments_first_rule_that_fits_wins():
                          "active"]
 
 
+def test_win_back_on_margin_leaves_out_customers_a_coupon_loses_money_on(tmp_path: Path):
+    f = customers(recency_days=[400.0] * 4, tenure_days=[900.0] * 4, orders_total=[3.0] * 4)
+    base, churn = in_base(f["recency_days"], 365), pd.Series([np.nan] * 4)
+    value, reach = pd.Series([0.0] * 4), pd.Series([True] * 4)
+    # Incremental spend, and the probability of buying when contacted (every buyer redeems).
+    uplift = np.array([12.0, 12.0, 3.0, 12.0])
+    buy = np.array([0.1, 0.9, 0.1, np.nan])
+    on_revenue = segment(f, base, churn, value, reach, SegmentPolicy(), uplift, buy)
+    assert on_revenue.tolist() == ["win_back"] * 4
+    changed = tmp_path / "margin.toml"
+    changed.write_text(DEFAULT_POLICY.read_text()
+                       .replace("margin_rate = 1.0", "margin_rate = 0.4")
+                       .replace("redemption_cost = 0.0", "redemption_cost = 3.0"))
+    policy = SegmentPolicy.load(changed)
+    # 0.4 x 12 - 3 x 0.1 = 4.5 > 2; 0.4 x 12 - 3 x 0.9 = 2.1 > 2; 0.4 x 3 - 0.3 = 0.9 < 2;
+    # no probability of buying: margin unknown, so not contacted.
+    on_margin = segment(f, base, churn, value, reach, policy, uplift, buy)
+    assert on_margin.tolist() == ["win_back", "win_back", "lapsed", "lapsed"]
+    costly = SegmentPolicy(margin_rate=0.4, redemption_cost=3.5)
+    assert segment(f, base, churn, value, reach, costly, uplift, buy).tolist() == [
+        "win_back", "lapsed", "lapsed", "lapsed"]
+
+
+def test_a_margin_rate_outside_zero_to_one_is_refused(tmp_path: Path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(DEFAULT_POLICY.read_text().replace("margin_rate = 1.0", "margin_rate = 1.5"))
+    with pytest.raises(PolicyError, match=r"win_back.margin_rate .* at most 1 \(got 1.5\)"):
+        SegmentPolicy.load(bad)
+
+
 def test_lapsed_follows_the_models_base():
     f = customers(recency_days=[100.0, 200.0], tenure_days=[500.0, 500.0],
                   orders_total=[4.0, 4.0])
