@@ -498,9 +498,13 @@ def train_uplift_command(
     --model-name).
 
     From contract tables (--data) or a flat table (--table with --treatment, --control and
-    --outcome). One model per arm against control. Prints each arm's average effect on
-    spend, conversion and order value among buyers, the learners' out-of-fold Qini and the
-    one chosen, and warns when the split or the covariates look unbalanced.
+    --outcome). One model per arm against control, by default an ensemble of every learner
+    averaged on one scale. Prints each arm's average effect on spend, conversion and order
+    value among buyers, the learners' nested out-of-fold Qini on the same folds, and warns
+    when the split or the covariates look unbalanced. A spend model also predicts
+    uplift_conversion (change in P(buy)) and uplift_order_value (change in spend among
+    buyers: an observable difference between treated and control buyers, who may be
+    different people, not the effect on one basket).
 
     Example: churn train uplift --table hillstrom.csv --treatment 'segment=Womens E-Mail'
     --control 'segment=No E-Mail' --outcome spend --ignore visit --ignore conversion
@@ -603,8 +607,16 @@ def score_command(
 ) -> None:
     """Score every customer with the champion churn model and assign segments.
 
-    Writes customer_id, as_of, churn_probability, value_at_risk, uplift_spend, segment,
-    spend_tier, contactable, reasons and model_versions, then prints a summary per segment.
+    Writes customer_id, as_of, churn_probability, churn_percentile, risk_band,
+    value_at_risk, uplift_spend, uplift_conversion, uplift_order_value, segment, spend_tier,
+    contactable, reasons and model_versions, then prints a summary per segment.
+
+    uplift_conversion is the change in the probability of buying if contacted;
+    uplift_order_value the change in spend among buyers (what treated buyers spend minus what
+    control buyers spend, for customers like this one: the offer may bring in other buyers,
+    so it is an observable difference, not the effect on one customer's basket). win_back
+    needs margin_rate x uplift_spend - redemption_cost x P(buys if contacted) above the
+    contact cost (see --policy).
     A champion trained on other data than --data is refused (--allow-data-mismatch uses it
     anyway); so is an --as-of outside the data's span.
     """
