@@ -651,7 +651,8 @@ def serve_command(
     no_uplift: NoUpliftOption = False,
     allow_data_mismatch: MismatchOption = False,
     watch_seconds: Annotated[float, typer.Option(
-        min=0, help="How often to check the registry for a new champion, which is then swapped in "
+        min=0, envvar="CHURN_WATCH_SECONDS",
+        help="How often to check the registry for a new champion, which is then swapped in "
              "without a restart; 0 never checks.")] = 60,
 ) -> None:
     """Serve the champion churn model over HTTP (BentoML).

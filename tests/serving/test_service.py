@@ -578,23 +578,23 @@ def test_a_new_champion_is_served_without_a_restart(churn_config, trained, tmp_p
             crown("churn", "2")
         finally:
             mlflow.set_tracking_uri(previous)
-        seen, deadline = [], time.monotonic() + 60
+        # CHURN_WATCH_SECONDS=1 (read by `churn serve` as --watch-seconds): seconds, not the
+        # default minute.
+        seen, deadline = [], time.monotonic() + 30
         while not seen or seen[-1] != "2":
-            assert time.monotonic() < deadline, f"still serving v{seen[-1]} after 60 s"
+            assert time.monotonic() < deadline, f"still serving v{seen[-1]} after 30 s"
             status, answer = running.call("/score_features", body)
             assert status == 200, answer
             seen.append(answer["model_version"])
-            # A steady stream, not a saturating one: back-to-back requests from this loop
-            # starve the watcher thread of the GIL while it reads the registry.
-            time.sleep(0.02)
+            time.sleep(0.02)  # a steady stream of requests
         # Between requests, never within one: every answer names one version, old then new.
         assert seen == sorted(seen) and set(seen) <= {"1", "2"}
         assert running.call("/metadata", method="GET")[1]["model_version"] == "2"
         assert "new champion: now serving churn:v2 (was churn:v1)" in running.log.read_text()
         # Without an uplift model (nulls where the uplift would be) the answers still match
         # the document.
-        calls, failures = fuzz(running, None, examples=10)
-        assert calls > 40 and not failures, "\n".join(failures)
+        calls, failures = fuzz(running, None, examples=4)
+        assert calls > 16 and not failures, "\n".join(failures)
     finally:
         stop(running)
 
