@@ -153,7 +153,7 @@ class _Campaign:
     true_uplift_order_value: np.ndarray
 
 
-def _spend_per_buyer(orders: np.ndarray) -> np.ndarray:
+def _orders_per_buyer(orders: np.ndarray) -> np.ndarray:
     """E[N | N > 0] for Poisson(orders): the expected orders of a customer who buys at all."""
     safe = np.maximum(orders, 1e-12)
     return np.where(orders > 1e-9, safe / -np.expm1(-safe), 1.0)
@@ -188,8 +188,8 @@ def _campaign(rng: np.random.Generator, c: _Customers, cfg: GenerateConfig,
     orders = c.rate * alive_days
     treated_orders = orders * np.clip(1 + rate_lift, 0.0, None)
     conversion = -np.expm1(-treated_orders) + np.expm1(-orders)
-    order_value = (c.mean_spend + 0.99) * ((1 + aov_lift) * _spend_per_buyer(treated_orders)
-                                          - _spend_per_buyer(orders))
+    order_value = (c.mean_spend + 0.99) * ((1 + aov_lift) * _orders_per_buyer(treated_orders)
+                                          - _orders_per_buyer(orders))
     return _Campaign(eligible, treated, exposed_at, rate_lift, aov_lift, uplift,
                      np.where(eligible, conversion, np.nan),
                      np.where(eligible, order_value, np.nan))

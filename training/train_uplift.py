@@ -286,13 +286,18 @@ def average_effects(outcomes: pd.DataFrame, t: np.ndarray) -> dict[str, tuple[fl
     return out
 
 
+def binary_outcome(outcomes: pd.DataFrame) -> bool:
+    """True when the modelled outcome is itself 0/1 (conversion): no spend to split."""
+    return outcomes["conversion"].equals(outcomes["spend"])
+
+
 def _outcome_metrics(part: Experiment, t: np.ndarray, score: np.ndarray
                      ) -> dict[str, UpliftMetrics]:
     metrics = {}
     for name in ("spend", "conversion"):
         metrics[name] = UpliftMetrics.of(part.outcomes[name].to_numpy(float), t, score)
     buyers = part.outcomes["conversion"].to_numpy(float) > 0
-    if not part.outcomes["conversion"].equals(part.outcomes["spend"]) and buyers.any():
+    if not binary_outcome(part.outcomes) and buyers.any():
         # Spend among buyers: does the score also rank what buyers spend?
         metrics["order_value"] = UpliftMetrics.of(
             part.outcomes["spend"].to_numpy(float)[buyers], t[buyers], score[buyers])
@@ -333,9 +338,9 @@ def fit_parts(learner: UpliftLearner, part: Experiment, cfg: UpliftTrainConfig
               ) -> dict[str, list]:
     """Conversion and order-value parts for a spend model: the learner's own (two-part,
     ensemble) or a two-part model's fitted beside it. None for a 0/1 outcome, or when a
-    group has no buyers or only buyers."""
+    group has too few buyers or only buyers."""
     y, t = part.outcome(), part.treated()
-    if part.outcomes["conversion"].equals(part.outcomes["spend"]):
+    if binary_outcome(part.outcomes):
         return {}
     if getattr(learner, "parts_", None):
         return learner.parts_
@@ -473,7 +478,7 @@ def evaluation_metrics(scores: pd.DataFrame, pooled_estimates: bool = False) -> 
     else:
         score_columns = [c for c in scores.columns
                          if c == "uplift_score" or c.startswith("score_")]
-    binary = scores["spend"].equals(scores["conversion"])
+    binary = binary_outcome(scores)
     for (arm, repeat), part in scores.groupby(["arm", "repeat"], sort=True):
         for outcome in ("spend", "conversion") if binary else ("spend", "conversion",
                                                                 "order_value"):

@@ -162,12 +162,28 @@ def _split(treated: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
 Term = tuple[float, Regressor]
 
 
-def predict_terms(terms: list[Term], X: pd.DataFrame) -> np.ndarray:
-    """The weighted sum of the terms' predictions: every fitted learner's effect."""
+def predict_terms(terms: list[Term], X: pd.DataFrame, cache: dict | None = None
+                  ) -> np.ndarray:
+    """The weighted sum of the terms' predictions: every fitted learner's effect.
+
+    With ``cache`` (one dict per batch of rows ``X``), a model that appears in several terms
+    (a two-part model's classifiers, in the spend effect and in its parts) is predicted once.
+    """
     total = np.zeros(len(X))
     for weight, model in terms:
-        total = total + weight * model.predict(X)
+        total = total + weight * _predict(model, X, cache)
     return total
+
+
+def _predict(model: Regressor, X: pd.DataFrame, cache: dict | None) -> np.ndarray:
+    if cache is None:
+        return model.predict(X)
+    if isinstance(model, Product):
+        first, second = model.factors
+        return _predict(first, X, cache) * _predict(second, X, cache)
+    if id(model) not in cache:
+        cache[id(model)] = model.predict(X)
+    return cache[id(model)]
 
 
 class UpliftLearner:

@@ -43,29 +43,37 @@ class Effect:
     terms: list[Term]
     parts: dict[str, list[Term]] = field(default_factory=dict)
 
-    def predict(self, X: pd.DataFrame) -> np.ndarray:
-        return predict_terms(self.terms, X)
+    def predict(self, X: pd.DataFrame, cache: dict | None = None) -> np.ndarray:
+        return predict_terms(self.terms, X, cache)
 
-    def predict_part(self, X: pd.DataFrame, part: str) -> np.ndarray:
+    def predict_part(self, X: pd.DataFrame, part: str, cache: dict | None = None
+                     ) -> np.ndarray:
         """One part's estimate, NaN for every row when the model has no parts."""
         if part not in self.parts:
             return np.full(len(X), np.nan)
-        return predict_terms(self.parts[part], X)
+        return predict_terms(self.parts[part], X, cache)
 
 
-def _save_terms(terms: list[Term], folder: Path, stem: str) -> list[dict]:
+def _save_booster(booster: lgb.Booster, folder: Path, name: str, saved: dict[int, str]) -> str:
+    """The file holding ``booster``: written once, however many terms share it."""
+    if id(booster) not in saved:
+        booster.save_model(folder / name)
+        saved[id(booster)] = name
+    return saved[id(booster)]
+
+
+def _save_terms(terms: list[Term], folder: Path, stem: str, saved: dict[int, str]
+                ) -> list[dict]:
     out = []
     for i, (weight, model) in enumerate(terms):
         if isinstance(model, lgb.Booster):
-            name = f"{stem}_{i}.txt"
-            model.save_model(folder / name)
-            out.append({"weight": weight, "lightgbm": name})
+            out.append({"weight": weight,
+                        "lightgbm": _save_booster(model, folder, f"{stem}_{i}.txt", saved)})
         elif isinstance(model, LinearEffect):
             out.append({"weight": weight, "linear": asdict(model)})
         elif isinstance(model, Product):
-            names = [f"{stem}_{i}_{k}.txt" for k in range(len(model.factors))]
-            for name, factor in zip(names, model.factors, strict=True):
-                factor.save_model(folder / name)
+            names = [_save_booster(factor, folder, f"{stem}_{i}_{k}.txt", saved)
+                     for k, factor in enumerate(model.factors)]
             out.append({"weight": weight, "product": names})
         elif isinstance(model, Constant):
             out.append({"weight": weight, "constant": model.value})
@@ -74,19 +82,24 @@ def _save_terms(terms: list[Term], folder: Path, stem: str) -> list[dict]:
     return out
 
 
-def _load_term(spec: dict, folder: Path) -> Regressor:
+def _load_term(spec: dict, folder: Path, boosters: dict[str, lgb.Booster]) -> Regressor:
+    def booster(name: str) -> lgb.Booster:
+        if name not in boosters:  # a file shared by several terms is loaded once
+            boosters[name] = lgb.Booster(model_file=str(folder / name))
+        return boosters[name]
+
     if "lightgbm" in spec:
-        return lgb.Booster(model_file=str(folder / spec["lightgbm"]))
+        return booster(spec["lightgbm"])
     if "product" in spec:
-        return Product(tuple(lgb.Booster(model_file=str(folder / name))  # type: ignore[arg-type]
-                             for name in spec["product"]))
+        return Product(tuple(booster(name) for name in spec["product"]))  # type: ignore[arg-type]
     if "constant" in spec:
         return Constant(float(spec["constant"]))
     return LinearEffect(**spec["linear"])
 
 
-def _load_terms(specs: list[dict], folder: Path) -> list[Term]:
-    return [(float(spec["weight"]), _load_term(spec, folder)) for spec in specs]
+def _load_terms(specs: list[dict], folder: Path, boosters: dict[str, lgb.Booster]
+                ) -> list[Term]:
+    return [(float(spec["weight"]), _load_term(spec, folder, boosters)) for spec in specs]
 
 ARTIFACT_KEY = "uplift_model"
 
@@ -123,11 +136,11 @@ class UpliftModel:
         """One ``uplift_<arm>`` column per arm, and for an arm with parts
         ``uplift_conversion_<arm>`` and ``uplift_order_value_<arm>``."""
         X = self.frame(rows)
-        columns = {}
+        columns, cache = {}, {}
         for arm, effect in self.learners.items():
-            columns[f"uplift_{arm}"] = effect.predict(X)
+            columns[f"uplift_{arm}"] = effect.predict(X, cache)
             for part in PARTS if effect.parts else ():
-                columns[f"uplift_{part}_{arm}"] = effect.predict_part(X, part)
+                columns[f"uplift_{part}_{arm}"] = effect.predict_part(X, part, cache)
         return pd.DataFrame(columns, index=rows.index)
 
     def predict_arm(self, matrix: np.ndarray, arm: str | None = None) -> np.ndarray:
@@ -142,18 +155,17 @@ class UpliftModel:
         matrix of ``features`` (the parts NaN when the model has none)."""
         effect = self.learners[arm or self.arms[0]]
         X = self.frame(pd.DataFrame(matrix, columns=self.features))
-        return {"uplift_spend": effect.predict(X),
-                **{f"uplift_{part}": effect.predict_part(X, part) for part in PARTS},
-                "buy_if_contacted": effect.predict_part(X, "buy_if_contacted")}
-
-    def has_parts(self, arm: str | None = None) -> bool:
-        return bool(self.learners[arm or self.arms[0]].parts)
+        cache: dict = {}  # the two-part boosters serve the effect and its parts
+        return {"uplift_spend": effect.predict(X, cache),
+                **{f"uplift_{part}": effect.predict_part(X, part, cache) for part in PARTS},
+                "buy_if_contacted": effect.predict_part(X, "buy_if_contacted", cache)}
 
     def save(self, folder: Path) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
-        arms = {arm: _save_terms(effect.terms, folder, f"arm{i}")
+        saved: dict[int, str] = {}
+        arms = {arm: _save_terms(effect.terms, folder, f"arm{i}", saved)
                 for i, (arm, effect) in enumerate(self.learners.items())}
-        parts = {arm: {part: _save_terms(terms, folder, f"arm{i}_{part}")
+        parts = {arm: {part: _save_terms(terms, folder, f"arm{i}_{part}", saved)
                        for part, terms in effect.parts.items()}
                  for i, (arm, effect) in enumerate(self.learners.items()) if effect.parts}
         (folder / "model.json").write_text(json.dumps({
@@ -164,9 +176,9 @@ class UpliftModel:
     @classmethod
     def load(cls, folder: Path) -> UpliftModel:
         meta = json.loads((folder / "model.json").read_text())
-        parts = meta.get("parts", {})
-        effects = {arm: Effect(_load_terms(specs, folder),
-                               {part: _load_terms(terms, folder)
+        parts, boosters = meta.get("parts", {}), {}
+        effects = {arm: Effect(_load_terms(specs, folder, boosters),
+                               {part: _load_terms(terms, folder, boosters)
                                 for part, terms in parts.get(arm, {}).items()})
                    for arm, specs in meta["arms"].items()}
         return cls(effects, meta["features"], meta["categories"], meta["outcome"],
