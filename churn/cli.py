@@ -184,19 +184,29 @@ def generate_command(
     start: Annotated[str, typer.Option(help="First day of history (ISO date).")] = "2023-01-01",
     end: Annotated[str, typer.Option(help="Day after the last day of history.")] = "2026-01-01",
     fmt: Annotated[str, typer.Option("--format", help="parquet or csv.")] = "parquet",
+    shift_at: Annotated[str | None, typer.Option(
+        help="Shift the world from this date: for a cohort (--shift-share of customers) "
+             "tracked engagement (e-mail opens and clicks, site visits, app sessions) falls "
+             "to a tenth while buying goes on as before. For trying `churn monitor`.")] = None,
+    shift_share: Annotated[float, typer.Option(
+        min=0.0, max=1.0, help="Share of customers the shift hits.")] = 0.5,
 ) -> None:
     """Generate a synthetic customer base: the four contract tables plus ground truth.
 
     Writes transactions, events, customers and exposures in the data contract's form, and
     ground_truth.parquet with each customer's true purchase rate, churn hazard, departure
-    date and true campaign effect on spend.
+    date, true campaign effect on spend, and whether the shift (--shift-at) hit them.
     """
     if fmt not in ("parquet", "csv"):
         raise typer.BadParameter("use parquet or csv", param_hint="--format")
     first, last = _iso_date(start), _iso_date(end)
     if (last - first).days < 365:
         raise typer.BadParameter("history must cover at least a year", param_hint="--end")
-    cfg = GenerateConfig(customers=customers, seed=seed, start=first, end=last)
+    shift = _iso_date(shift_at) if shift_at else None
+    if shift and not first < shift < last:
+        raise typer.BadParameter("must fall inside the history", param_hint="--shift-at")
+    cfg = GenerateConfig(customers=customers, seed=seed, start=first, end=last, shift_at=shift,
+                         shift_share=shift_share)
     started = time.perf_counter()
     rows = _generate(cfg, out, fmt)
     listed = ", ".join(f"{name} {n:,}" for name, n in rows.items())
@@ -634,6 +644,94 @@ def score_command(
     except steps.USER_ERRORS as err:
         _fail(_message(err))
     steps.print_segments(result, out_console)
+
+
+@app.command("monitor")
+def monitor_command(
+    data: Annotated[Path, typer.Option(help="Folder holding the contract tables (only "
+                                            "transactions are read).")],
+    as_of: Annotated[str, typer.Option(
+        help="Check every scoring run whose label window has ended by this date.")],
+    model_name: ModelNameOption = "churn",
+    warn_auc_drop: Annotated[float, typer.Option(
+        min=0.0, max=1.0, help="Realised ROC AUC this far under the model's test ROC AUC: "
+                               "degrading.")] = 0.02,
+    retrain_auc_drop: Annotated[float, typer.Option(
+        min=0.0, max=1.0, help="... this far under it: retrain.")] = 0.05,
+    warn_ece: Annotated[float, typer.Option(
+        min=0.0, max=1.0, help="Calibration error (ECE) above this: degrading.")] = 0.05,
+    retrain_ece: Annotated[float, typer.Option(
+        min=0.0, max=1.0, help="... above this: retrain.")] = 0.10,
+    on_bad_rows: OnBadRowsOption = OnBadRows.stop,
+) -> None:
+    """Check earlier scores against what customers did, and the data for drift.
+
+    Every recorded `churn score` run of the model whose label window [as-of, as-of + horizon)
+    has ended by --as-of is read back from where it wrote its scores and compared with the
+    orders that followed: realised ROC AUC (against the model's own test ROC AUC), calibration
+    (ECE), lift in the top 10%, and churn per segment (did at_risk churn more than active?).
+    The newest scoring run is compared with the model's training data: the population
+    stability index (PSI) of every feature and of the score (below 0.1 stable, 0.1-0.25
+    moderate, 0.25 and above large).
+
+    Prints a verdict with its reasons, logs a run under the MLflow experiment `monitoring`
+    (tables and plots, linked to the model version, which gets the verdict as a tag) and
+    exits with a code a scheduler can act on: 0 healthy, 10 degrading, 20 retrain
+    (1 when it could not check).
+
+    Example: churn monitor --data data/ --as-of 2026-03-01
+    """
+    from churn import model_steps as steps
+
+    _store(read_only=True)
+    try:
+        cfg = steps.MonitorConfig(
+            data=data, as_of=_iso_date(as_of), model_name=model_name,
+            warn_auc_drop=warn_auc_drop, retrain_auc_drop=retrain_auc_drop, warn_ece=warn_ece,
+            retrain_ece=retrain_ece, on_bad_rows=on_bad_rows)
+        report = steps.run_monitor(cfg, _progress())
+    except steps.USER_ERRORS as err:
+        _fail(_message(err))
+    steps.print_monitor(report, out_console)
+    raise typer.Exit(report.exit_code)
+
+
+@app.command("retrain")
+def retrain_command(
+    data: Annotated[Path, typer.Option(help="Folder holding the contract tables the champion "
+                                            "was trained on, with newer data added.")],
+    model_name: ModelNameOption = "churn",
+    experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "churn",
+    on_bad_rows: OnBadRowsOption = OnBadRows.stop,
+) -> None:
+    """Train a challenger on the newest matured cutoffs and promote it only if it wins.
+
+    The challenger gets the champion's recorded settings (label windows, LightGBM
+    parameters, number of training cutoffs, seed) and cutoffs from the data's own span: the
+    latest test cutoff whose label window has ended, and the validation and training cutoffs
+    before it. It becomes champion only if it beats the champion on its test cutoff, which
+    the champion must not have been fitted on (see `churn promote churn`). When the data
+    holds no newer matured cutoff than the champion's test cutoff, nothing is trained.
+
+    Exit codes, for a scheduler: 0 promoted, 10 kept (the champion stays), 1 failed
+    (nothing changed).
+
+    Example: churn retrain --data data/
+    """
+    from churn import model_steps as steps
+
+    uri = _store()
+    try:
+        outcome = steps.run_retrain(data, model_name, experiment, on_bad_rows, _progress())
+    except steps.USER_ERRORS as err:
+        _fail(_message(err))
+    if outcome.result is not None:
+        steps.print_metrics(outcome.result, out_console)
+        steps.where_to_look(uri, outcome.logged, out_console, model_name)
+    style = "bold green" if outcome.status == "promoted" else "bold yellow"
+    out_console.print(f"[{style}]{outcome.status}[/] (exit {outcome.exit_code}): "
+                      f"{outcome.message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(outcome.exit_code)
 
 
 @app.command("serve")

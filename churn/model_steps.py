@@ -20,12 +20,16 @@ from rich.progress import Progress
 from rich.table import Table
 
 from features.contract import ContractError
-from serving.batch import ScoreJobConfig, ScoreJobResult, run_score
+from serving import runlog
+from serving.batch import Destination, ScoreJobConfig, ScoreJobResult, run_score
 from serving.champion import DataCheck, NoChampionError, load_champion
 from serving.policy import DEFAULT_POLICY, PolicyError, SegmentPolicy
 from training.backtest import METRICS, BacktestResult, run_backtest
 from training.dataset import LABEL
+from training.drift import psi_band
+from training.monitor import MonitorConfig, MonitorReport, checks_table, log_monitor_run, monitor
 from training.promote import PromotionError, promote
+from training.retrain import Retrained, retrain
 from training.tracking import (
     CHURN_MODEL_NAME,
     LoggedRun,
@@ -49,6 +53,7 @@ __all__ = [
     "CHURN_MODEL_NAME",
     "DEFAULT_POLICY",
     "ChurnTrainConfig",
+    "MonitorConfig",
     "PromotionError",
     "ScoreJobConfig",
     "SegmentPolicy",
@@ -185,13 +190,24 @@ def score(cfg: ScoreJobConfig, progress: Progress, compiled: bool = True) -> Sco
                            uplift_arm=cfg.policy.uplift_arm or None, compiled=compiled,
                            uplift_name=cfg.uplift_model_name,
                            check=DataCheck(cfg.data, cfg.allow_data_mismatch))
+    run_id = runlog.open_run(cfg, loaded)
     with progress as bar:
         task = bar.add_task(f"Scoring with {loaded.label}", total=None)
 
         def on_rows(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
 
-        return run_score(cfg, loaded, on_rows=on_rows)
+        def on_commit(destination: Destination, result: ScoreJobResult) -> None:
+            runlog.record_in_destination(run_id, cfg, loaded, destination, result)
+
+        try:
+            result = run_score(cfg, loaded, on_rows=on_rows, on_commit=on_commit)
+        except BaseException:
+            runlog.fail_run(run_id)
+            raise
+    runlog.close_run(run_id, cfg, loaded, result)
+    result.run_id = run_id
+    return result
 
 
 def print_segments(result: ScoreJobResult, console: Console) -> None:
@@ -209,3 +225,78 @@ def print_segments(result: ScoreJobResult, console: Console) -> None:
                       "-" if pd.isna(churn) else f"{churn:.2f}",
                       f"{row['value_at_risk']:,.0f}", f"{row['contactable']:,.0f}")
     console.print(table)
+    if result.run_id:
+        console.print(f"Recorded as scoring run {result.run_id} (MLflow experiment "
+                      f"'{runlog.SCORING_EXPERIMENT}'); `churn monitor` checks it once its "
+                      f"outcomes are in.", highlight=False, soft_wrap=True)
+
+
+def run_monitor(cfg: MonitorConfig, progress: Progress) -> MonitorReport:
+    """Monitor with a progress line naming the run being checked, then log the run."""
+    with progress as bar:
+        task = bar.add_task("Monitoring", total=None)
+        report = monitor(cfg, on_step=lambda text: bar.update(task, description=text))
+        bar.update(task, description="logging the monitoring run")
+        log_monitor_run(cfg, report)
+    return report
+
+
+VERDICT_STYLE = {"healthy": "bold green", "degrading": "bold yellow", "retrain": "bold red"}
+
+
+def print_monitor(report: MonitorReport, console: Console) -> None:
+    """Matured runs, the drift table, and the verdict with its reasons."""
+    checks = checks_table(report)
+    if len(checks):
+        table = Table(title="Scoring runs whose outcomes are in: scores against what customers "
+                            "did", title_justify="left")
+        segments = [c for c in checks.columns if c.startswith("churn_") and c != "churn_rate"]
+        for column in ("as-of", "model", "customers", "churned", "ROC AUC", "test ROC AUC",
+                       "ECE", "lift top 10%", *[f"churn {c[6:]}" for c in segments]):
+            table.add_column(column, justify="left" if column in ("as-of", "model") else "right")
+        for _, row in checks.iterrows():
+            table.add_row(str(row["as_of"]), row["model"], f"{row['customers']:,}",
+                          f"{row['churn_rate']:.1%}", _fmt(row["roc_auc"]),
+                          _fmt(row["test_roc_auc"]), _fmt(row["ece"]), _fmt(row["lift_top_10"]),
+                          *("-" if pd.isna(row[c]) else f"{row[c]:.1%}" for c in segments))
+        console.print(table)
+    else:
+        console.print("No scoring run's outcomes are in yet (its as-of plus the label horizon "
+                      "is after --as-of or the data's end).", highlight=False, soft_wrap=True)
+    for line in report.skipped:
+        console.print(f"[bold yellow]skipped:[/] {line}", highlight=False, soft_wrap=True)
+    if report.drift_run is not None and len(report.drift):
+        psi = report.drift["psi"]
+        drift = Table(title=f"Drift of the scoring run of {report.drift_run.as_of} against the "
+                            f"training data of v{report.drift_run.version} (PSI, largest first; "
+                            f"{int((psi >= 0.1).sum())} of {len(psi)} columns at 0.1 or more)",
+                      title_justify="left")
+        for column in ("column", "PSI", "band", "between training cutoffs", "moved"):
+            drift.add_column(column, justify="left" if column in ("column", "band") else "right")
+        for name, row in report.drift.head(12).iterrows():
+            drift.add_row(name, _fmt(row["psi"]), psi_band(row["psi"]), _fmt(row["spread"]),
+                          "yes" if row["moved"] else "")
+        console.print(drift)
+        console.print("A column has moved when its PSI is 0.25 or more and at least 0.1 beyond the "
+                      "largest PSI of one training cutoff against all of them (calendar-driven "
+                      "columns move between dates anyway).", highlight=False, soft_wrap=True)
+    elif report.drift_run is not None:
+        console.print("No drift measured: the model or its scoring runs hold no profile "
+                      "(trained or scored by an earlier version).", highlight=False,
+                      soft_wrap=True)
+    style = VERDICT_STYLE[report.verdict]
+    console.print(f"[{style}]verdict: {report.verdict}[/] (exit {report.exit_code})",
+                  highlight=False)
+    for reason in report.reasons:
+        console.print(f"  - {reason}", highlight=False, soft_wrap=True)
+    if report.run_id:
+        console.print(f"Logged as monitoring run {report.run_id}.", highlight=False)
+
+
+def run_retrain(data: Path, name: str, experiment: str, on_bad_rows: object,
+                progress: Progress) -> Retrained:
+    """Retrain with a progress line naming the current step."""
+    with progress as bar:
+        task = bar.add_task("Retraining", total=None)
+        return retrain(data, name, experiment, on_bad_rows,  # type: ignore[arg-type]
+                       on_step=lambda text: bar.update(task, description=text))

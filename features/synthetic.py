@@ -50,6 +50,13 @@ class GenerateConfig:
     treatment_share: float = 0.5
     outcome_days: int = 30
     newsletter_every_days: int = 21
+    # A shift of the world from this day on: for ``shift_share`` of customers (a cohort drawn
+    # at random) tracked engagement collapses (e-mail opens and clicks, site visits and app
+    # sessions fall to ``shift_keep`` of their rate) while their buying goes on as before, as
+    # when a consent banner or a mail client stops the tracking of part of the base.
+    shift_at: date | None = None
+    shift_share: float = 0.5
+    shift_keep: float = 0.1
 
     @property
     def days(self) -> float:
@@ -58,6 +65,10 @@ class GenerateConfig:
     @property
     def campaign_day(self) -> float:
         return self.days - self.campaign_days_before_end
+
+    @property
+    def shift_day(self) -> float | None:
+        return None if self.shift_at is None else float((self.shift_at - self.start).days)
 
 
 @dataclass
@@ -315,6 +326,13 @@ def generate_chunk(cfg: GenerateConfig, index: int, first: int, n: int,
     order = np.lexsort((o_times, o_owner))
     o_owner, o_times, o_amounts = o_owner[order], o_times[order], o_amounts[order]
     e_owner, e_times, e_codes = _events(rng, c, cfg, o_owner, o_times)
+    in_cohort = np.zeros(n, dtype=bool)
+    if cfg.shift_day is not None:
+        # Its own stream, so a world without the shift is the same as before it existed.
+        shift_rng = np.random.default_rng([cfg.seed, index, 1])
+        in_cohort = shift_rng.random(n) < cfg.shift_share
+        kept = _after_shift(shift_rng, cfg, in_cohort, e_owner, e_times, e_codes)
+        e_owner, e_times, e_codes = e_owner[kept], e_times[kept], e_codes[kept]
     transactions = _transactions(rng, c, cfg, index, ids, stamp, o_owner, o_times, o_amounts)
     events = pa.table({
         "customer_id": ids.take(pa.array(e_owner)),
@@ -351,8 +369,21 @@ def generate_chunk(cfg: GenerateConfig, index: int, first: int, n: int,
         "true_uplift_spend": pa.array(camp.true_uplift_spend, from_pandas=True),
         "true_uplift_conversion": pa.array(camp.true_uplift_conversion, from_pandas=True),
         "true_uplift_order_value": pa.array(camp.true_uplift_order_value, from_pandas=True),
+        "shifted_cohort": in_cohort,
     })
     return Chunk(transactions, events, customers, exposures, truth)
+
+
+SHIFTED_EVENTS = ("email_open", "email_click", "site_visit", "app_session")
+
+
+def _after_shift(rng: np.random.Generator, cfg: GenerateConfig, in_cohort: np.ndarray,
+                 owner: np.ndarray, times: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """Which events survive the shift: the cohort's tracked engagement after ``shift_at``
+    is kept with probability ``shift_keep``."""
+    shifted = np.isin(codes, [EVENT_CODES[name] for name in SHIFTED_EVENTS])
+    hit = shifted & in_cohort[owner] & (times >= cfg.shift_day)
+    return ~hit | (rng.random(len(owner)) < cfg.shift_keep)
 
 
 def _transactions(rng: np.random.Generator, c: _Customers, cfg: GenerateConfig, index: int,

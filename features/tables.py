@@ -59,15 +59,18 @@ class LoadedTables:
 
 def load_tables(con: duckdb.DuckDBPyConnection, data_dir: Path, work_dir: Path,
                 on_bad_rows: OnBadRows = OnBadRows.stop, rejects: Path = DEFAULT_REJECTS,
-                progress: Progress | None = None) -> LoadedTables:
+                progress: Progress | None = None,
+                only: tuple[str, ...] | None = None) -> LoadedTables:
     """Validate the tables in ``data_dir`` once and keep their clean rows in ``con``.
 
-    Every contract table gets a relation; an optional table the folder lacks is an empty one.
+    Every contract table gets a relation; an optional table the folder lacks is an empty one,
+    and so is every table left out of ``only`` (when given), which is not read at all.
 
     With ``OnBadRows.quarantine`` the rejected rows go to ``rejects`` (kept after the job).
     """
-    validated = validate_tables(con, find_tables(data_dir), on_bad_rows, work_dir, rejects,
-                                progress)
+    sources = {name: source for name, source in find_tables(data_dir).items()
+               if only is None or name in only}
+    validated = validate_tables(con, sources, on_bad_rows, work_dir, rejects, progress)
     relations = {}
     for name, spec in TABLES.items():
         source = validated[name].relation if name in validated else empty_relation_sql(spec)

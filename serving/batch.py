@@ -21,6 +21,7 @@ from typing import IO, Protocol
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import duckdb
+import numpy as np
 import orjson
 import pandas as pd
 import psycopg
@@ -34,6 +35,7 @@ from features.validation import OnBadRows, Progress
 from serving.champion import LoadedModel
 from serving.policy import SegmentPolicy, tier_cut_points
 from serving.scoring import score_features, segment_summary, segment_totals
+from training.drift import Profile
 
 CHUNK_ROWS = 200_000
 TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
@@ -45,6 +47,13 @@ PG_COLUMNS = {
     "uplift_order_value": "double precision", "segment": "text NOT NULL",
     "spend_tier": "text NOT NULL", "contactable": "boolean NOT NULL", "reasons": "jsonb",
     "model_versions": "text NOT NULL",
+}
+# One row per scoring run in ``<table>_runs``, beside the scores (the MLflow run holds more).
+RUN_COLUMNS = {
+    "run_id": "text", "as_of": "date NOT NULL", "recorded_at": "timestamptz DEFAULT now()",
+    "data_source": "text", "data_start": "date", "data_end": "date",
+    "model_versions": "text NOT NULL", "rows": "bigint NOT NULL", "scored": "bigint",
+    "segments": "jsonb", "churn_quantiles": "jsonb",
 }
 REASON = pa.struct([("feature", pa.string()), ("label", pa.string()), ("value", pa.float64()),
                     ("contribution", pa.float64())])
@@ -85,6 +94,14 @@ class ScoreJobResult:
     summary: pd.DataFrame
     seconds: float
     warnings: list[str] = field(default_factory=list)
+    # The scored base counted into the model's reference bins (None for a model without one),
+    # the churn probabilities' 0th..100th percentiles, and the data's span [start, end).
+    profile: Profile | None = None
+    quantiles: list[float] | None = None
+    data_span: tuple[date, date] | None = None
+    scored: int = 0
+    # The scoring run log's MLflow run, once recorded (``serving.runlog``).
+    run_id: str | None = None
 
 
 def _scoring_query(relations: dict[str, str], as_of: date) -> str:
@@ -237,6 +254,20 @@ class PostgresDestination:
                 f"COPY pg_temp.scores_staging ({names}) FROM STDIN WITH (FORMAT csv)") as copy:
             copy.write(text)
 
+    def record_run(self, row: dict[str, object]) -> None:
+        """Add ``row`` to the ``<table>_runs`` log, in the transaction that swaps the scores."""
+        log = f"{self.table}_runs"
+        columns = ", ".join(f"{name} {kind}" for name, kind in RUN_COLUMNS.items())
+        with self.con.transaction():
+            self.con.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (log,))
+            self.con.execute(f"CREATE TABLE IF NOT EXISTS {log} ({columns})")
+            names = [c for c in RUN_COLUMNS if c in row]
+            self.con.execute(
+                f"INSERT INTO {log} ({', '.join(names)}) VALUES "
+                f"({', '.join(['%s'] * len(names))})",
+                [orjson.dumps(row[c]).decode() if RUN_COLUMNS[c] == "jsonb" else row[c]
+                 for c in names])
+
     def commit(self) -> None:
         # Runs that finish together take turns: each replaces the as-of's rows whole.
         self.con.execute(f"LOCK TABLE {self.table} IN SHARE ROW EXCLUSIVE MODE")
@@ -263,9 +294,9 @@ def _chunks(con: duckdb.DuckDBPyConnection, query: str) -> Iterator[pd.DataFrame
 
 
 def _scoring_table(con: duckdb.DuckDBPyConnection, cfg: ScoreJobConfig, work: Path,
-                   progress: Progress | None) -> tuple[int, str | None]:
+                   progress: Progress | None) -> tuple[int, str | None, tuple[date, date]]:
     """Table ``scoring`` in ``con``: features and ``contactable`` of everyone to score.
-    Returns its rows and a warning when the data looks stale."""
+    Returns its rows, a warning when the data looks stale, and the data's span."""
     tables = load_tables(con, cfg.data, work, cfg.on_bad_rows, progress=progress)
     stale = tables.check_as_of(cfg.as_of)
     con.sql(f"CREATE TEMP TABLE scoring AS {_scoring_query(tables.relations, cfg.as_of)}")
@@ -273,7 +304,7 @@ def _scoring_table(con: duckdb.DuckDBPyConnection, cfg: ScoreJobConfig, work: Pa
     if total == 0:
         raise ContractError(f"no customer to score as of {cfg.as_of} (none with profiling "
                             f"consent has a row before it); nothing was written")
-    return total, stale
+    return total, stale, (tables.start, tables.end)
 
 
 def score_frame(cfg: ScoreJobConfig, loaded: LoadedModel,
@@ -282,7 +313,7 @@ def score_frame(cfg: ScoreJobConfig, loaded: LoadedModel,
     warning about the data."""
     with tempfile.TemporaryDirectory(prefix="churn-score-") as work, \
             connect(cfg.memory_limit, Path(work) / "spill") as con:
-        _, stale = _scoring_table(con, cfg, Path(work), progress)
+        _, stale, _ = _scoring_table(con, cfg, Path(work), progress)
         rows = con.sql("SELECT * FROM scoring ORDER BY customer_id").df()
     cuts = tier_cut_points(loaded.model.spend_percentiles, cfg.policy)
     scores = score_features(rows, rows["contactable"], loaded, cfg.policy, cuts, cfg.reasons)
@@ -290,28 +321,45 @@ def score_frame(cfg: ScoreJobConfig, loaded: LoadedModel,
 
 
 def run_score(cfg: ScoreJobConfig, loaded: LoadedModel, progress: Progress | None = None,
-              on_rows: Callable[[int, int], None] | None = None) -> ScoreJobResult:
-    """Score every consenting customer as of ``cfg.as_of`` and write them to ``cfg.out``."""
+              on_rows: Callable[[int, int], None] | None = None,
+              on_commit: Callable[[Destination, ScoreJobResult], None] | None = None
+              ) -> ScoreJobResult:
+    """Score every consenting customer as of ``cfg.as_of`` and write them to ``cfg.out``.
+
+    ``on_commit`` is called with the destination and the result just before the rows are made
+    visible (the run log adds its row to a PostgreSQL destination's transaction there)."""
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="churn-score-") as work, \
             connect(cfg.memory_limit, Path(work) / "spill") as con:
-        total, stale = _scoring_table(con, cfg, Path(work), progress)
+        total, stale, span = _scoring_table(con, cfg, Path(work), progress)
         cuts = tier_cut_points(loaded.model.spend_percentiles, cfg.policy)
+        reference = loaded.model.reference
+        profile = reference.empty() if reference else None
         destination = destination_for(cfg.out, cfg.as_of)
-        totals, done = [], 0
+        totals, probabilities, done = [], [], 0
         try:
             for chunk in _chunks(con, "SELECT * FROM scoring ORDER BY customer_id"):
                 scores = score_features(chunk, chunk["contactable"], loaded, cfg.policy, cuts,
                                         cfg.reasons)
                 destination.write(scores)
                 totals.append(segment_totals(scores))
+                base = scores["churn_probability"].notna().to_numpy()
+                probabilities.append(scores["churn_probability"].to_numpy()[base])
+                if profile is not None:
+                    profile.add(chunk[base].assign(churn_probability=probabilities[-1]))
                 done += len(chunk)
                 if on_rows:
                     on_rows(done, total)
+            scored = np.concatenate(probabilities) if probabilities else np.array([])
+            result = ScoreJobResult(
+                done, cfg.out, segment_summary(totals), 0.0, [stale] if stale else [], profile,
+                np.percentile(scored, np.arange(101)).tolist() if len(scored) else None, span,
+                len(scored))
+            if on_commit:
+                on_commit(destination, result)
             destination.commit()
         except BaseException:
             destination.discard()
             raise
-    summary = segment_summary(totals)
-    return ScoreJobResult(done, cfg.out, summary, time.perf_counter() - started,
-                          [stale] if stale else [])
+    result.seconds = time.perf_counter() - started
+    return result

@@ -24,6 +24,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from features.labels import ChurnLabelConfig, in_base
 from features.registry import FEATURE_SET_VERSION, feature_names
+from training.drift import Profile
 
 CALIBRATION_METHODS = ("platt", "isotonic")
 ARTIFACT_KEY = "churn_model"
@@ -101,14 +102,17 @@ class ChurnModel:
     ``label`` is the churn label it predicts (who is in the base, over what horizon);
     ``spend_percentiles`` are those of its test base, from which spend tiers are cut, and
     ``probability_percentiles`` those of its churn probabilities there, against which a
-    score's ``churn_percentile`` is read.
+    score's ``churn_percentile`` is read. ``reference`` profiles the features of the rows it
+    was fitted on and its probabilities on the test base: scoring runs count their own rows
+    into the same bins, and monitoring measures drift from it.
     """
 
     def __init__(self, booster: lgb.Booster, calibrator: Calibrator,
                  feature_set_version: str = FEATURE_SET_VERSION,
                  label: ChurnLabelConfig | None = None,
                  spend_percentiles: list[float] | None = None,
-                 probability_percentiles: list[float] | None = None) -> None:
+                 probability_percentiles: list[float] | None = None,
+                 reference: Profile | None = None) -> None:
         self.booster = booster
         self.calibrator = calibrator
         self.feature_set_version = feature_set_version
@@ -116,6 +120,7 @@ class ChurnModel:
         self.label = label or ChurnLabelConfig()
         self.spend_percentiles = spend_percentiles
         self.probability_percentiles = probability_percentiles
+        self.reference = reference
         self.evaluator: Callable[[np.ndarray], np.ndarray] | None = None
 
     def in_base(self, recency_days: np.ndarray) -> np.ndarray:
@@ -164,7 +169,8 @@ class ChurnModel:
             {"feature_set_version": self.feature_set_version, "features": self.features,
              "base_days": self.label.base_days, "horizon_days": self.label.horizon_days,
              "spend_percentiles": self.spend_percentiles,
-             "probability_percentiles": self.probability_percentiles}))
+             "probability_percentiles": self.probability_percentiles,
+             "reference": self.reference.to_dict() if self.reference else None}))
         return folder
 
     @classmethod
@@ -179,4 +185,5 @@ class ChurnModel:
         label = ChurnLabelConfig(horizon_days=meta.get("horizon_days", 90),
                                  base_days=meta.get("base_days", 365))
         return cls(booster, Calibrator(cal["method"], cal["params"]), meta["feature_set_version"],
-                   label, meta.get("spend_percentiles"), meta.get("probability_percentiles"))
+                   label, meta.get("spend_percentiles"), meta.get("probability_percentiles"),
+                   Profile.from_dict(meta.get("reference")))

@@ -120,3 +120,31 @@ def backtest_figure(per_origin: pd.DataFrame, labels: dict[str, str]) -> Figure:
     fig.suptitle("Rolling-origin backtest: each origin trained only on what was known then")
     fig.tight_layout()
     return fig
+
+
+def monitor_figure(checks: pd.DataFrame) -> Figure:
+    """Realised ROC AUC of each matured scoring run against the model's own test ROC AUC."""
+    fig, ax = subplots(figsize=(7, 4))
+    when = pd.to_datetime(checks["as_of"])
+    ax.plot(when, checks["roc_auc"], marker="o", label="realised ROC AUC")
+    ax.plot(when, checks["test_roc_auc"], linestyle="--", color="grey",
+            label="ROC AUC on the model's test cutoff")
+    ax.set(xlabel="scoring as-of", ylabel="ROC AUC", title="Scores against what customers did")
+    ax.legend(loc="lower left")
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    return fig
+
+
+def psi_figure(psi: pd.Series, moderate: float, large: float, top: int = 20) -> Figure:
+    """Population stability index per column (largest first), with the usual bands."""
+    shown = psi.dropna().sort_values(ascending=False).head(top)[::-1]
+    fig, ax = subplots(figsize=(7, 0.3 * len(shown) + 1.5))
+    colours = ["tab:red" if v >= large else "tab:orange" if v >= moderate else "tab:green"
+               for v in shown]
+    ax.barh(shown.index, shown.to_numpy(), color=colours)
+    for line in (moderate, large):
+        ax.axvline(line, color="grey", linestyle=":")
+    ax.set(xlabel="PSI against the training data", title="Drift of the newest scoring run")
+    fig.tight_layout()
+    return fig

@@ -31,6 +31,7 @@ from training.bgnbd import BGNBD
 from training.churn_model import Calibrator, ChurnModel, choose_calibration, spend_percentiles
 from training.cutoffs import DEFAULT_TRAIN_CUTOFFS, CutoffPlan, plan_cutoffs
 from training.dataset import LABEL, clv_summary, training_frame
+from training.drift import SCORE, Profile
 from training.metrics import ScoreMetrics, score_metrics
 
 MODEL = "model"
@@ -215,6 +216,9 @@ def train_on_tables(cfg: ChurnTrainConfig, con: duckdb.DuckDBPyConnection,
     model.spend_percentiles = spend_percentiles(test["spend_365d"])
     model.probability_percentiles = np.percentile(probability, np.arange(101)).tolist() \
         if len(probability) else None
+    model.reference = Profile.of(fitted, feature_names()).measure_spread(
+        fitted, "cutoff").merged(
+        Profile.of(pd.DataFrame({SCORE: probability}), [SCORE]))
     keep = ["cutoff", "customer_id", *feature_names(), LABEL]
     return ChurnTrainResult(
         model, trees, losses, metrics, score_metrics(y_valid, valid_probability, True),

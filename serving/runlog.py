@@ -1,0 +1,147 @@
+"""The scoring run log: what each `churn score` run said, for monitoring to check later.
+
+Each run is an MLflow run under the ``scoring`` experiment, opened when scoring starts and
+closed FINISHED (or FAILED) when it ends. It holds the as-of, the data's source and span, the
+model versions (tags linking the churn and uplift versions and the churn model's training run),
+where the scores went, rows, customers per segment, churn-probability quantiles and the scored
+base counted into the model's reference bins (``profile.json``, for drift). A PostgreSQL
+destination also gets a row in ``<table>_runs``, in the same transaction as the scores. The
+scores themselves stay where they were written.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from datetime import date, timedelta
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import mlflow
+import pandas as pd
+import psycopg
+from mlflow import MlflowClient
+
+from serving.batch import (
+    Destination,
+    PostgresDestination,
+    ScoreJobConfig,
+    ScoreJobResult,
+    parse_postgres_url,
+    safe_url,
+)
+from serving.champion import LoadedModel
+from training.tracking import run_name, use_experiment
+
+SCORING_EXPERIMENT = "scoring"
+PROFILE_ARTIFACT = "profile.json"
+QUANTILES = (1, 5, 10, 25, 50, 75, 90, 95, 99)
+
+
+def destination_label(out: str) -> str:
+    """Where the scores went, as recorded: an absolute Parquet path, or the PostgreSQL URL
+    with its table and without a password (PGPASSWORD supplies it when read back)."""
+    if out.startswith(("postgresql://", "postgres://")):
+        table = parse_qs(urlsplit(out).query).get("table", [""])[0]
+        return f"{safe_url(out).replace(':***@', '@')}?table={table}"
+    return str(Path(out).resolve())
+
+
+def open_run(cfg: ScoreJobConfig, loaded: LoadedModel) -> str:
+    """Start the run that records this scoring; returns its id."""
+    exp = use_experiment(SCORING_EXPERIMENT, "Batch scoring runs: what each `churn score` said "
+                                             "(segments, score quantiles, drift profile), for "
+                                             "`churn monitor` to check against outcomes.")
+    tags = {"kind": "scoring", "churn_model": loaded.name, "churn_version": loaded.version,
+            "churn_run_id": loaded.run_id, "as_of": cfg.as_of.isoformat(),
+            "destination": destination_label(cfg.out), "model_versions": loaded.label,
+            "mlflow.note.content": f"Scores as of {cfg.as_of} of {cfg.data.resolve()} by "
+                                   f"{loaded.label}, written to {destination_label(cfg.out)}."}
+    if loaded.uplift is not None:
+        tags.update({"uplift_model": loaded.uplift.name, "uplift_version": loaded.uplift.version})
+    run = MlflowClient().create_run(exp.experiment_id, run_name=run_name(
+        "score", cfg.data, cfg.as_of.isoformat()), tags=tags)
+    return run.info.run_id
+
+
+def _segments(result: ScoreJobResult) -> dict[str, int]:
+    return {str(k): int(v) for k, v in result.summary["customers"].items()}
+
+
+def record_in_destination(run_id: str, cfg: ScoreJobConfig, loaded: LoadedModel,
+                          destination: Destination, result: ScoreJobResult) -> None:
+    """The ``<table>_runs`` row, for a PostgreSQL destination (nothing for Parquet)."""
+    if not isinstance(destination, PostgresDestination):
+        return
+    start, end = result.data_span or (None, None)
+    destination.record_run({
+        "run_id": run_id, "as_of": cfg.as_of, "data_source": str(cfg.data.resolve()),
+        "data_start": start, "data_end": end and end - timedelta(days=1),
+        "model_versions": loaded.label, "rows": result.rows,
+        "scored": result.scored,
+        "segments": _segments(result),
+        "churn_quantiles": {f"p{q:02d}": result.quantiles[q] for q in QUANTILES}
+        if result.quantiles else None})
+
+
+def close_run(run_id: str, cfg: ScoreJobConfig, loaded: LoadedModel,
+              result: ScoreJobResult) -> None:
+    """Log what the run said and mark it FINISHED."""
+    client = MlflowClient()
+    start, end = result.data_span or (None, None)
+    params = {"as_of": cfg.as_of.isoformat(), "data_source": str(cfg.data.resolve()),
+              "data_start": start.isoformat() if start else "",
+              "data_end": (end - timedelta(days=1)).isoformat() if end else "",
+              "horizon_days": loaded.model.label.horizon_days,
+              "base_days": loaded.model.label.base_days,
+              "destination": destination_label(cfg.out), "reasons": cfg.reasons}
+    for key, value in params.items():
+        client.log_param(run_id, key, value)
+    metrics = {"rows": result.rows, "scored": result.scored, "seconds": result.seconds}
+    metrics.update({f"segment_{k}": v for k, v in _segments(result).items()})
+    if result.quantiles:
+        metrics.update({f"churn_p{q:02d}": result.quantiles[q] for q in QUANTILES})
+    for key, value in metrics.items():
+        client.log_metric(run_id, key, float(value))
+    with tempfile.TemporaryDirectory(prefix="churn-scoring-run-") as tmp:
+        payload = {"as_of": cfg.as_of.isoformat(), "segments": _segments(result),
+                   "churn_percentiles": result.quantiles,
+                   "profile": result.profile.to_dict() if result.profile else None}
+        path = Path(tmp) / PROFILE_ARTIFACT
+        path.write_text(json.dumps(payload))
+        client.log_artifact(run_id, str(path))
+    client.set_terminated(run_id, "FINISHED")
+
+
+def fail_run(run_id: str) -> None:
+    """Mark a run whose scoring did not finish (nothing of it was written)."""
+    try:
+        MlflowClient().set_terminated(run_id, "FAILED")
+    except mlflow.exceptions.MlflowException:
+        pass
+
+
+SCORE_COLUMNS = ("customer_id", "churn_probability", "segment")
+
+
+def read_scores(destination: str, as_of: date) -> pd.DataFrame | None:
+    """A run's scores back from where it wrote them (id, probability, segment), or None
+    when they are gone: the file was removed or a later run replaced it with another as-of."""
+    if destination.startswith(("postgresql://", "postgres://")):
+        dsn, table = parse_postgres_url(destination)
+        try:
+            with psycopg.connect(dsn, connect_timeout=10) as con:
+                rows = con.execute(f"SELECT {', '.join(SCORE_COLUMNS)} FROM {table} "
+                                   f"WHERE as_of = %s", (as_of,)).fetchall()
+        except psycopg.Error:
+            return None
+        frame = pd.DataFrame(rows, columns=list(SCORE_COLUMNS))
+    else:
+        path = Path(destination)
+        if not path.is_file():
+            return None
+        frame = pd.read_parquet(path, columns=[*SCORE_COLUMNS, "as_of"])
+        frame = frame[frame.pop("as_of") == as_of]
+    if frame.empty:
+        return None
+    return frame.astype({"churn_probability": float})
