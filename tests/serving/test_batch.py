@@ -360,3 +360,30 @@ def test_each_dataset_keeps_its_own_champion(mlflow_store, trained, churn_config
     assert set(pd.read_parquet(tmp_path / "s.parquet")["model_versions"]) == {"other-churn:v1"}
     assert done.rows > 1000
     assert score(model_name="churn", allow_data_mismatch=True).rows == done.rows
+
+
+def test_postgres_scoring_run_is_logged_beside_the_scores(champion, synthetic_data,
+                                                          postgres_database):
+    from rich.progress import Progress
+
+    from churn.model_steps import score
+    from serving.runlog import read_scores
+
+    data, _ = synthetic_data
+    url = f"{postgres_database}?table=churn_scores"
+    result = score(ScoreJobConfig(data=data, as_of=AS_OF, out=url, memory_limit="1GB"),
+                   Progress(disable=True))
+    dsn, _ = parse_postgres_url(url)
+    with psycopg.connect(dsn) as con:
+        logged = con.execute("SELECT run_id, as_of, rows, scored, segments, model_versions, "
+                             "churn_quantiles FROM churn_scores_runs").fetchall()
+    assert len(logged) == 1
+    run_id, as_of, rows, scored, segments, versions, quantiles = logged[0]
+    assert (run_id, as_of, rows, versions) == (result.run_id, AS_OF, result.rows, "churn:v1")
+    assert sum(segments.values()) == rows and 0 < scored < rows
+    assert 0 < quantiles["p10"] < quantiles["p50"] < quantiles["p90"] < 1
+    run = MlflowClient().get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["destination"] == url
+    back = read_scores(run.data.params["destination"], AS_OF)
+    assert len(back) == rows and back["churn_probability"].notna().sum() == scored
