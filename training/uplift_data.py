@@ -88,7 +88,7 @@ def campaigns(con: duckdb.DuckDBPyConnection, loaded: LoadedTables) -> list[str]
             .fetchall()]
 
 
-def _choose_campaign(con: duckdb.DuckDBPyConnection, loaded: LoadedTables,
+def choose_campaign(con: duckdb.DuckDBPyConnection, loaded: LoadedTables,
                      campaign: str | None) -> str:
     if not loaded.has("exposures"):
         raise ExperimentError("uplift needs an exposures table (customer_id, campaign_id, "
@@ -124,7 +124,7 @@ ORDER BY e.customer_id"""
 def experiment_from_contract(con: duckdb.DuckDBPyConnection, loaded: LoadedTables,
                              campaign: str | None, horizon_days: int) -> Experiment:
     """Exposed customers of ``campaign`` with features as of their exposure day."""
-    campaign = _choose_campaign(con, loaded, campaign)
+    campaign = choose_campaign(con, loaded, campaign)
     rel = loaded.relations
     exposed = con.sql(outcome_query(rel["exposures"], rel["transactions"], campaign,
                                     horizon_days)).df()

@@ -16,13 +16,16 @@ import pandas as pd
 import psycopg
 import pytest
 from mlflow import MlflowClient
+from rich.progress import Progress
 
+from churn.model_steps import score
 from features.contract import ContractError
 from features.labels import ChurnLabelConfig
 from features.synthetic import GenerateConfig, generate
 from serving.batch import PostgresDestination, ScoreJobConfig, parse_postgres_url, run_score
 from serving.champion import DataCheck, NoChampionError, load_champion
 from serving.policy import SegmentPolicy
+from serving.runlog import read_scores
 from serving.scoring import OUTPUT_COLUMNS
 from tests.conftest import build, crown, process_env
 from training.promote import promote
@@ -364,11 +367,6 @@ def test_each_dataset_keeps_its_own_champion(mlflow_store, trained, churn_config
 
 def test_postgres_scoring_run_is_logged_beside_the_scores(champion, synthetic_data,
                                                           postgres_database):
-    from rich.progress import Progress
-
-    from churn.model_steps import score
-    from serving.runlog import read_scores
-
     data, _ = synthetic_data
     url = f"{postgres_database}?table=churn_scores"
     result = score(ScoreJobConfig(data=data, as_of=AS_OF, out=url, memory_limit="1GB"),
