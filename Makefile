@@ -15,8 +15,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/churn demo
 
+# One worker per core (pytest-xdist); the tests of a file run on one worker, so a module
+# fixture is built once. Extra pytest arguments: make test PYTEST_ARGS='-k monitor'.
+PYTEST_ARGS ?=
 test: $(STAMP) browser
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist loadfile $(PYTEST_ARGS)
 
 # Execute every notebook in a Jupyter kernel and save it with its outputs.
 notebooks: $(STAMP)

@@ -191,7 +191,7 @@ def generate_command(
     shift_at: Annotated[str | None, typer.Option(
         help="Shift the world from this date: for a cohort (--shift-share of customers) "
              "tracked engagement (e-mail opens and clicks, site visits, app sessions) falls "
-             "to a tenth while buying goes on as before. For trying `churn monitor`.")] = None,
+             "to a twentieth while buying goes on as before. For trying `churn monitor`.")] = None,
     shift_share: Annotated[float, typer.Option(
         min=0.0, max=1.0, help="Share of customers the shift hits.")] = 0.5,
 ) -> None:

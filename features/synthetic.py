@@ -56,7 +56,7 @@ class GenerateConfig:
     # when a consent banner or a mail client stops the tracking of part of the base.
     shift_at: date | None = None
     shift_share: float = 0.5
-    shift_keep: float = 0.1
+    shift_keep: float = 0.05
 
     @property
     def days(self) -> float:

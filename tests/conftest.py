@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 import uuid
@@ -85,18 +84,6 @@ def build(data: Path, as_of: date, out: Path | None = None, **options) -> pd.Dat
     run_features(FeaturesJobConfig(data=data, as_of=as_of, out=out, memory_limit="1GB",
                                    **options))
     return pd.read_parquet(out).set_index("customer_id")
-
-
-@pytest.fixture(scope="session")
-def demo_output(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
-    """`churn demo` on its default 10,000 customers, run once: its folder (``demo/`` holds
-    the data, features and scores; ``mlflow.db`` the store) and the finished process."""
-    folder = tmp_path_factory.mktemp("demo")
-    done = subprocess.run([sys.executable, "-m", "churn", "demo", "--out", "demo"], cwd=folder,
-                          env=process_env(COLUMNS="200"), capture_output=True, text=True,
-                          timeout=600, check=False)
-    assert done.returncode == 0, done.stdout + done.stderr
-    return folder, done
 
 
 @pytest.fixture(scope="session")

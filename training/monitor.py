@@ -9,8 +9,9 @@ model's training data (PSI per feature and of the score). A verdict sums it up:
 - ``retrain`` (exit 20): realised ROC AUC more than ``retrain_auc_drop`` under the model's own
   test ROC AUC, ECE above ``retrain_ece``, or the score's PSI at or above 0.25;
 - ``degrading`` (exit 10): ROC AUC more than ``warn_auc_drop`` under it, ECE above
-  ``warn_ece``, ``at_risk`` customers churning no more than ``active`` ones, a feature's PSI at
-  or above 0.25, or the score's at or above 0.1;
+  ``warn_ece``, ``at_risk`` customers churning no more than ``active`` ones, a feature that
+  moved (PSI at or above 0.25 and at least 0.1 beyond its spread between the training
+  cutoffs), or the score's PSI at or above 0.1;
 - ``healthy`` (exit 0): none of these.
 """
 

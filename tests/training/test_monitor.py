@@ -38,7 +38,7 @@ def churn(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 def shifted(tmp_path_factory) -> Path:
     """A folder with shifted data, a champion fitted before the shift, and two scoring runs."""
     folder = tmp_path_factory.mktemp("shifted")
-    generate(GenerateConfig(customers=5_000, seed=5, shift_at=SHIFT, shift_keep=0.05),
+    generate(GenerateConfig(customers=5_000, seed=5, shift_at=SHIFT),
              folder / "data")
     steps = [("train", "churn", "--data", "data", "--test-cutoff", BEFORE, "--cutoffs", "3"),
              ("promote", "churn"),
