@@ -12,6 +12,7 @@ from pathlib import Path
 
 import duckdb
 import mlflow
+import numpy as np
 import pandas as pd
 import psycopg
 from mlflow.exceptions import MlflowException
@@ -260,6 +261,12 @@ def print_monitor(report: MonitorReport, console: Console) -> None:
                           _fmt(row["test_roc_auc"]), _fmt(row["ece"]), _fmt(row["lift_top_10"]),
                           *("-" if pd.isna(row[c]) else f"{row[c]:.1%}" for c in segments))
         console.print(table)
+        last = checks.iloc[-1]
+        at_risk, active = last.get("churn_at_risk", np.nan), last.get("churn_active", np.nan)
+        if pd.notna(at_risk) and pd.notna(active) and active > 0:
+            console.print(f"On the scores of {last['as_of']}, at_risk customers churned "
+                          f"{at_risk / active:.1f} times as often as active ones "
+                          f"({at_risk:.1%} against {active:.1%}).", highlight=False)
     else:
         console.print("No scoring run's outcomes are in yet (its as-of plus the label horizon "
                       "is after --as-of or the data's end).", highlight=False, soft_wrap=True)
