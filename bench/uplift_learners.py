@@ -18,6 +18,7 @@ import os
 import platform
 import sys
 import time
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
@@ -100,6 +101,10 @@ def main() -> None:
     parser.add_argument("--cap-quantile", type=float, default=None,
                         help="train on spend capped at this quantile of the training rows' "
                              "positive spend (e.g. 0.99); metrics on the raw outcome")
+    parser.add_argument("--huber-quantile", type=float, default=None,
+                        help="train every regression with LightGBM's Huber loss, its delta "
+                             "the quantile of positive spend (e.g. 0.9); metrics on the raw "
+                             "outcome")
     parser.add_argument("--outcomes", nargs="+", default=["spend", "conversion"])
     args = parser.parse_args()
     started = time.time()
@@ -113,9 +118,12 @@ def main() -> None:
             part = experiment.arm(arm)
             t, y = part.treated(), part.outcome()
             everyone = y[t == 1].mean() - y[t == 0].mean()
+            params = SMALLER if args.smaller_trees else BaseParams()
+            if args.huber_quantile is not None and outcome == "spend":
+                delta = float(np.quantile(y[y > 0], args.huber_quantile))
+                params = replace(params, extra={"objective": "huber", "alpha": delta})
             for repeat in range(args.repeats):
-                scores = out_of_fold(part.features, y, t, args.folds, repeat,
-                                     SMALLER if args.smaller_trees else BaseParams(),
+                scores = out_of_fold(part.features, y, t, args.folds, repeat, params,
                                      args.cap_quantile)
                 for name, score in scores.items():
                     rows.append({"arm": arm.replace(" E-Mail", ""), "outcome": outcome,
@@ -136,7 +144,8 @@ def main() -> None:
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, python "
           f"{platform.python_version()}, lightgbm {lgb.__version__}, {args.folds} folds x "
           f"{args.repeats} repeats, {'smaller' if args.smaller_trees else 'LightGBM default'} "
-          f"trees, training outcome capped at quantile {args.cap_quantile}, "
+          f"trees, training outcome capped at quantile {args.cap_quantile}, Huber loss at "
+          f"quantile {args.huber_quantile} of positive spend, "
           f"{time.time() - started:.0f} s")
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print("Qini (mean over repeats)")

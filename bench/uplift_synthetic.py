@@ -56,6 +56,9 @@ def main() -> None:
                         help="train on spend capped at this quantile of the experiment's "
                              "positive spend (e.g. 0.99); every figure uses the raw outcome")
     parser.add_argument("--trees", choices=["both", "defaults", "smaller"], default="both")
+    parser.add_argument("--huber-quantile", type=float, default=None,
+                        help="train every regression with LightGBM's Huber loss, its delta "
+                             "the quantile of positive spend (e.g. 0.9)")
     args = parser.parse_args()
     started = time.time()
     rows = []
@@ -73,6 +76,12 @@ def main() -> None:
                     "smaller": [("smaller trees", SMOOTH)]}
         chosen = [*settings["defaults"], *settings["smaller"]] if args.trees == "both" \
             else settings[args.trees]
+        if args.huber_quantile is not None:
+            spend = training.outcome()
+            delta = float(np.quantile(spend[spend > 0], args.huber_quantile))
+            chosen = [(f"{name}, Huber at {delta:.0f}",
+                       replace(params, extra={"objective": "huber", "alpha": delta}))
+                      for name, params in chosen]
         for trees, params in chosen:
             for learner in LEARNERS:
                 cfg = UpliftTrainConfig(data=data, learner=learner, params=params)
@@ -95,7 +104,8 @@ def main() -> None:
     print(f"# synthetic uplift, {date.today()}, {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores, lightgbm {lgb.__version__}, {args.customers:,} customers "
           f"({len(experiment.ids):,} in the experiment), training spend capped at quantile "
-          f"{args.cap_quantile}, {time.time() - started:.0f} s")
+          f"{args.cap_quantile}, Huber loss at quantile {args.huber_quantile} of positive "
+          f"spend, {time.time() - started:.0f} s")
     with pd.option_context("display.width", 200):
         print(pd.DataFrame(rows).round(3).to_string(index=False))
 

@@ -38,6 +38,10 @@ app = typer.Typer(
         "registry and scores everyone into segments. Then point the commands at your own data: "
         "a folder holding transactions.csv|parquet and, optionally, events, customers "
         "and exposures (or folders of that name with many files).\n\n"
+        "In production: `churn score` on a schedule (each run is recorded), `churn monitor` "
+        "to check matured scores and drift (exit 0 healthy, 10 degrading, 20 retrain), "
+        "`churn retrain` to bring in a challenger that wins fairly, and `churn campaign` to "
+        "run each campaign against a randomised holdout.\n\n"
         "Runs go to $MLFLOW_TRACKING_URI, or to ./mlflow.db when it is not set."
     ),
     no_args_is_help=True,
