@@ -412,22 +412,26 @@ def report_campaign(cfg: ReportConfig, expected_holdout: float | None = None) ->
 CAMPAIGN_EXPERIMENT = "campaigns"
 
 
-def _experiment() -> str:
-    return use_experiment(CAMPAIGN_EXPERIMENT, "Campaigns run as experiments: each plan (who "
-                                               "is contacted, who is held out) and each "
-                                               "readout (treated against holdout).").experiment_id
+def _campaign_run(kind: str, campaign: str, description: str) -> mlflow.ActiveRun:
+    """A run of ``kind`` (plan or report) in the ``campaigns`` experiment, tagged with the
+    campaign and described."""
+    experiment = use_experiment(CAMPAIGN_EXPERIMENT, "Campaigns run as experiments: each plan "
+                                                     "(who is contacted, who is held out) and "
+                                                     "each readout (treated against holdout).")
+    return mlflow.start_run(experiment_id=experiment.experiment_id,
+                            run_name=f"{kind}-{campaign}",
+                            tags={"kind": kind, "campaign_id": campaign,
+                                  "mlflow.note.content": description})
 
 
 def log_plan(plan: Plan, paths: dict[str, Path]) -> str:
     """A run holding the plan's settings, counts and balance, tagged with the campaign."""
     summary = plan.summary()
-    with mlflow.start_run(experiment_id=_experiment(),
-                          run_name=f"plan-{plan.config.campaign}",
-                          tags={"kind": "plan", "campaign_id": plan.config.campaign,
-                                "mlflow.note.content":
-                                    f"Holdout of {plan.config.holdout:.0%} drawn from segment "
-                                    f"{plan.config.segment} of {plan.config.scores} as of "
-                                    f"{plan.as_of}, stratified by {plan.stratified_by}."}) as run:
+    cfg = plan.config
+    with _campaign_run("plan", cfg.campaign,
+                       f"Holdout of {cfg.holdout:.0%} drawn from segment {cfg.segment} of "
+                       f"{cfg.scores} as of {plan.as_of}, stratified by "
+                       f"{plan.stratified_by}.") as run:
         mlflow.log_params({k: v for k, v in summary.items()
                            if k not in ("contacted", "held_out", "switches", "max_abs_smd")})
         mlflow.log_metrics({k: float(summary[k]) for k in ("contacted", "held_out",
@@ -457,14 +461,10 @@ def planned_holdout(campaign: str) -> float | None:
 def log_report(report: Report) -> str:
     """A run holding every outcome's effect and interval, tagged with the campaign."""
     spend = report.effects.set_index("outcome").loc["spend"]
-    with mlflow.start_run(experiment_id=_experiment(),
-                          run_name=f"report-{report.config.campaign}",
-                          tags={"kind": "report", "campaign_id": report.config.campaign,
-                                "mlflow.note.content":
-                                    f"Spend per customer {spend['difference']:+.2f} "
-                                    f"(95% {spend['low']:+.2f} .. {spend['high']:+.2f}), "
-                                    f"{report.treated:,} treated against {report.held_out:,} "
-                                    f"held out."}) as run:
+    with _campaign_run("report", report.config.campaign,
+                       f"Spend per customer {spend['difference']:+.2f} (95% "
+                       f"{spend['low']:+.2f} .. {spend['high']:+.2f}), {report.treated:,} "
+                       f"treated against {report.held_out:,} held out.") as run:
         mlflow.log_params({"campaign": report.config.campaign,
                            "horizon_days": report.config.horizon_days,
                            "kept_days": report.config.kept_days,
