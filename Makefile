@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test notebooks browser bench bench-churn bench-serving bench-soak bench-batch bench-uplift lint clean
+.PHONY: demo test notebooks browser bench bench-churn bench-serving bench-soak bench-batch bench-uplift bench-monitor lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,10 @@ bench-serving: $(STAMP)
 # 10 minutes at 80% of the measured maximum rate; uses the model bench-serving registers.
 bench-soak: $(STAMP)
 	$(BIN)/python bench/soak.py
+
+# A year of weekly scoring runs of 1M customers, then `churn monitor` over them.
+bench-monitor: $(STAMP)
+	$(BIN)/python bench/monitor.py
 
 # Uses the model bench-serving registers.
 bench-batch: $(STAMP)
