@@ -838,11 +838,11 @@ def campaign_report_command(
 
     For the campaign's exposures, the orders in [exposed_at, exposed_at + horizon) give,
     treated against held out: spend per customer, conversion, orders per customer, spend
-    per buyer, and the share kept (an order within --kept-days), each with the difference,
-    its 95% interval (Welch) and the relative change. A sample-ratio check compares the
-    groups' sizes with the planned holdout share (chi-square; p below 0.001 means the
-    assignment went wrong and the readout should not be trusted). Logged under the MLflow
-    experiment `campaigns`.
+    per buyer, order value among buyers, and the share kept (an order within --kept-days),
+    each with the difference, its 95% interval (Welch) and the relative change. A
+    sample-ratio check compares the groups' sizes with the planned holdout share
+    (chi-square; p below 0.001 means the assignment went wrong and the readout should not
+    be trusted). Logged under the MLflow experiment `campaigns`.
 
     Example: churn campaign report --data data/ --campaign spring
     """

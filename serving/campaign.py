@@ -13,8 +13,9 @@ exposures rows in the data contract's form (``treatment`` 1 contacted, 0 held ou
 
 ``report`` reads a campaign's exposures and the orders in the window after each exposure and
 measures, treated against holdout: spend per customer, conversion, orders, spend per buyer,
-and the share kept (an order within ``kept_days``), each with a 95% interval, plus a
-sample-ratio check against the planned holdout share.
+order value among buyers (their spend over their orders), and the share kept (an order
+within ``kept_days``), each with a 95% interval, plus a sample-ratio check against the
+planned holdout share.
 """
 
 from __future__ import annotations
@@ -348,6 +349,7 @@ OUTCOMES = {
     "conversion": "conversion (bought at all)",
     "orders": "orders per customer",
     "spend_per_buyer": "spend per buyer",
+    "order_value": "order value (buyers)",
     "kept": "kept (an order within the kept window)",
 }
 
@@ -389,6 +391,7 @@ def report_campaign(cfg: ReportConfig, expected_holdout: float | None = None) ->
         "conversion": (rows["orders"] > 0).astype(float),
         "orders": rows["orders"].astype(float),
         "spend_per_buyer": rows["spend"].where(rows["orders"] > 0).astype(float),
+        "order_value": (rows["spend"] / rows["orders"].where(rows["orders"] > 0)).astype(float),
         "kept": (rows["kept_orders"] > 0).astype(float) if kept_ready else np.nan})
     treated = rows["treatment"].to_numpy() == 1
     effects = pd.DataFrame([{"outcome": name, "label": OUTCOMES[name],

@@ -167,3 +167,21 @@ def uplift_trained(synthetic_data):
     folder, _ = synthetic_data
     cfg = UpliftTrainConfig(data=folder, learner="x_learner", selection_folds=2)
     return cfg, train_uplift(cfg)
+
+
+# The longest files, started first: under `pytest -n` (a file per worker) no worker is then
+# left alone with one of them at the end while the others idle.
+LONGEST_FIRST = ("tests/notebooks/test_notebook_hillstrom.py",
+                 "tests/notebooks/test_notebook_cdnow.py", "tests/training/test_uplift.py",
+                 "tests/churn/test_demo.py", "tests/training/test_monitor.py",
+                 "tests/serving/test_service.py", "tests/churn/test_cli.py",
+                 "tests/training/test_backtest.py", "tests/churn/test_packaging.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        path = item.nodeid.split("::")[0]
+        return LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: within a file, and among the rest, the order stays
+

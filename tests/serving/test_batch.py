@@ -23,6 +23,7 @@ from features.contract import ContractError
 from features.labels import ChurnLabelConfig
 from features.synthetic import GenerateConfig, generate
 from serving.batch import PostgresDestination, ScoreJobConfig, parse_postgres_url, run_score
+from serving.campaign import PlanConfig, plan_campaign, write_plan
 from serving.champion import DataCheck, NoChampionError, load_champion
 from serving.policy import SegmentPolicy
 from serving.runlog import read_scores
@@ -385,3 +386,23 @@ def test_postgres_scoring_run_is_logged_beside_the_scores(champion, synthetic_da
     assert run.data.params["destination"] == url
     back = read_scores(run.data.params["destination"], AS_OF)
     assert len(back) == rows and back["churn_probability"].notna().sum() == scored
+
+
+def test_a_campaign_plan_draws_from_scores_in_postgres(champion, synthetic_data,
+                                                      postgres_database, tmp_path):
+    data, _ = synthetic_data
+    url = f"{postgres_database}?table=churn_scores"
+    score_to(url, data, champion, date(2025, 9, 1))
+    score_to(url, data, champion)
+    plan = plan_campaign(PlanConfig(scores=url, segment="at_risk", holdout=0.2,
+                                    campaign="pg", out=tmp_path / "pg", stratify="risk"))
+    paths = write_plan(plan)
+    dsn, _ = parse_postgres_url(url)
+    with psycopg.connect(dsn) as con:
+        at_risk = {r[0] for r in con.execute(
+            "SELECT customer_id FROM churn_scores WHERE as_of = %s AND segment = 'at_risk' "
+            "AND contactable", (AS_OF,)).fetchall()}
+    exposures = pd.read_parquet(paths["exposures"])
+    assert plan.as_of == AS_OF  # the table's latest as-of
+    assert set(exposures["customer_id"]) == at_risk
+    assert (exposures["treatment"] == 0).mean() == pytest.approx(0.2, abs=0.02)
