@@ -61,7 +61,8 @@ def capped(y: np.ndarray, quantile: float | None) -> np.ndarray:
 
 
 def out_of_fold(X: pd.DataFrame, y: np.ndarray, t: np.ndarray, folds: int, seed: int,
-                params: BaseParams, cap: float | None = None) -> dict[str, np.ndarray]:
+                params: BaseParams, cap: float | None = None,
+                stacked: bool = False) -> dict[str, np.ndarray]:
     """Within-fold ranks of every single learner and of ways to combine them: the
     standardised mean of their estimates (what `--learner ensemble` fits), their plain
     mean, the mean weighted by the inverse of each estimate's variance on the fitted rows,
@@ -85,6 +86,10 @@ def out_of_fold(X: pd.DataFrame, y: np.ndarray, t: np.ndarray, folds: int, seed:
         estimates["ensemble_inverse_variance"] = sum(weights[n] / total * estimates[n]
                                                      for n in SINGLES)
         estimates["ensemble_of_ranks"] = np.mean([fold_rank(e) for e in singles], axis=0)
+        if stacked:
+            estimates["stacked"] = make_learner("stacked", params, seed=seed).fit(
+                X.iloc[fit], capped(y[fit], cap), t[fit]).predict(X.iloc[held])
+            scores.setdefault("stacked", np.empty(len(y)))
         for name, values in estimates.items():
             scores[name][held] = fold_rank(values)
     return scores
@@ -105,6 +110,9 @@ def main() -> None:
                         help="train every regression with LightGBM's Huber loss, its delta "
                              "the quantile of positive spend (e.g. 0.9); metrics on the raw "
                              "outcome")
+    parser.add_argument("--stacked", action="store_true",
+                        help="also fit the R-loss stacked ensemble (`--learner stacked`) in "
+                             "each fold (about three times the singles' cost)")
     parser.add_argument("--outcomes", nargs="+", default=["spend", "conversion"])
     args = parser.parse_args()
     started = time.time()
@@ -124,7 +132,7 @@ def main() -> None:
                 params = replace(params, extra={"objective": "huber", "alpha": delta})
             for repeat in range(args.repeats):
                 scores = out_of_fold(part.features, y, t, args.folds, repeat, params,
-                                     args.cap_quantile)
+                                     args.cap_quantile, args.stacked)
                 for name, score in scores.items():
                     rows.append({"arm": arm.replace(" E-Mail", ""), "outcome": outcome,
                                  "learner": name, "repeat": repeat,

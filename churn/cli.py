@@ -466,7 +466,9 @@ UpliftLearner = Annotated[str, typer.Option(
          "it ranked best on Hillstrom and the synthetic campaign), auto (pick one by "
          "out-of-fold Qini), or one of t_learner, x_learner, dr_learner, dr_linear, "
          "transformed_outcome, two_part (a hurdle model: P(buy) x spend among buyers, per "
-         "group).")]
+         "group), stacked (the ensemble's members weighted by their out-of-fold R-loss: "
+         "best on the synthetic campaign, worst of the combinations on Hillstrom; three "
+         "times the ensemble's fitting).")]
 UpliftShare = Annotated[float | None, typer.Option(
     help="Designed treated share of an arm plus control, for the sample ratio check "
          "[default: 0.5].")]

@@ -20,6 +20,7 @@ from typing import Protocol
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
+from scipy.optimize import nnls
 from sklearn.compose import ColumnTransformer, make_column_selector
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import Ridge
@@ -365,9 +366,62 @@ class EnsembleLearner(UpliftLearner):
         return self
 
 
+def r_loss_weights(estimates: list[np.ndarray], residual_y: np.ndarray,
+                   residual_t: np.ndarray) -> tuple[list[float], float]:
+    """Non-negative weights and a free constant for the members' out-of-fold estimates that
+    minimise the R-loss sum((residual_y - residual_t * (c + sum(w * estimate)))**2)
+    (Nie and Wager's objective for effects; the residuals are the outcome's and the
+    treatment's, each minus its out-of-fold prediction)."""
+    design = np.column_stack([residual_t, -residual_t,
+                              *[residual_t * e for e in estimates]])
+    solution, _ = nnls(design, residual_y)
+    return solution[2:].tolist(), float(solution[0] - solution[1])
+
+
+class StackedLearner(EnsembleLearner):
+    """The ensemble's members, weighted by the R-loss of their out-of-fold estimates (two
+    folds inside the fitted rows) instead of equally; then fitted on all the rows."""
+
+    name = "stacked"
+
+    def fit(self, X: pd.DataFrame, y: np.ndarray, treated: np.ndarray) -> StackedLearner:
+        y = np.asarray(y, dtype=float)
+        treated = np.asarray(treated)
+        rng = np.random.default_rng(self.params.seed)
+        fold = np.empty(len(y), dtype=int)
+        for group in (0, 1):
+            rows = np.flatnonzero(treated == group)
+            fold[rows] = rng.permutation(len(rows)) % 2
+        estimates = {name: np.zeros(len(y)) for name in self.members}
+        baseline = np.zeros(len(y))
+        for k in (0, 1):
+            fit, out = fold != k, fold == k
+            for name in list(estimates):
+                try:
+                    member = LEARNERS[name](self.params).fit(X[fit], y[fit], treated[fit])
+                except ValueError:
+                    if name != "two_part":
+                        raise
+                    estimates.pop(name)
+                    continue
+                estimates[name][out] = member.predict(X[out])
+            baseline[out] = fit_regressor(X[fit], y[fit], self.params).predict(X[out])
+        weights, constant = r_loss_weights(list(estimates.values()), y - baseline,
+                                           treated - treated.mean())
+        self.weights_ = dict(zip(estimates, weights, strict=True))
+        self.fitted_ = {name: LEARNERS[name](self.params).fit(X, y, treated)
+                        for name in estimates}
+        self.terms_ = [(w * weight, model)
+                       for w, learner in zip(weights, self.fitted_.values(), strict=True)
+                       for weight, model in learner.terms_] + [(1.0, Constant(constant))]
+        self.parts_ = self.fitted_["two_part"].parts_ if "two_part" in self.fitted_ else {}
+        return self
+
+
 LEARNERS: dict[str, type[UpliftLearner]] = {
     cls.name: cls for cls in (TLearner, XLearner, DRLearner, LinearDRLearner,
-                               TransformedOutcome, TwoPartLearner, EnsembleLearner)}
+                               TransformedOutcome, TwoPartLearner, EnsembleLearner,
+                               StackedLearner)}
 
 
 def make_learner(name: str, params: BaseParams | None = None, seed: int | None = None

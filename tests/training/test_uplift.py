@@ -25,7 +25,13 @@ from training.train_uplift import (
     train_uplift,
 )
 from training.uplift_data import ExperimentError
-from training.uplift_learners import LEARNERS, BaseParams, make_learner, predict_terms
+from training.uplift_learners import (
+    LEARNERS,
+    BaseParams,
+    make_learner,
+    predict_terms,
+    r_loss_weights,
+)
 from training.uplift_metrics import uplift_at
 from training.uplift_model import Effect, UpliftModel
 from training.uplift_tracking import log_uplift_run
@@ -268,3 +274,16 @@ def test_two_part_learner_splits_spend_into_conversion_and_order_value():
     assert np.isfinite(predict_terms(learner.parts_["order_value"], part.features)).all()
     spend = learner.predict(part.features)
     assert spend.mean() == pytest.approx(y[t == 1].mean() - y[t == 0].mean(), abs=0.3)
+
+
+def test_r_loss_weights_recover_the_mix_that_made_the_effect():
+    rng = np.random.default_rng(3)
+    good, noise = rng.normal(size=20_000), rng.normal(size=20_000)
+    treated = (rng.random(20_000) < 0.5).astype(float)
+    effect = 0.2 + 0.7 * good  # what the outcome's treated part follows
+    residual_t = treated - treated.mean()
+    residual_y = residual_t * effect + rng.normal(scale=0.5, size=20_000)
+    weights, constant = r_loss_weights([good, noise], residual_y, residual_t)
+    assert weights[0] == pytest.approx(0.7, abs=0.03)
+    assert weights[1] == pytest.approx(0.0, abs=0.03)  # never negative, near zero here
+    assert constant == pytest.approx(0.2, abs=0.03)
