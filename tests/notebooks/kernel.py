@@ -14,6 +14,9 @@ import nbformat
 from nbclient import NotebookClient
 from nbformat import NotebookNode
 
+# The project's notebooks folder.
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
+
 TIMEOUT_SECONDS = 900
 
 

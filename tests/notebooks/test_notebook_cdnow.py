@@ -1,14 +1,10 @@
-"""Notebook 01 (churn on CDNOW) in a real Jupyter kernel; a file of its own, so it runs
-beside the other notebooks under `pytest -n`."""
+"""Notebook 01, churn on CDNOW, run in a real Jupyter kernel: a file of its own, so that
+`pytest -n` runs it beside the other notebooks."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from tests.conftest import shared_file
-from tests.notebooks.kernel import figures, run_notebook
-
-NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
+from tests.notebooks.kernel import NOTEBOOKS, figures, run_notebook
 
 
 def test_churn_on_cdnow_notebook():
