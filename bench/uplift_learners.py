@@ -37,6 +37,8 @@ from training.train_uplift import (  # noqa: E402
 from training.uplift_learners import (  # noqa: E402
     BaseParams,
     EnsembleLearner,
+    fit_linear,
+    fit_regressor,
     make_learner,
     standardised_mean,
 )
@@ -62,13 +64,14 @@ def capped(y: np.ndarray, quantile: float | None) -> np.ndarray:
 
 def out_of_fold(X: pd.DataFrame, y: np.ndarray, t: np.ndarray, folds: int, seed: int,
                 params: BaseParams, cap: float | None = None,
-                stacked: bool = False) -> dict[str, np.ndarray]:
+                also: tuple[str, ...] = (), decisions: list | None = None
+                ) -> dict[str, np.ndarray]:
     """Within-fold ranks of every single learner and of ways to combine them: the
     standardised mean of their estimates (what `--learner ensemble` fits), their plain
     mean, the mean weighted by the inverse of each estimate's variance on the fitted rows,
     and the mean of their within-fold ranks."""
     combined = ("ensemble", "ensemble_plain_mean", "ensemble_inverse_variance",
-                "ensemble_of_ranks")
+                "ensemble_of_ranks", "ensemble_distilled_trees", "ensemble_distilled_linear")
     scores = {name: np.empty(len(y)) for name in (*SINGLES, *combined)}
     for fit, held in _folds(t, folds, seed):
         estimates, fitted = {}, {}
@@ -86,10 +89,19 @@ def out_of_fold(X: pd.DataFrame, y: np.ndarray, t: np.ndarray, folds: int, seed:
         estimates["ensemble_inverse_variance"] = sum(weights[n] / total * estimates[n]
                                                      for n in SINGLES)
         estimates["ensemble_of_ranks"] = np.mean([fold_rank(e) for e in singles], axis=0)
-        if stacked:
-            estimates["stacked"] = make_learner("stacked", params, seed=seed).fit(
-                X.iloc[fit], capped(y[fit], cap), t[fit]).predict(X.iloc[held])
-            scores.setdefault("stacked", np.empty(len(y)))
+        on_fit = np.asarray(scale) @ np.asarray([fitted[n] for n in SINGLES]) + constant
+        estimates["ensemble_distilled_trees"] = fit_regressor(
+            X.iloc[fit], on_fit, SMALLER).predict(X.iloc[held])
+        estimates["ensemble_distilled_linear"] = fit_linear(X.iloc[fit], on_fit).predict(
+            X.iloc[held])
+        for name in also:
+            learner = make_learner(name, params, seed=seed).fit(X.iloc[fit],
+                                                                capped(y[fit], cap), t[fit])
+            estimates[name] = learner.predict(X.iloc[held])
+            scores.setdefault(name, np.empty(len(y)))
+            if decisions is not None and hasattr(learner, "gain_"):
+                decisions.append({"learner": name, "distilled": learner.distilled_,
+                                  "gain": learner.gain_[0], "error": learner.gain_[1]})
         for name, values in estimates.items():
             scores[name][held] = fold_rank(values)
     return scores
@@ -113,10 +125,14 @@ def main() -> None:
     parser.add_argument("--stacked", action="store_true",
                         help="also fit the R-loss stacked ensemble (`--learner stacked`) in "
                              "each fold (about three times the singles' cost)")
+    parser.add_argument("--also", nargs="+", default=[],
+                        help="also fit these learners by name in each fold (e.g. "
+                             "ensemble_or_stacked); their weighting choices are printed")
     parser.add_argument("--outcomes", nargs="+", default=["spend", "conversion"])
     args = parser.parse_args()
     started = time.time()
-    rows = []
+    rows, decisions = [], []
+    also = tuple(args.also) + (("stacked",) if args.stacked else ())
     for outcome in args.outcomes:
         other = "conversion" if outcome == "spend" else "spend"
         cfg = UpliftTrainConfig(table=args.data, treatments=ARMS, control="segment=No E-Mail",
@@ -131,8 +147,9 @@ def main() -> None:
                 delta = float(np.quantile(y[y > 0], args.huber_quantile))
                 params = replace(params, extra={"objective": "huber", "alpha": delta})
             for repeat in range(args.repeats):
+                before = len(decisions)
                 scores = out_of_fold(part.features, y, t, args.folds, repeat, params,
-                                     args.cap_quantile, args.stacked)
+                                     args.cap_quantile, also, decisions)
                 for name, score in scores.items():
                     rows.append({"arm": arm.replace(" E-Mail", ""), "outcome": outcome,
                                  "learner": name, "repeat": repeat,
@@ -141,6 +158,9 @@ def main() -> None:
                 print(f"[{time.time() - started:5.0f} s] {outcome} {arm} repeat {repeat}: "
                       + ", ".join(f"{r['learner']} {r['qini']:.3f}"
                                   for r in rows[-len(scores):]), flush=True)
+                for d in decisions[before:]:
+                    print(f"    {d['learner']}: distilled {d['distilled']} (R-loss gain "
+                          f"{d['gain']:.4g}, standard error {d['error']:.4g})", flush=True)
     frame = pd.DataFrame(rows)
     qini = frame.pivot_table(index="learner", columns=["arm", "outcome"], values="qini")
     qini[("mean", "")] = qini.mean(axis=1)
@@ -162,6 +182,10 @@ def main() -> None:
         print(spread.round(4).to_string())
         print("Top 30% observed uplift / everyone's average effect (mean over repeats)")
         print(top.round(3).to_string())
+        if decisions:
+            print("Distilled inside how many outer folds")
+            print(pd.DataFrame(decisions).groupby("learner")["distilled"].value_counts()
+                  .to_string())
 
 
 if __name__ == "__main__":

@@ -59,6 +59,8 @@ def main() -> None:
     parser.add_argument("--huber-quantile", type=float, default=None,
                         help="train every regression with LightGBM's Huber loss, its delta "
                              "the quantile of positive spend (e.g. 0.9)")
+    parser.add_argument("--learners", nargs="+", choices=sorted(LEARNERS), default=list(LEARNERS),
+                        help="fit only these learners (default: every one)")
     args = parser.parse_args()
     started = time.time()
     rows = []
@@ -83,7 +85,7 @@ def main() -> None:
                        replace(params, extra={"objective": "huber", "alpha": delta}))
                       for name, params in chosen]
         for trees, params in chosen:
-            for learner in LEARNERS:
+            for learner in args.learners:
                 cfg = UpliftTrainConfig(data=data, learner=learner, params=params)
                 result = train_uplift(cfg, experiment=training)
                 arm = experiment.arms[0]
@@ -99,7 +101,8 @@ def main() -> None:
                                                      truth["true_uplift_conversion"]).statistic,
                     "spearman_order_value": spearmanr(
                         predicted[f"uplift_order_value_{arm}"],
-                        truth["true_uplift_order_value"]).statistic})
+                        truth["true_uplift_order_value"]).statistic,
+                    "combination": r.combination})
                 print(rows[-1], flush=True)
     print(f"# synthetic uplift, {date.today()}, {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores, lightgbm {lgb.__version__}, {args.customers:,} customers "

@@ -462,13 +462,15 @@ UpliftIgnore = Annotated[list[str] | None, typer.Option(
     "--ignore", help="A --table column that is not a feature (another outcome, an id); "
                      "repeat as needed.")]
 UpliftLearner = Annotated[str, typer.Option(
-    help="ensemble (every learner below, fitted on all rows and averaged on one scale; "
-         "it ranked best on Hillstrom and the synthetic campaign), auto (pick one by "
-         "out-of-fold Qini), or one of t_learner, x_learner, dr_learner, dr_linear, "
+    help="ensemble_or_distilled (the default: every learner below fitted on all rows and "
+         "averaged on one scale, then distilled into small trees only when that ranks "
+         "better on held-out rows by more than one standard error; at least as good as the "
+         "best single learner on Hillstrom and the synthetic campaign; twice the "
+         "ensemble's fitting), ensemble (the average, never distilled), auto (pick one "
+         "by out-of-fold Qini), or one of t_learner, x_learner, dr_learner, dr_linear, "
          "transformed_outcome, two_part (a hurdle model: P(buy) x spend among buyers, per "
-         "group), stacked (the ensemble's members weighted by their out-of-fold R-loss: "
-         "best on the synthetic campaign, worst of the combinations on Hillstrom; three "
-         "times the ensemble's fitting).")]
+         "group), stacked (the members weighted by their out-of-fold R-loss; three times "
+         "the ensemble's fitting).")]
 UpliftShare = Annotated[float | None, typer.Option(
     help="Designed treated share of an arm plus control, for the sample ratio check "
          "[default: 0.5].")]
@@ -505,7 +507,7 @@ def train_uplift_command(
     data: UpliftData = None, campaign: UpliftCampaign = None, horizon_days: UpliftHorizon = 30,
     table: UpliftTable = None, treatment: UpliftTreatment = None, control: UpliftControl = None,
     outcome: UpliftOutcome = "spend", ignore: UpliftIgnore = None,
-    learner: UpliftLearner = "ensemble", expected_share: UpliftShare = None,
+    learner: UpliftLearner = "ensemble_or_distilled", expected_share: UpliftShare = None,
     num_leaves: UpliftLeaves = 31, min_data_in_leaf: UpliftMinLeaf = 20,
     rounds: UpliftRounds = 100, learning_rate: UpliftRate = 0.1,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
@@ -519,7 +521,8 @@ def train_uplift_command(
 
     From contract tables (--data) or a flat table (--table with --treatment, --control and
     --outcome). One model per arm against control, by default an ensemble of every learner
-    averaged on one scale. Prints each arm's average effect on spend, conversion and order
+    averaged on one scale, distilled into small trees when the rows say that ranks better.
+    Prints each arm's average effect on spend, conversion and order
     value among buyers, the learners' nested out-of-fold Qini on the same folds, and warns
     when the split or the covariates look unbalanced. A spend model also predicts
     uplift_conversion (change in P(buy)) and uplift_order_value (change in spend among
@@ -553,7 +556,7 @@ def evaluate_uplift_command(
     data: UpliftData = None, campaign: UpliftCampaign = None, horizon_days: UpliftHorizon = 30,
     table: UpliftTable = None, treatment: UpliftTreatment = None, control: UpliftControl = None,
     outcome: UpliftOutcome = "spend", ignore: UpliftIgnore = None,
-    learner: UpliftLearner = "ensemble", expected_share: UpliftShare = None,
+    learner: UpliftLearner = "ensemble_or_distilled", expected_share: UpliftShare = None,
     num_leaves: UpliftLeaves = 31, min_data_in_leaf: UpliftMinLeaf = 20,
     rounds: UpliftRounds = 100, learning_rate: UpliftRate = 0.1,
     folds: Annotated[int, typer.Option(help="Outer folds.")] = 5,

@@ -51,6 +51,9 @@ def print_result(result: UpliftResult, console: Console) -> None:
                               f"{effect - 1.96 * se:+.4g} .. {effect + 1.96 * se:+.4g}")
         console.print(table)
         console.print(_learner_table(r))
+        if r.combination:
+            console.print(f"The model ({r.selection.winner}): {r.combination}",
+                          highlight=False, soft_wrap=True)
         m = r.metrics["spend"]
         chosen = r.nested["learners_chosen"].iloc[0].split(",")
         how = (f"{chosen[0]} fitted inside each of {len(chosen)} folds" if len(set(chosen)) == 1

@@ -42,10 +42,11 @@ from training.uplift_metrics import UpliftMetrics, average_effect
 from training.uplift_model import PARTS, Effect, UpliftModel
 
 AUTO = "auto"
-# The default: every learner fitted on all rows and averaged on one scale. On Hillstrom and
-# the synthetic campaign it ranked at least as well as the best single learner
-# (bench/RESULTS.md), where choosing one by out-of-fold Qini did worse than either.
-DEFAULT_LEARNER = "ensemble"
+# The default: every learner fitted on all rows and averaged on one scale, distilled into
+# small trees when that ranks better on held-out rows by more than one standard error. On
+# Hillstrom and the synthetic campaign it ranked at least as well as the best single learner
+# on the same folds (bench/RESULTS.md), where choosing one by out-of-fold Qini did worse.
+DEFAULT_LEARNER = "ensemble_or_distilled"
 # What ``auto`` chooses among: the single learners (the ensemble already holds them all).
 SELECTABLE = ("t_learner", "x_learner", "dr_learner", "dr_linear", "transformed_outcome")
 SRM_P_VALUE = 0.001
@@ -245,6 +246,8 @@ class ArmResult:
     selection: Selection
     metrics: dict[str, UpliftMetrics]
     nested: pd.DataFrame
+    # How the fitted ensemble combined its members ('' for a single learner).
+    combination: str = ""
 
     def warnings(self) -> list[str]:
         return self.checks.warnings()
@@ -330,7 +333,8 @@ def train_arm(part: Experiment, arm: str, cfg: UpliftTrainConfig, expected_share
         selection = Selection({winner: UpliftMetrics.of(y, t, score).qini}, winner, score)
     result = ArmResult(arm, int(t.sum()), int(len(t) - t.sum()), average_effects(part.outcomes, t),
                        check_experiment(part.features, t, expected_share), selection,
-                       _outcome_metrics(part, t, nested["uplift_score"].to_numpy()), nested)
+                       _outcome_metrics(part, t, nested["uplift_score"].to_numpy()), nested,
+                       learner.combination())
     return result, learner
 
 
@@ -411,7 +415,7 @@ def evaluate_arm(part: Experiment, cfg: UpliftTrainConfig, folds: int, repeat: i
         learner = make_learner(pick, cfg.params, seed).fit(X_fit, y[fit], t[fit])
         raw[held] = learner.predict(X_held)
         scores["model"][held] = fold_rank(raw[held])
-        for name, member in getattr(learner, "fitted_", {}).items():
+        for name, member in learner.compared().items():
             # An ensemble's members, each fitted on the same rows: every learner compared.
             estimates.setdefault(name, np.full(len(y), np.nan))[held] = member.predict(X_held)
             scores.setdefault(name, np.full(len(y), np.nan))[held] = fold_rank(

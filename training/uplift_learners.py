@@ -201,6 +201,15 @@ class UpliftLearner:
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         return predict_terms(self.terms_, X)
 
+    def combination(self) -> str:
+        """How a fitted ensemble combined its members, in words ('' for one learner)."""
+        return ""
+
+    def compared(self) -> dict[str, Regressor]:
+        """What the fitted learner holds that is worth scoring beside it on the same folds:
+        an ensemble's members (nothing for a single learner)."""
+        return {}
+
 
 class TLearner(UpliftLearner):
     """Two outcome models, one per group; the effect is their difference."""
@@ -315,6 +324,16 @@ class TwoPartLearner(UpliftLearner):
 
 
 @dataclass
+class Combined:
+    """Fitted terms that predict their weighted sum (an ensemble's plain average)."""
+
+    terms: list[Term]
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        return predict_terms(self.terms, X)
+
+
+@dataclass
 class Constant:
     """A fixed amount added to every customer's effect (an ensemble's centring)."""
 
@@ -365,6 +384,12 @@ class EnsembleLearner(UpliftLearner):
         self.parts_ = self.fitted_["two_part"].parts_ if "two_part" in self.fitted_ else {}
         return self
 
+    def combination(self) -> str:
+        return "equal weights on one scale"
+
+    def compared(self) -> dict[str, Regressor]:
+        return dict(self.fitted_)
+
 
 def r_loss_weights(estimates: list[np.ndarray], residual_y: np.ndarray,
                    residual_t: np.ndarray) -> tuple[list[float], float]:
@@ -378,6 +403,29 @@ def r_loss_weights(estimates: list[np.ndarray], residual_y: np.ndarray,
     return solution[2:].tolist(), float(solution[0] - solution[1])
 
 
+def inner_folds(treated: np.ndarray, seed: int) -> np.ndarray:
+    """Two folds (0 or 1) inside the fitted rows, balanced within each group."""
+    rng = np.random.default_rng(seed)
+    fold = np.empty(len(treated), dtype=int)
+    for group in (0, 1):
+        rows = np.flatnonzero(np.asarray(treated) == group)
+        fold[rows] = rng.permutation(len(rows)) % 2
+    return fold
+
+
+def r_loss_gain(candidate: np.ndarray, reference: np.ndarray, residual_y: np.ndarray,
+                residual_t: np.ndarray) -> tuple[float, float]:
+    """How much lower the R-loss of ``candidate`` is than that of ``reference``, per row, and
+    the standard error of that gain. Each estimate gets its own best scale and constant first
+    (two numbers on thousands of rows), so only how they rank customers differs."""
+    losses = []
+    for estimate in (reference, candidate):
+        (scale,), constant = r_loss_weights([estimate], residual_y, residual_t)
+        losses.append((residual_y - residual_t * (constant + scale * estimate)) ** 2)
+    gain = losses[0] - losses[1]
+    return float(gain.mean()), float(gain.std(ddof=1) / np.sqrt(len(gain)))
+
+
 class StackedLearner(EnsembleLearner):
     """The ensemble's members, weighted by the R-loss of their out-of-fold estimates (two
     folds inside the fitted rows) instead of equally; then fitted on all the rows."""
@@ -387,11 +435,7 @@ class StackedLearner(EnsembleLearner):
     def fit(self, X: pd.DataFrame, y: np.ndarray, treated: np.ndarray) -> StackedLearner:
         y = np.asarray(y, dtype=float)
         treated = np.asarray(treated)
-        rng = np.random.default_rng(self.params.seed)
-        fold = np.empty(len(y), dtype=int)
-        for group in (0, 1):
-            rows = np.flatnonzero(treated == group)
-            fold[rows] = rng.permutation(len(rows)) % 2
+        fold = inner_folds(treated, self.params.seed)
         estimates = {name: np.zeros(len(y)) for name in self.members}
         baseline = np.zeros(len(y))
         for k in (0, 1):
@@ -417,11 +461,73 @@ class StackedLearner(EnsembleLearner):
         self.parts_ = self.fitted_["two_part"].parts_ if "two_part" in self.fitted_ else {}
         return self
 
+    def combination(self) -> str:
+        return "R-loss weights: " + ", ".join(f"{name} {w:.3g}"
+                                              for name, w in self.weights_.items())
+
+
+# The distilled ensemble's surrogate: small, slow-learning trees that cannot follow the
+# members' fold-to-fold noise (the "smaller trees" of bench/uplift_synthetic.py).
+SURROGATE = BaseParams(learning_rate=0.03, num_leaves=7, min_data_in_leaf=200, rounds=150,
+                       lambda_l2=10.0)
+
+
+class DistilledEnsembleLearner(EnsembleLearner):
+    """The ensemble, or a smooth surrogate of it when the data say the surrogate ranks better.
+
+    The ensemble's average carries each member's noise: trees of 31 leaves fitted to outcomes
+    that are mostly zero. A surrogate, small trees fitted to the ensemble's own estimates on
+    the training rows (distillation), keeps the broad shape of the effect and drops that
+    noise; where the effect lives in fine interactions it loses them. Which one applies is
+    decided on two folds inside the fitted rows: the ensemble is fitted on one, both
+    estimates are made on the other, and the surrogate is used only when its R-loss (Nie and
+    Wager) on those held-out rows is lower by more than one standard error of the gain; a
+    tie keeps the plain ensemble. ``parts_`` are always the two-part member's.
+    """
+
+    name = "ensemble_or_distilled"
+    standard_errors = 1.0
+
+    def fit(self, X: pd.DataFrame, y: np.ndarray, treated: np.ndarray
+            ) -> DistilledEnsembleLearner:
+        y = np.asarray(y, dtype=float)
+        treated = np.asarray(treated)
+        fold = inner_folds(treated, self.params.seed)
+        ensemble, distilled, baseline = (np.zeros(len(y)) for _ in range(3))
+        for k in (0, 1):
+            fit, out = fold != k, fold == k
+            inner = EnsembleLearner(self.params).fit(X[fit], y[fit], treated[fit])
+            ensemble[out] = inner.predict(X[out])
+            distilled[out] = self._distil(X[fit], inner.predict(X[fit])).predict(X[out])
+            baseline[out] = fit_regressor(X[fit], y[fit], self.params).predict(X[out])
+        self.gain_ = r_loss_gain(distilled, ensemble, y - baseline, treated - treated.mean())
+        super().fit(X, y, treated)
+        self.average_ = Combined(self.terms_)
+        mean, error = self.gain_
+        self.distilled_ = mean > self.standard_errors * error
+        if self.distilled_:
+            self.terms_ = [(1.0, self._distil(X, self.predict(X)))]
+        return self
+
+    def _distil(self, X: pd.DataFrame, estimate: np.ndarray) -> lgb.Booster:
+        return fit_regressor(X, estimate, replace(SURROGATE, seed=self.params.seed))
+
+    def combination(self) -> str:
+        mean, error = self.gain_
+        gain = (f"the surrogate's held-out R-loss gain {mean:.3g} per row, standard error "
+                f"{error:.3g}")
+        if self.distilled_:
+            return f"distilled into small trees ({gain})"
+        return f"equal weights on one scale, not distilled ({gain})"
+
+    def compared(self) -> dict[str, Regressor]:
+        return {**self.fitted_, "ensemble": self.average_}
+
 
 LEARNERS: dict[str, type[UpliftLearner]] = {
     cls.name: cls for cls in (TLearner, XLearner, DRLearner, LinearDRLearner,
                                TransformedOutcome, TwoPartLearner, EnsembleLearner,
-                               StackedLearner)}
+                               StackedLearner, DistilledEnsembleLearner)}
 
 
 def make_learner(name: str, params: BaseParams | None = None, seed: int | None = None

@@ -93,6 +93,8 @@ def _params(cfg: UpliftTrainConfig, result: UpliftResult) -> dict[str, object]:
         params["horizon_days"] = cfg.horizon_days
     for arm, r in result.arms.items():
         params[f"{slug(arm)}_learner"] = r.selection.winner
+        if r.combination:
+            params[f"{slug(arm)}_combination"] = r.combination
     return params
 
 

@@ -28,6 +28,8 @@ from training.uplift_data import ExperimentError
 from training.uplift_learners import (
     LEARNERS,
     BaseParams,
+    DistilledEnsembleLearner,
+    EnsembleLearner,
     make_learner,
     predict_terms,
     r_loss_weights,
@@ -55,31 +57,26 @@ def hillstrom_config(outcome: str, **options) -> UpliftTrainConfig:
         control="segment=No E-Mail", outcome=outcome, ignore=("visit", other), **options)
 
 
-# Smaller, slower-learning trees than LightGBM's defaults: the synthetic campaign's effect
-# rides on a few of 62 features, and 12,500 customers are too few for 31-leaf trees not to
-# fit noise (bench/RESULTS.md).
-SMOOTH = BaseParams(learning_rate=0.03, num_leaves=7, min_data_in_leaf=200, rounds=150,
-                    lambda_l2=10.0)
-
-
 def test_learned_uplift_ranks_customers_by_their_true_effect(campaign_base):
-    cfg = UpliftTrainConfig(data=campaign_base, params=SMOOTH)  # the default learner
-    result = train_uplift(cfg)
+    result = train_uplift(UpliftTrainConfig(data=campaign_base))  # every default
     experiment = result.experiment
     truth = pd.read_parquet(campaign_base / "ground_truth.parquet").set_index("customer_id")
     truth = truth.loc[experiment.ids]
     true_effect = truth["true_uplift_spend"].to_numpy()
     arm = experiment.arms[0]
+    # The effect here is broad and the outcome noisy: the default distils its ensemble.
+    assert result.arms[arm].combination.startswith("distilled")
     predicted = result.model.predict(experiment.features)
     assert spearmanr(predicted[f"uplift_{arm}"], true_effect).statistic >= 0.45
     # Held out too: each customer ranked by a model that never saw them.
     held_out = result.arms[arm].selection.scores
     assert spearmanr(held_out, true_effect).statistic >= 0.42
-    # Its parts follow the true effects on buying and on spend among buyers.
+    # Its parts (the two-part member's, with LightGBM's default trees) follow the true
+    # effects on buying and on spend among buyers, more loosely (bench/RESULTS.md).
     assert spearmanr(predicted[f"uplift_conversion_{arm}"],
-                     truth["true_uplift_conversion"]).statistic >= 0.45
+                     truth["true_uplift_conversion"]).statistic >= 0.25
     assert spearmanr(predicted[f"uplift_order_value_{arm}"],
-                     truth["true_uplift_order_value"]).statistic >= 0.2
+                     truth["true_uplift_order_value"]).statistic >= 0.12
     # Targeting beats random: the top 30% by predicted uplift gain more than everyone.
     y, t = experiment.outcome(), experiment.treated()
     assert uplift_at(y, t, held_out, 0.3) > 1.5 * (y[t == 1].mean() - y[t == 0].mean())
@@ -248,7 +245,7 @@ def test_uplift_promotion_compares_nested_out_of_fold_qini(campaign_base, mlflow
         promote("uplift", run_id=other.run_id)
 
 
-@pytest.mark.parametrize("name", ["two_part", "ensemble"])
+@pytest.mark.parametrize("name", ["two_part", "ensemble", "ensemble_or_distilled"])
 def test_two_part_and_ensemble_models_save_and_load_exactly(name, tmp_path):
     experiment = load_experiment(hillstrom_config("spend"))
     part = experiment.arm("Womens E-Mail")
@@ -287,3 +284,27 @@ def test_r_loss_weights_recover_the_mix_that_made_the_effect():
     assert weights[0] == pytest.approx(0.7, abs=0.03)
     assert weights[1] == pytest.approx(0.0, abs=0.03)  # never negative, near zero here
     assert constant == pytest.approx(0.2, abs=0.03)
+
+
+@pytest.mark.parametrize("standard_errors", [np.inf, -np.inf])
+def test_the_default_distils_only_when_held_out_rows_say_so(standard_errors):
+    experiment = load_experiment(hillstrom_config("spend"))
+    part = experiment.arm("Womens E-Mail")
+    X, y, t = part.features.head(6000), part.outcome()[:6000], part.treated()[:6000]
+    learner = DistilledEnsembleLearner()
+    learner.standard_errors = standard_errors  # never / always good enough
+    learner.fit(X, y, t)
+    average = EnsembleLearner().fit(X, y, t).predict(X)
+    # The plain average is compared beside the members either way.
+    assert np.array_equal(learner.compared()["ensemble"].predict(X), average)
+    assert np.isfinite(learner.gain_).all()
+    if standard_errors == np.inf:
+        assert not learner.distilled_
+        assert np.array_equal(learner.predict(X), average)
+        assert learner.combination().startswith("equal weights")
+    else:
+        assert learner.distilled_ and len(learner.terms_) == 1
+        # The surrogate follows the average it was fitted to, smoothly.
+        assert spearmanr(learner.predict(X), average).statistic > 0.5
+        assert np.std(learner.predict(X)) < np.std(average)
+    assert learner.parts_ == learner.fitted_["two_part"].parts_
