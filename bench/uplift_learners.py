@@ -127,7 +127,7 @@ def main() -> None:
                              "each fold (about three times the singles' cost)")
     parser.add_argument("--also", nargs="+", default=[],
                         help="also fit these learners by name in each fold (e.g. "
-                             "ensemble_or_stacked); their weighting choices are printed")
+                             "ensemble_or_distilled); whether it distilled is printed")
     parser.add_argument("--outcomes", nargs="+", default=["spend", "conversion"])
     args = parser.parse_args()
     started = time.time()

@@ -377,12 +377,16 @@ class EnsembleLearner(UpliftLearner):
             except ValueError:
                 if name != "two_part":  # too few buyers (or non-buyers) for a hurdle
                     raise
-        weights, constant = standardised_mean([m.predict(X) for m in self.fitted_.values()])
+        self._combine(*standardised_mean([m.predict(X) for m in self.fitted_.values()]))
+        return self
+
+    def _combine(self, weights: list[float], constant: float) -> None:
+        """``terms_``: every fitted member's terms scaled by its weight, plus the constant;
+        ``parts_``: the two-part member's."""
         self.terms_ = [(scale * weight, model)
                        for scale, learner in zip(weights, self.fitted_.values(), strict=True)
                        for weight, model in learner.terms_] + [(1.0, Constant(constant))]
         self.parts_ = self.fitted_["two_part"].parts_ if "two_part" in self.fitted_ else {}
-        return self
 
     def combination(self) -> str:
         return "equal weights on one scale"
@@ -455,10 +459,7 @@ class StackedLearner(EnsembleLearner):
         self.weights_ = dict(zip(estimates, weights, strict=True))
         self.fitted_ = {name: LEARNERS[name](self.params).fit(X, y, treated)
                         for name in estimates}
-        self.terms_ = [(w * weight, model)
-                       for w, learner in zip(weights, self.fitted_.values(), strict=True)
-                       for weight, model in learner.terms_] + [(1.0, Constant(constant))]
-        self.parts_ = self.fitted_["two_part"].parts_ if "two_part" in self.fitted_ else {}
+        self._combine(weights, constant)
         return self
 
     def combination(self) -> str:
