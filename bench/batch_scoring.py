@@ -32,11 +32,11 @@ import pyarrow.parquet as pq  # noqa: E402
 
 from features.job import FeaturesJobConfig, run_features  # noqa: E402
 from features.synthetic import GenerateConfig, as_of_default, generate  # noqa: E402
+from models.store import default_tracking_uri  # noqa: E402
 from serving.batch import CHUNK_ROWS, ParquetDestination  # noqa: E402
 from serving.champion import load_champion  # noqa: E402
 from serving.policy import SegmentPolicy, tier_cut_points  # noqa: E402
 from serving.scoring import score_features  # noqa: E402
-from training.tracking import default_tracking_uri  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 

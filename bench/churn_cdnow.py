@@ -24,7 +24,7 @@ import lightgbm as lgb  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from training.dataset import LABEL  # noqa: E402
+from features.labels import LABEL  # noqa: E402
 from training.metrics import score_metrics  # noqa: E402
 from training.train_churn import ChurnTrainConfig, ChurnTrainResult, train_churn  # noqa: E402
 

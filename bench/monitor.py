@@ -37,11 +37,12 @@ from rich.progress import Progress  # noqa: E402
 
 from churn import model_steps as steps  # noqa: E402
 from features.synthetic import GenerateConfig, generate  # noqa: E402
-from serving import runlog  # noqa: E402
+from models.store import default_tracking_uri  # noqa: E402
+from operations import runlog  # noqa: E402
 from serving.batch import ScoreJobConfig  # noqa: E402
 from serving.champion import load_champion  # noqa: E402
 from training.promote import promote  # noqa: E402
-from training.tracking import default_tracking_uri, log_churn_run  # noqa: E402
+from training.tracking import log_churn_run  # noqa: E402
 from training.train_churn import ChurnTrainConfig, train_churn  # noqa: E402
 
 HERE = Path(__file__).resolve().parent

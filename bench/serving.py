@@ -40,10 +40,11 @@ import pandas as pd  # noqa: E402
 from features.job import FeaturesJobConfig, run_features  # noqa: E402
 from features.registry import feature_names  # noqa: E402
 from features.synthetic import GenerateConfig, as_of_default, generate  # noqa: E402
+from models.forest import CompiledForest  # noqa: E402
+from models.store import default_tracking_uri  # noqa: E402
 from serving.champion import load_champion  # noqa: E402
-from serving.forest import CompiledForest  # noqa: E402
 from training.promote import promote  # noqa: E402
-from training.tracking import default_tracking_uri, log_churn_run  # noqa: E402
+from training.tracking import log_churn_run  # noqa: E402
 from training.train_churn import ChurnTrainConfig, train_churn  # noqa: E402
 
 HERE = Path(__file__).resolve().parent

@@ -31,28 +31,21 @@ import pyarrow as pa
 
 from features.contract import TABLES, ContractError
 from features.job import FeaturesJobConfig, features_frame
-from features.labels import ChurnLabelConfig, check_matured
+from features.labels import LABEL, ChurnLabelConfig, check_matured
 from features.point_in_time import connect
 from features.tables import DEFAULT_REJECTS, load_tables
 from features.validation import OnBadRows
+from models.store import check_store, now_ms
 from serving.batch import ScoreJobConfig, score_frame
 from serving.champion import LoadedModel
 from serving.champion import load_champion as _load_champion
 from serving.policy import DEFAULT_POLICY, SegmentPolicy
 from training.backtest import BacktestResult, run_backtest
 from training.cutoffs import DEFAULT_TRAIN_CUTOFFS
-from training.dataset import LABEL
 from training.dataset import snapshot as _snapshot
 from training.promote import Promotion
 from training.promote import promote as _promote
-from training.tracking import (
-    LoggedRun,
-    check_store,
-    log_backtest_run,
-    log_churn_run,
-    metrics_table,
-    now_ms,
-)
+from training.tracking import LoggedRun, log_backtest_run, log_churn_run, metrics_table
 from training.train_churn import ChurnTrainConfig, ChurnTrainResult, train_on_tables
 from training.train_uplift import (
     DEFAULT_LEARNER,

@@ -792,7 +792,7 @@ def campaign_plan_command(
     Example: churn campaign plan --scores scores.parquet --campaign spring --holdout 0.1
     --data data/ --out campaigns/spring
     """
-    from serving import campaign as camp
+    from operations import campaign as camp
 
     _store()
     try:
@@ -851,7 +851,7 @@ def campaign_report_command(
 
     Example: churn campaign report --data data/ --campaign spring
     """
-    from serving import campaign as camp
+    from operations import campaign as camp
 
     _store()
     try:
@@ -936,7 +936,7 @@ def serve_command(
     """
     import sys
 
-    from training.tracking import default_tracking_uri
+    from models.store import default_tracking_uri
 
     env = dict(os.environ)
     env.setdefault("MLFLOW_TRACKING_URI", default_tracking_uri(Path.cwd()))

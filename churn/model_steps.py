@@ -21,27 +21,19 @@ from rich.progress import Progress
 from rich.table import Table
 
 from features.contract import ContractError
-from serving import runlog
+from features.labels import LABEL
+from models.drift import psi_band
+from models.registry import CHURN_MODEL_NAME
+from models.store import StoreError, check_store, default_tracking_uri, now_ms
+from operations import runlog
+from operations.monitor import MonitorConfig, MonitorReport, checks_table, log_monitor_run, monitor
+from operations.retrain import Retrained, retrain
 from serving.batch import Destination, ScoreJobConfig, ScoreJobResult, run_score
 from serving.champion import DataCheck, NoChampionError, load_champion
 from serving.policy import DEFAULT_POLICY, PolicyError, SegmentPolicy
 from training.backtest import METRICS, BacktestResult, run_backtest
-from training.dataset import LABEL
-from training.drift import psi_band
-from training.monitor import MonitorConfig, MonitorReport, checks_table, log_monitor_run, monitor
 from training.promote import PromotionError, promote
-from training.retrain import Retrained, retrain
-from training.tracking import (
-    CHURN_MODEL_NAME,
-    LoggedRun,
-    StoreError,
-    check_store,
-    default_tracking_uri,
-    log_backtest_run,
-    log_churn_run,
-    metrics_table,
-    now_ms,
-)
+from training.tracking import LoggedRun, log_backtest_run, log_churn_run, metrics_table
 from training.train_churn import (
     SCORER_LABELS,
     ChurnTrainConfig,

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from models.registry import UPLIFT_MODEL_NAME
 from training.train_uplift import (
     ArmResult,
     UpliftResult,
@@ -23,7 +24,7 @@ from training.train_uplift import (
     summarize_evaluation,
     train_uplift,
 )
-from training.uplift_tracking import UPLIFT_MODEL_NAME, log_uplift_run
+from training.uplift_tracking import log_uplift_run
 
 __all__ = ["UPLIFT_MODEL_NAME", "UpliftTrainConfig", "log_uplift_run"]
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import pandera.pandas as pa
+import pyarrow
 
 KNOWN_EVENT_TYPES: tuple[str, ...] = (
     "email_sent",
@@ -25,6 +26,8 @@ KNOWN_EVENT_TYPES: tuple[str, ...] = (
 )
 
 UTC_TIMESTAMP = pd.DatetimeTZDtype(unit="us", tz="UTC")
+# The same type in Arrow, for tables written in the contract's form.
+ARROW_TIMESTAMP = pyarrow.timestamp("us", tz="UTC")
 
 
 def non_empty(values: pd.Series) -> pd.Series:

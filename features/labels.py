@@ -15,6 +15,9 @@ import numpy as np
 
 from features.contract import ContractError
 
+# The label column: 1 churned, 0 ordered again within the horizon.
+LABEL = "churned"
+
 
 @dataclass(frozen=True)
 class ChurnLabelConfig:
@@ -45,7 +48,7 @@ WITH orders AS (SELECT customer_id, ordered_at FROM {transactions} WHERE amount 
 SELECT customer_id,
        CASE WHEN count(*) FILTER (WHERE ordered_at >= {t}
                                    AND ordered_at < {t} + INTERVAL {cfg.horizon_days} DAY) = 0
-            THEN 1 ELSE 0 END AS churned
+            THEN 1 ELSE 0 END AS {LABEL}
 FROM orders
 WHERE ordered_at >= {t} - INTERVAL {cfg.base_days} DAY
   AND ordered_at < {t} + INTERVAL {cfg.horizon_days} DAY

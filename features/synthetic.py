@@ -27,11 +27,10 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from features.contract import KNOWN_EVENT_TYPES
+from features.contract import ARROW_TIMESTAMP, KNOWN_EVENT_TYPES
 
 CHUNK_CUSTOMERS = 50_000
 EVENT_CODES = {name: code for code, name in enumerate(KNOWN_EVENT_TYPES)}
-TIMESTAMP = pa.timestamp("us", tz="UTC")
 US_PER_DAY = 86_400_000_000
 # Buying more often than every 17 days (about the top 15%): the offer only discounts them.
 FREQUENT_BUYER_RATE = 1 / 17
@@ -301,7 +300,7 @@ class _Stamp:
     def __call__(self, days: np.ndarray, missing: np.ndarray | None = None) -> pa.Array:
         days = np.asarray(days) if missing is None else np.where(missing, 0.0, days)
         us = self.origin_us + np.round(days * US_PER_DAY).astype(np.int64)
-        return pa.array(us, type=pa.int64(), mask=missing).cast(TIMESTAMP)
+        return pa.array(us, type=pa.int64(), mask=missing).cast(ARROW_TIMESTAMP)
 
 
 def customer_ids(first: int, n: int) -> pa.Array:

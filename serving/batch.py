@@ -32,10 +32,10 @@ from features.contract import ContractError
 from features.point_in_time import connect, feature_query
 from features.tables import load_tables
 from features.validation import OnBadRows, Progress
+from models.drift import Profile
 from serving.champion import LoadedModel
 from serving.policy import SegmentPolicy, tier_cut_points
 from serving.scoring import score_features, segment_summary, segment_totals
-from training.drift import Profile
 
 CHUNK_ROWS = 200_000
 TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
@@ -100,7 +100,7 @@ class ScoreJobResult:
     quantiles: list[float] | None = None
     data_span: tuple[date, date] | None = None
     scored: int = 0
-    # The scoring run log's MLflow run, once recorded (``serving.runlog``).
+    # The scoring run log's MLflow run, once recorded (``operations.runlog``).
     run_id: str | None = None
 
 

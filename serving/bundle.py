@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from models.churn_model import ChurnModel
+from models.uplift_model import UpliftModel
 from serving.champion import LoadedModel, LoadedUplift, use_compiled_forest
-from training.churn_model import ChurnModel
-from training.uplift_model import UpliftModel
 
 # Where a bento's copy of this package finds its bundle: beside the packages.
 BUNDLE = Path(__file__).resolve().parents[1] / "bundle"

@@ -14,12 +14,11 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from serving.forest import CompiledForest, UnsupportedModel
-from training.churn_model import ARTIFACT_KEY, ChurnModel
-from training.promote import CHAMPION
-from training.tracking import TEST_ARTIFACT
-from training.uplift_model import ARTIFACT_KEY as UPLIFT_ARTIFACT_KEY
-from training.uplift_model import UpliftModel
+from models.churn_model import ARTIFACT_KEY, ChurnModel
+from models.forest import CompiledForest, UnsupportedModel
+from models.registry import CHAMPION, TEST_ARTIFACT
+from models.uplift_model import ARTIFACT_KEY as UPLIFT_ARTIFACT_KEY
+from models.uplift_model import UpliftModel
 
 LOG = logging.getLogger(__name__)
 WARMUP_ROWS = 8

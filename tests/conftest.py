@@ -25,7 +25,7 @@ import pytest
 
 from features.job import FeaturesJobConfig, run_features
 from features.synthetic import GenerateConfig, generate
-from training.tracking import default_tracking_uri
+from models.store import default_tracking_uri
 from training.train_churn import ChurnTrainConfig, ChurnTrainResult, train_churn
 from training.train_uplift import UpliftTrainConfig, train_uplift
 
@@ -180,7 +180,7 @@ def uplift_trained(synthetic_data):
 # left alone with one of them at the end while the others idle.
 LONGEST_FIRST = ("tests/notebooks/test_notebook_hillstrom.py",
                  "tests/notebooks/test_notebook_cdnow.py", "tests/training/test_uplift.py",
-                 "tests/churn/test_demo.py", "tests/training/test_monitor.py",
+                 "tests/churn/test_demo.py", "tests/operations/test_monitor.py",
                  "tests/serving/test_service.py", "tests/churn/test_cli.py",
                  "tests/training/test_backtest.py", "tests/churn/test_packaging.py")
 

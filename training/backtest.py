@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from features.labels import LABEL
 from features.point_in_time import connect
 from features.tables import load_tables
 from features.validation import Progress
 from training.cutoffs import CutoffError
-from training.dataset import LABEL
 from training.train_churn import ChurnTrainConfig, train_on_tables
 
 METRICS = ("roc_auc", "pr_auc", "log_loss", "ece", "top_decile_lift")

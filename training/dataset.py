@@ -14,12 +14,10 @@ import duckdb
 import pandas as pd
 
 from features.clv import clv_summary_query
-from features.labels import ChurnLabelConfig, check_matured, churn_label_query
+from features.labels import LABEL, ChurnLabelConfig, check_matured, churn_label_query
 from features.point_in_time import feature_query
 from features.registry import feature_names
 from features.tables import LoadedTables
-
-LABEL = "churned"
 
 
 def snapshot(con: duckdb.DuckDBPyConnection, tables: dict[str, str], cutoff: date,

@@ -28,12 +28,10 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from training.dataset import LABEL
+from features.labels import LABEL
+from models.registry import CHAMPION, TEST_ARTIFACT, VALIDATION_ARTIFACT
 from training.metrics import score_metrics
-from training.tracking import TEST_ARTIFACT, VALIDATION_ARTIFACT
 from training.uplift_metrics import qini_coefficient
-
-CHAMPION = "champion"
 
 
 class PromotionError(ValueError):

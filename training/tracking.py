@@ -9,18 +9,12 @@ rows) and the model with its signature and input example, registered under ``chu
 
 from __future__ import annotations
 
-import sqlite3
+import importlib.metadata
 import tempfile
-import time
-import urllib.error
-import urllib.request
 import warnings
-from collections.abc import Iterator
-from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import mlflow
 import mlflow.data
@@ -28,64 +22,32 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.models import infer_signature
 
+import features
+import models
+from features.labels import LABEL
 from features.registry import FEATURE_SET_VERSION, feature_names
+from models.churn_model import ARTIFACT_KEY
+from models.registry import CHURN_MODEL_NAME, TEST_ARTIFACT, VALIDATION_ARTIFACT
+from models.store import run_name, start_run, use_experiment
 from training import plots
 from training.backtest import METRICS, BacktestResult
-from training.churn_model import ARTIFACT_KEY
-from training.dataset import LABEL, frame_digest
+from training.dataset import frame_digest
 from training.metrics import decile_table
 from training.train_churn import MODEL, SCORER_LABELS, ChurnTrainConfig, ChurnTrainResult
 
-CHURN_MODEL_NAME = "churn"
-PYFUNC_CODE = Path(__file__).with_name("pyfunc.py")
-# The packages a logged model's code imports travel inside it (``code_paths``), and what they
-# import from PyPI is its requirements: `mlflow models serve` works without this project.
-CODE_PATHS = [str(Path(__file__).resolve().parents[1] / name) for name in ("features", "training")]
-PYFUNC_REQUIREMENTS = ["lightgbm", "scikit-learn", "pandas", "numpy", "scipy", "duckdb",
-                       "pandera"]
-VALIDATION_ARTIFACT = "validation/validation.parquet"
-TEST_ARTIFACT = "test/test.parquet"
+
+def pinned(packages: tuple[str, ...]) -> list[str]:
+    """``name==version`` of each installed package."""
+    return [f"{name}=={importlib.metadata.version(name)}" for name in packages]
 
 
-class StoreError(RuntimeError):
-    """The MLflow store cannot be used: missing, unreadable or unreachable."""
-
-
-def check_store(uri: str, read_only: bool = False, timeout: float = 5.0) -> None:
-    """Fail fast, naming the store and the cause: a SQLite or folder store must be readable
-    (and, for ``read_only`` use, exist: reading never creates a store); a tracking server
-    must answer its ``/health`` within ``timeout`` seconds."""
-    parts = urlsplit(uri)
-    if parts.scheme in ("http", "https"):
-        try:
-            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout):
-                return
-        except (urllib.error.URLError, OSError) as err:
-            reason = getattr(err, "reason", err)
-            raise StoreError(f"cannot reach the MLflow tracking server at {uri}: {reason} "
-                             f"(MLFLOW_TRACKING_URI)") from None
-    if parts.scheme == "sqlite":
-        path = Path(uri.removeprefix("sqlite:///"))
-        if not path.exists():
-            if read_only:
-                raise StoreError(f"no MLflow store at {path}: run from the folder you trained "
-                                 f"in, or set MLFLOW_TRACKING_URI to its store")
-            return
-        try:
-            with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as con:
-                con.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        except sqlite3.Error as err:
-            raise StoreError(f"the MLflow store {path} cannot be read: {err}") from None
-    elif parts.scheme in ("", "file") and read_only:
-        path = Path(parts.path if parts.scheme else uri)
-        if not path.is_dir():
-            raise StoreError(f"no MLflow store at {path}: set MLFLOW_TRACKING_URI to an "
-                             f"existing store")
-
-
-def default_tracking_uri(folder: Path) -> str:
-    """The embedded default: a SQLite store in ``folder`` (artifacts next to it)."""
-    return f"sqlite:///{(folder / 'mlflow.db').resolve()}"
+PYFUNC_CODE = Path(models.__file__).with_name("pyfunc.py")
+# A logged model carries the two packages loading it imports (``code_paths``: the models and
+# the feature registry they read), and what those import from PyPI, pinned to the versions it
+# was trained with, is its requirements: `mlflow models serve` works without this project.
+CODE_PATHS = [str(Path(package.__file__).parent) for package in (features, models)]
+PYFUNC_REQUIREMENTS = pinned(("lightgbm", "scikit-learn", "scipy", "numpy", "pandas", "pyarrow",
+                              "duckdb", "pandera"))
 
 
 @dataclass(frozen=True)
@@ -223,43 +185,6 @@ def _log_model(cfg: ChurnTrainConfig, result: ChurnTrainResult, work: Path,
                       PYFUNC_REQUIREMENTS, lineage)
 
 
-EXPERIMENT_KIND = "custom_model_development"
-
-
-def use_experiment(name: str, description: str) -> mlflow.entities.Experiment:
-    """``mlflow.set_experiment``, tagged as model development (MLflow 3's UI otherwise opens
-    it as a GenAI experiment) and described."""
-    experiment = mlflow.set_experiment(name)
-    tags = experiment.tags or {}
-    if tags.get("mlflow.experimentKind") != EXPERIMENT_KIND:
-        mlflow.set_experiment_tag("mlflow.experimentKind", EXPERIMENT_KIND)
-    if "mlflow.note.content" not in tags:
-        mlflow.set_experiment_tag("mlflow.note.content", description)
-    return experiment
-
-
-def now_ms() -> int:
-    """Now, as MLflow stamps runs: pass it to the ``log_*_run`` functions when work starts."""
-    return int(time.time() * 1000)
-
-
-@contextmanager
-def start_run(experiment_id: str, name: str, started_ms: int | None = None,
-              description: str = "") -> Iterator[mlflow.ActiveRun]:
-    """``mlflow.start_run`` for a run that began at ``started_ms`` (when its work started,
-    so the run's duration in the UI is the work's, not the logging's), with the
-    ``description`` the UI shows on the run's page."""
-    tags = {"mlflow.note.content": description} if description else None
-    if started_ms is None:
-        with mlflow.start_run(run_name=name, tags=tags) as run:
-            yield run
-        return
-    created = MlflowClient().create_run(experiment_id, start_time=started_ms, run_name=name,
-                                        tags=tags)
-    with mlflow.start_run(run_id=created.info.run_id) as run:
-        yield run
-
-
 def _churn_description(cfg: ChurnTrainConfig, result: ChurnTrainResult) -> str:
     plan, m = result.plan, result.metrics
     return (f"Churn model on {cfg.data_source()}: {len(plan.train)} training cutoffs "
@@ -268,11 +193,6 @@ def _churn_description(cfg: ChurnTrainConfig, result: ChurnTrainResult) -> str:
             f"{result.test[LABEL].mean():.1%} churned). {result.trees} trees, "
             f"{result.model.calibrator.method} calibration. Test ROC AUC "
             f"{m[MODEL].roc_auc:.3f} against the recency rule's {m['recency_rule'].roc_auc:.3f}.")
-
-
-def run_name(kind: str, data: Path | str, detail: str) -> str:
-    """A run's name: what, on which data, at which cutoff: ``churn-cdnow-test-1998-04-01``."""
-    return f"{kind}-{Path(data).resolve().stem}-{detail}"
 
 
 def log_churn_run(cfg: ChurnTrainConfig, result: ChurnTrainResult, experiment: str = "churn",

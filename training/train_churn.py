@@ -22,16 +22,16 @@ import numpy as np
 import pandas as pd
 
 from features.contract import ContractError
-from features.labels import ChurnLabelConfig
+from features.labels import LABEL, ChurnLabelConfig
 from features.point_in_time import connect
 from features.registry import feature_names
 from features.tables import LoadedTables, load_tables
 from features.validation import OnBadRows, Progress
+from models.churn_model import Calibrator, ChurnModel, choose_calibration, spend_percentiles
+from models.drift import SCORE, Profile
 from training.bgnbd import BGNBD
-from training.churn_model import Calibrator, ChurnModel, choose_calibration, spend_percentiles
 from training.cutoffs import DEFAULT_TRAIN_CUTOFFS, CutoffPlan, plan_cutoffs
-from training.dataset import LABEL, clv_summary, training_frame
-from training.drift import SCORE, Profile
+from training.dataset import clv_summary, training_frame
 from training.metrics import ScoreMetrics, score_metrics
 
 MODEL = "model"

@@ -22,6 +22,8 @@ from sklearn.model_selection import StratifiedKFold
 
 from features.tables import DEFAULT_REJECTS, load_tables
 from features.validation import OnBadRows
+from models.uplift_model import PARTS, Effect, UpliftModel
+from models.uplift_terms import predict_terms
 from training.uplift_data import (
     CONTROL,
     Experiment,
@@ -31,15 +33,8 @@ from training.uplift_data import (
     experiment_from_table,
     read_table,
 )
-from training.uplift_learners import (
-    LEARNERS,
-    BaseParams,
-    UpliftLearner,
-    make_learner,
-    predict_terms,
-)
+from training.uplift_learners import LEARNERS, BaseParams, UpliftLearner, make_learner
 from training.uplift_metrics import UpliftMetrics, average_effect
-from training.uplift_model import PARTS, Effect, UpliftModel
 
 AUTO = "auto"
 # The default: every learner fitted on all rows and averaged on one scale, distilled into

@@ -20,21 +20,16 @@ import mlflow
 import mlflow.data
 import pandas as pd
 
-from training.tracking import (
-    PYFUNC_REQUIREMENTS,
-    LoggedRun,
-    log_pyfunc,
-    run_name,
-    start_run,
-    use_experiment,
-)
+import models
+from models.registry import UPLIFT_MODEL_NAME
+from models.store import run_name, start_run, use_experiment
+from models.uplift_model import ARTIFACT_KEY
+from training.tracking import PYFUNC_REQUIREMENTS, LoggedRun, log_pyfunc
 from training.train_uplift import UpliftResult, UpliftTrainConfig
 from training.uplift_metrics import uplift_by_decile
-from training.uplift_model import ARTIFACT_KEY
 from training.uplift_plots import qini_figure, uplift_decile_figure
 
-UPLIFT_MODEL_NAME = "uplift"
-PYFUNC_CODE = Path(__file__).with_name("uplift_pyfunc.py")
+PYFUNC_CODE = Path(models.__file__).with_name("uplift_pyfunc.py")
 
 
 def slug(arm: str) -> str:

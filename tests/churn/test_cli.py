@@ -10,8 +10,8 @@ from pathlib import Path
 import pandas as pd
 from mlflow import MlflowClient
 
+from models.store import default_tracking_uri
 from tests.conftest import process_env
-from training.tracking import default_tracking_uri
 
 CHURN = [sys.executable, "-m", "churn"]
 

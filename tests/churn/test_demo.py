@@ -21,8 +21,8 @@ from mlflow import MlflowClient
 from features.point_in_time import connect
 from features.registry import feature_names
 from features.tables import load_tables
+from models.store import default_tracking_uri
 from tests.conftest import build, process_env
-from training.tracking import default_tracking_uri
 
 AS_OF = date(2026, 1, 1)  # the demo scores as of the day its data ends
 

@@ -22,11 +22,11 @@ from churn.model_steps import score
 from features.contract import ContractError
 from features.labels import ChurnLabelConfig
 from features.synthetic import GenerateConfig, generate
+from operations.campaign import PlanConfig, plan_campaign, write_plan
+from operations.runlog import read_scores
 from serving.batch import PostgresDestination, ScoreJobConfig, parse_postgres_url, run_score
-from serving.campaign import PlanConfig, plan_campaign, write_plan
 from serving.champion import DataCheck, NoChampionError, load_champion
 from serving.policy import SegmentPolicy
-from serving.runlog import read_scores
 from serving.scoring import OUTPUT_COLUMNS
 from tests.conftest import build, crown, process_env
 from training.promote import promote

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from features.labels import in_base
+from models.churn_model import percentile_rank
 from serving.policy import (
     DEFAULT_POLICY,
     PolicyError,
@@ -20,7 +21,6 @@ from serving.policy import (
     spend_tiers,
     tier_cut_points,
 )
-from training.churn_model import percentile_rank
 
 
 def customers(**columns) -> pd.DataFrame:

@@ -32,12 +32,13 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from features.registry import feature_names
+from models.store import default_tracking_uri
 from serving.batch import ScoreJobConfig, run_score
 from serving.champion import load_champion
 from serving.scoring import OUTPUT_COLUMNS
 from tests.conftest import build, crown, free_port, process_env, wait_until_up
 from training.promote import promote
-from training.tracking import default_tracking_uri, log_churn_run
+from training.tracking import log_churn_run
 from training.uplift_tracking import log_uplift_run
 
 BIN = Path(sys.executable).parent

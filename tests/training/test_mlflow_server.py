@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
+from models.registry import CHAMPION
 from tests.conftest import free_port, process_env, wait_until_up
-from training.promote import CHAMPION
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

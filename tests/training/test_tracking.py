@@ -13,9 +13,10 @@ from mlflow import MlflowClient
 from sklearn.metrics import roc_auc_score
 
 from features.registry import feature_names
+from models.registry import CHAMPION, TEST_ARTIFACT
 from tests.conftest import TEST_CUTOFF
-from training.promote import CHAMPION, PromotionError, promote
-from training.tracking import TEST_ARTIFACT, log_churn_run
+from training.promote import PromotionError, promote
+from training.tracking import log_churn_run
 from training.train_churn import train_churn
 
 PLOTS = {"roc.png", "reliability.png", "gains_lift.png", "feature_importance.png",

@@ -12,8 +12,8 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from features.labels import LabelWindowError
+from models.churn_model import ChurnModel
 from tests.conftest import TEST_CUTOFF, TRAIN_CUTOFFS, VALIDATION_CUTOFF, write_table
-from training.churn_model import ChurnModel
 from training.cutoffs import CutoffError, plan_cutoffs
 from training.train_churn import MODEL, EligibilityError, train_churn
 

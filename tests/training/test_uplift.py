@@ -13,6 +13,8 @@ import pytest
 from scipy.stats import spearmanr
 
 from features.synthetic import GenerateConfig, generate
+from models.uplift_model import Effect, UpliftModel
+from models.uplift_terms import predict_terms
 from tests.conftest import process_env, shared_file
 from training.promote import PromotionError, promote
 from training.train_uplift import (
@@ -32,11 +34,9 @@ from training.uplift_learners import (
     DistilledEnsembleLearner,
     EnsembleLearner,
     make_learner,
-    predict_terms,
     r_loss_weights,
 )
 from training.uplift_metrics import uplift_at
-from training.uplift_model import Effect, UpliftModel
 from training.uplift_tracking import log_uplift_run
 
 BIN = Path(sys.executable).parent

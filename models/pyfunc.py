@@ -12,7 +12,7 @@ import mlflow.models
 import mlflow.pyfunc
 import pandas as pd
 
-from training.churn_model import ARTIFACT_KEY, ChurnModel
+from models.churn_model import ARTIFACT_KEY, ChurnModel
 
 
 class ChurnPyfunc(mlflow.pyfunc.PythonModel):

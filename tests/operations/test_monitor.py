@@ -21,8 +21,8 @@ import pytest
 from mlflow import MlflowClient
 
 from features.synthetic import GenerateConfig, generate
+from models.store import default_tracking_uri
 from tests.conftest import process_env
-from training.tracking import default_tracking_uri
 
 SHIFT = date(2025, 1, 1)
 BEFORE, AFTER = "2024-10-01", "2025-07-01"

@@ -17,14 +17,7 @@ import numpy as np
 import pandas as pd
 
 from features.registry import feature_names
-from training.uplift_learners import (
-    Constant,
-    LinearEffect,
-    Product,
-    Regressor,
-    Term,
-    predict_terms,
-)
+from models.uplift_terms import Constant, LinearEffect, Product, Regressor, Term, predict_terms
 
 PARTS = ("conversion", "order_value")
 

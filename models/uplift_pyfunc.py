@@ -12,7 +12,7 @@ import mlflow.models
 import mlflow.pyfunc
 import pandas as pd
 
-from training.uplift_model import ARTIFACT_KEY, UpliftModel
+from models.uplift_model import ARTIFACT_KEY, UpliftModel
 
 
 class UpliftPyfunc(mlflow.pyfunc.PythonModel):

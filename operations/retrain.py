@@ -23,8 +23,10 @@ from features.labels import ChurnLabelConfig
 from features.point_in_time import connect
 from features.tables import load_tables
 from features.validation import OnBadRows
-from training.promote import CHAMPION, Promotion, PromotionError, promote
-from training.tracking import LoggedRun, log_churn_run, now_ms
+from models.registry import CHAMPION
+from models.store import now_ms
+from training.promote import Promotion, PromotionError, promote
+from training.tracking import LoggedRun, log_churn_run
 from training.train_churn import ChurnTrainConfig, ChurnTrainResult, resolve_plan, train_churn
 
 

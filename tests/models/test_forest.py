@@ -6,7 +6,7 @@ import lightgbm as lgb
 import numpy as np
 import pytest
 
-from serving.forest import CompiledForest, UnsupportedModel
+from models.forest import CompiledForest, UnsupportedModel
 
 
 def _data(rows: int = 3000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -1,6 +1,6 @@
 """Monitoring: earlier scoring runs checked against what customers then did, and drift.
 
-For every scoring run (``serving.runlog``) whose label window [as_of, as_of + horizon) has
+For every scoring run (``operations.runlog``) whose label window [as_of, as_of + horizon) has
 ended by the monitoring date, the scores are read back from where they were written and
 compared with the orders that followed: realised ROC AUC, calibration (ECE), lift in the top
 tenth, and the churn rate per segment. The newest scoring run's profile is compared with the
@@ -33,12 +33,12 @@ from mlflow.entities import Run
 from features.point_in_time import connect
 from features.tables import load_tables
 from features.validation import OnBadRows
-from serving.runlog import PROFILE_ARTIFACT, SCORING_EXPERIMENT, read_scores
+from models.churn_model import ARTIFACT_KEY, ChurnModel
+from models.drift import PSI_LARGE, PSI_MODERATE, SCORE, Profile, psi_band
+from models.store import use_experiment
+from operations.runlog import PROFILE_ARTIFACT, SCORING_EXPERIMENT, read_scores
 from training import plots
-from training.churn_model import ARTIFACT_KEY, ChurnModel
-from training.drift import PSI_LARGE, PSI_MODERATE, SCORE, Profile, psi_band
 from training.metrics import score_metrics
-from training.tracking import use_experiment
 
 MONITORING_EXPERIMENT = "monitoring"
 VERDICTS = {"healthy": 0, "degrading": 10, "retrain": 20}

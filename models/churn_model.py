@@ -24,7 +24,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from features.labels import ChurnLabelConfig, in_base
 from features.registry import FEATURE_SET_VERSION, feature_names
-from training.drift import Profile
+from models.drift import Profile
 
 CALIBRATION_METHODS = ("platt", "isotonic")
 ARTIFACT_KEY = "churn_model"

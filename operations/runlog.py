@@ -22,6 +22,7 @@ import pandas as pd
 import psycopg
 from mlflow import MlflowClient
 
+from models.store import run_name, use_experiment
 from serving.batch import (
     Destination,
     PostgresDestination,
@@ -31,7 +32,6 @@ from serving.batch import (
     safe_url,
 )
 from serving.champion import LoadedModel
-from training.tracking import run_name, use_experiment
 
 SCORING_EXPERIMENT = "scoring"
 PROFILE_ARTIFACT = "profile.json"

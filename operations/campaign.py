@@ -35,14 +35,13 @@ import pyarrow.parquet as pq
 from mlflow import MlflowClient
 from scipy import stats
 
-from features.contract import ContractError
+from features.contract import ARROW_TIMESTAMP, ContractError
 from features.point_in_time import connect, feature_query
 from features.registry import feature_names
-from features.synthetic import TIMESTAMP
 from features.tables import load_tables
 from features.validation import OnBadRows
+from models.store import use_experiment
 from serving.batch import parse_postgres_url
-from training.tracking import use_experiment
 from training.uplift_data import choose_campaign, outcome_query
 
 STRATIFY = ("auto", "risk", "uplift", "none")
@@ -271,7 +270,7 @@ def write_plan(plan: Plan) -> dict[str, Path]:
     exposures = pa.table({
         "customer_id": pa.array(rows["customer_id"].astype(str).tolist(), pa.string()),
         "campaign_id": pa.array([cfg.campaign] * len(rows), pa.string()),
-        "exposed_at": pa.array([exposed] * len(rows), TIMESTAMP),
+        "exposed_at": pa.array([exposed] * len(rows), ARROW_TIMESTAMP),
         "treatment": pa.array(rows["treatment"].to_numpy(dtype=np.int8))})
     contacts = rows.loc[rows["treatment"] == 1, ["customer_id", "segment", "churn_probability",
                                                  "uplift_spend", "stratum"]]

@@ -1,0 +1,101 @@
+"""The MLflow store: where it is, whether it can be used, and how runs are named and started.
+
+Shared by every job that records a run (training, scoring, monitoring, campaigns).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import mlflow
+from mlflow import MlflowClient
+
+
+class StoreError(RuntimeError):
+    """The MLflow store cannot be used: missing, unreadable or unreachable."""
+
+
+def check_store(uri: str, read_only: bool = False, timeout: float = 5.0) -> None:
+    """Fail fast, naming the store and the cause: a SQLite or folder store must be readable
+    (and, for ``read_only`` use, exist: reading never creates a store); a tracking server
+    must answer its ``/health`` within ``timeout`` seconds."""
+    parts = urlsplit(uri)
+    if parts.scheme in ("http", "https"):
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout):
+                return
+        except (urllib.error.URLError, OSError) as err:
+            reason = getattr(err, "reason", err)
+            raise StoreError(f"cannot reach the MLflow tracking server at {uri}: {reason} "
+                             f"(MLFLOW_TRACKING_URI)") from None
+    if parts.scheme == "sqlite":
+        path = Path(uri.removeprefix("sqlite:///"))
+        if not path.exists():
+            if read_only:
+                raise StoreError(f"no MLflow store at {path}: run from the folder you trained "
+                                 f"in, or set MLFLOW_TRACKING_URI to its store")
+            return
+        try:
+            with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as con:
+                con.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.Error as err:
+            raise StoreError(f"the MLflow store {path} cannot be read: {err}") from None
+    elif parts.scheme in ("", "file") and read_only:
+        path = Path(parts.path if parts.scheme else uri)
+        if not path.is_dir():
+            raise StoreError(f"no MLflow store at {path}: set MLFLOW_TRACKING_URI to an "
+                             f"existing store")
+
+
+def default_tracking_uri(folder: Path) -> str:
+    """The embedded default: a SQLite store in ``folder`` (artifacts next to it)."""
+    return f"sqlite:///{(folder / 'mlflow.db').resolve()}"
+
+
+EXPERIMENT_KIND = "custom_model_development"
+
+
+def use_experiment(name: str, description: str) -> mlflow.entities.Experiment:
+    """``mlflow.set_experiment``, tagged as model development (MLflow 3's UI otherwise opens
+    it as a GenAI experiment) and described."""
+    experiment = mlflow.set_experiment(name)
+    tags = experiment.tags or {}
+    if tags.get("mlflow.experimentKind") != EXPERIMENT_KIND:
+        mlflow.set_experiment_tag("mlflow.experimentKind", EXPERIMENT_KIND)
+    if "mlflow.note.content" not in tags:
+        mlflow.set_experiment_tag("mlflow.note.content", description)
+    return experiment
+
+
+def now_ms() -> int:
+    """Now, as MLflow stamps runs: pass it to the ``log_*_run`` functions when work starts."""
+    return int(time.time() * 1000)
+
+
+@contextmanager
+def start_run(experiment_id: str, name: str, started_ms: int | None = None,
+              description: str = "") -> Iterator[mlflow.ActiveRun]:
+    """``mlflow.start_run`` for a run that began at ``started_ms`` (when its work started,
+    so the run's duration in the UI is the work's, not the logging's), with the
+    ``description`` the UI shows on the run's page."""
+    tags = {"mlflow.note.content": description} if description else None
+    if started_ms is None:
+        with mlflow.start_run(run_name=name, tags=tags) as run:
+            yield run
+        return
+    created = MlflowClient().create_run(experiment_id, start_time=started_ms, run_name=name,
+                                        tags=tags)
+    with mlflow.start_run(run_id=created.info.run_id) as run:
+        yield run
+
+
+def run_name(kind: str, data: Path | str, detail: str) -> str:
+    """A run's name: what, on which data, at which cutoff: ``churn-cdnow-test-1998-04-01``."""
+    return f"{kind}-{Path(data).resolve().stem}-{detail}"
