@@ -25,8 +25,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from features.labels import LABEL  # noqa: E402
+from training.config import ChurnTrainConfig  # noqa: E402
 from training.metrics import score_metrics  # noqa: E402
-from training.train_churn import ChurnTrainConfig, ChurnTrainResult, train_churn  # noqa: E402
+from training.train_churn import ChurnTrainResult, train_churn  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cdnow"
 RFM = ["recency_days", "orders_total", "spend_total"]

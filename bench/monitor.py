@@ -41,9 +41,10 @@ from models.store import default_tracking_uri  # noqa: E402
 from operations import runlog  # noqa: E402
 from serving.batch import ScoreJobConfig  # noqa: E402
 from serving.champion import load_champion  # noqa: E402
+from training.config import ChurnTrainConfig  # noqa: E402
 from training.promote import promote  # noqa: E402
 from training.tracking import log_churn_run  # noqa: E402
-from training.train_churn import ChurnTrainConfig, train_churn  # noqa: E402
+from training.train_churn import train_churn  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 FIRST_WEEK = date(2024, 7, 1)

@@ -26,14 +26,14 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 import lightgbm as lgb  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from training.config import BaseParams, UpliftTrainConfig  # noqa: E402
 from training.train_uplift import (  # noqa: E402
-    UpliftTrainConfig,
     evaluate_uplift,
     evaluation_metrics,
     load_experiment,
     summarize_evaluation,
 )
-from training.uplift_learners import BaseParams, TLearner, TransformedOutcome  # noqa: E402
+from training.uplift_learners import TLearner, TransformedOutcome  # noqa: E402
 
 DEFAULT_DATA = (Path(__file__).resolve().parents[2] / "shared" / "data" / "hillstrom"
                 / "hillstrom.csv")

@@ -28,14 +28,9 @@ import lightgbm as lgb  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from training.train_uplift import (  # noqa: E402
-    UpliftTrainConfig,
-    _folds,
-    fold_rank,
-    load_experiment,
-)
+from training.config import BaseParams, UpliftTrainConfig  # noqa: E402
+from training.train_uplift import _folds, fold_rank, load_experiment  # noqa: E402
 from training.uplift_learners import (  # noqa: E402
-    BaseParams,
     EnsembleLearner,
     fit_linear,
     fit_regressor,

@@ -31,9 +31,10 @@ import pandas as pd  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 
 from features.synthetic import GenerateConfig, generate  # noqa: E402
-from training.train_uplift import UpliftTrainConfig, load_experiment, train_uplift  # noqa: E402
+from training.config import BaseParams, UpliftTrainConfig  # noqa: E402
+from training.train_uplift import load_experiment, train_uplift  # noqa: E402
 from training.uplift_data import Experiment  # noqa: E402
-from training.uplift_learners import LEARNERS, BaseParams  # noqa: E402
+from training.uplift_learners import LEARNERS  # noqa: E402
 from training.uplift_metrics import UpliftMetrics, uplift_at  # noqa: E402
 
 SMOOTH = BaseParams(learning_rate=0.03, num_leaves=7, min_data_in_leaf=200, rounds=150,

@@ -35,25 +35,27 @@ from features.labels import LABEL, ChurnLabelConfig, check_matured
 from features.point_in_time import connect
 from features.tables import DEFAULT_REJECTS, load_tables
 from features.validation import OnBadRows
+from models.registry import CHURN_MODEL_NAME, UPLIFT_MODEL_NAME
 from models.store import check_store, now_ms
 from serving.batch import ScoreJobConfig, score_frame
 from serving.champion import LoadedModel
 from serving.champion import load_champion as _load_champion
 from serving.policy import DEFAULT_POLICY, SegmentPolicy
 from training.backtest import BacktestResult, run_backtest
-from training.cutoffs import DEFAULT_TRAIN_CUTOFFS
+from training.config import (
+    CHURN,
+    DEFAULT_TRAIN_CUTOFFS,
+    LABELS,
+    UPLIFT,
+    ChurnTrainConfig,
+    UpliftTrainConfig,
+)
 from training.dataset import snapshot as _snapshot
 from training.promote import Promotion
 from training.promote import promote as _promote
 from training.tracking import LoggedRun, log_backtest_run, log_churn_run, metrics_table
-from training.train_churn import ChurnTrainConfig, ChurnTrainResult, train_on_tables
-from training.train_uplift import (
-    DEFAULT_LEARNER,
-    UpliftResult,
-    UpliftTrainConfig,
-    evaluation_metrics,
-    summarize_evaluation,
-)
+from training.train_churn import ChurnTrainResult, train_on_tables
+from training.train_uplift import UpliftResult, evaluation_metrics, summarize_evaluation
 from training.train_uplift import evaluate_uplift as _evaluate_uplift
 from training.train_uplift import train_uplift as _train_uplift
 from training.uplift_tracking import log_uplift_run
@@ -189,7 +191,7 @@ def _quiet_downloads() -> Iterator[None]:
 
 def features_at(transactions: str | Path | pd.DataFrame | Tables,
                 events: pd.DataFrame | None = None, customers: pd.DataFrame | None = None,
-                *, as_of: Day, on_bad_rows: str = "stop",
+                *, as_of: Day, on_bad_rows: str = CHURN.on_bad_rows.value,
                 rejects: str | Path = DEFAULT_REJECTS) -> pd.DataFrame:
     """Point-in-time features of every customer as of ``as_of``, from rows before it only.
 
@@ -232,7 +234,8 @@ def _labels(horizon_days: int, base_days: int) -> ChurnLabelConfig:
 
 
 def snapshot(data: str | Path | pd.DataFrame | Tables, cutoff: Day, *,
-             horizon_days: int = 90, base_days: int = 365) -> pd.DataFrame:
+             horizon_days: int = LABELS.horizon_days,
+             base_days: int = LABELS.base_days) -> pd.DataFrame:
     """The churn base at ``cutoff`` with its features and its label, one row per customer.
 
     The base is every customer with an order in the ``base_days`` before ``cutoff`` (and
@@ -248,7 +251,8 @@ def snapshot(data: str | Path | pd.DataFrame | Tables, cutoff: Day, *,
 
 
 def churn_labels(data: str | Path | pd.DataFrame | Tables, cutoff: Day, *,
-                 horizon_days: int = 90, base_days: int = 365) -> pd.DataFrame:
+                 horizon_days: int = LABELS.horizon_days,
+                 base_days: int = LABELS.base_days) -> pd.DataFrame:
     """``customer_id`` and ``churned`` (0/1) for the churn base at ``cutoff``: the labels of
     ``snapshot`` without the features (customers without profiling consent are left out).
 
@@ -280,10 +284,13 @@ def _churn_config(folder: Path, source: str | None, cutoffs: int | Sequence[Day]
 def train_churn(data: str | Path | pd.DataFrame | Tables, *,
                 cutoffs: int | Sequence[Day] | None = None,
                 validation_cutoff: Day | None = None, test_cutoff: Day | None = None,
-                horizon_days: int = 90, base_days: int = 365, learning_rate: float = 0.03,
-                num_leaves: int = 7, max_trees: int = 3000, seed: int = 7,
-                on_bad_rows: str = "stop", track: bool = True, experiment: str = "churn",
-                model_name: str = "churn", verbose: bool = False) -> ChurnTrainResult:
+                horizon_days: int = LABELS.horizon_days, base_days: int = LABELS.base_days,
+                learning_rate: float = CHURN.learning_rate,
+                num_leaves: int = CHURN.num_leaves, max_trees: int = CHURN.max_trees,
+                seed: int = CHURN.seed,
+                on_bad_rows: str = CHURN.on_bad_rows.value, track: bool = True,
+                experiment: str = "churn",
+                model_name: str = CHURN_MODEL_NAME, verbose: bool = False) -> ChurnTrainResult:
     """Train the churn model as ``churn train churn`` does, and (``track``) log and register it.
 
     Parameters
@@ -332,9 +339,12 @@ def train_churn(data: str | Path | pd.DataFrame | Tables, *,
 
 
 def backtest_churn(data: str | Path | pd.DataFrame | Tables, origins: Sequence[Day], *,
-                   cutoffs: int = 6, horizon_days: int = 90, base_days: int = 365,
-                   learning_rate: float = 0.03, num_leaves: int = 7, max_trees: int = 3000,
-                   seed: int = 7, on_bad_rows: str = "stop", track: bool = True,
+                   cutoffs: int = CHURN.train_cutoff_count,
+                   horizon_days: int = LABELS.horizon_days, base_days: int = LABELS.base_days,
+                   learning_rate: float = CHURN.learning_rate, num_leaves: int = CHURN.num_leaves,
+                   max_trees: int = CHURN.max_trees,
+                   seed: int = CHURN.seed, on_bad_rows: str = CHURN.on_bad_rows.value,
+                   track: bool = True,
                    experiment: str = "churn-backtest", verbose: bool = False
                    ) -> BacktestResult:
     """Rolling-origin backtest, as ``churn backtest churn``: the figure to quote.
@@ -406,11 +416,11 @@ def _uplift_config(data: str | Path | pd.DataFrame | Tables | None,
 def train_uplift(data: str | Path | pd.DataFrame | Tables | None = None, *,
                  table: str | Path | pd.DataFrame | None = None,
                  treatments: Sequence[str] = (), control: str | None = None,
-                 outcome: str = "spend", ignore: Sequence[str] = (),
-                 campaign: str | None = None, horizon_days: int = 30,
-                 learner: str = DEFAULT_LEARNER, seed: int = 0, name: str = "dataframe",
+                 outcome: str = UPLIFT.outcome, ignore: Sequence[str] = (),
+                 campaign: str | None = None, horizon_days: int = UPLIFT.horizon_days,
+                 learner: str = UPLIFT.learner, seed: int = UPLIFT.seed, name: str = "dataframe",
                  track: bool = True,
-                 experiment: str = "uplift", model_name: str = "uplift",
+                 experiment: str = "uplift", model_name: str = UPLIFT_MODEL_NAME,
                  verbose: bool = False) -> UpliftResult:
     """Fit the spend-uplift model, as ``churn train uplift``, and (``track``) register it.
 
@@ -453,10 +463,10 @@ class UpliftEvaluation:
 def evaluate_uplift(data: str | Path | pd.DataFrame | Tables | None = None, *,
                     table: str | Path | pd.DataFrame | None = None,
                     treatments: Sequence[str] = (), control: str | None = None,
-                    outcome: str = "spend", ignore: Sequence[str] = (),
-                    campaign: str | None = None, horizon_days: int = 30,
-                    learner: str = DEFAULT_LEARNER, folds: int = 5, repeats: int = 1,
-                    seed: int = 0, name: str = "dataframe",
+                    outcome: str = UPLIFT.outcome, ignore: Sequence[str] = (),
+                    campaign: str | None = None, horizon_days: int = UPLIFT.horizon_days,
+                    learner: str = UPLIFT.learner, folds: int = 5, repeats: int = 1,
+                    seed: int = UPLIFT.seed, name: str = "dataframe",
                     verbose: bool = False) -> UpliftEvaluation:
     """Honest out-of-fold evaluation of the uplift trainer, as ``churn evaluate uplift``.
 
@@ -473,7 +483,8 @@ def evaluate_uplift(data: str | Path | pd.DataFrame | Tables | None = None, *,
 # --- scoring ---------------------------------------------------------------------------------
 
 
-def load_champion(name: str = "churn", *, uplift_name: str | None = "uplift") -> LoadedModel:
+def load_champion(name: str = CHURN_MODEL_NAME, *,
+                  uplift_name: str | None = UPLIFT_MODEL_NAME) -> LoadedModel:
     """The registered ``champion`` of ``name``, with the ``uplift_name`` champion when one
     exists (``None``: without uplift), ready for ``score``."""
     _checked_store()
@@ -484,7 +495,7 @@ def load_champion(name: str = "churn", *, uplift_name: str | None = "uplift") ->
 
 def score(data: str | Path | pd.DataFrame | Tables, *, as_of: Day,
           model: LoadedModel | None = None, policy: SegmentPolicy | str | Path | None = None,
-          explain: bool = True, on_bad_rows: str = "stop") -> pd.DataFrame:
+          explain: bool = True, on_bad_rows: str = CHURN.on_bad_rows.value) -> pd.DataFrame:
     """Score every consenting customer as of ``as_of`` into lifecycle segments.
 
     Returns what ``churn score`` writes, one row per customer: ``churn_probability``,

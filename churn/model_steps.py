@@ -32,15 +32,10 @@ from serving.batch import Destination, ScoreJobConfig, ScoreJobResult, run_score
 from serving.champion import DataCheck, NoChampionError, load_champion
 from serving.policy import DEFAULT_POLICY, PolicyError, SegmentPolicy
 from training.backtest import METRICS, BacktestResult, run_backtest
+from training.config import ChurnTrainConfig, ExperimentError
 from training.promote import PromotionError, promote
 from training.tracking import LoggedRun, log_backtest_run, log_churn_run, metrics_table
-from training.train_churn import (
-    SCORER_LABELS,
-    ChurnTrainConfig,
-    ChurnTrainResult,
-    train_churn,
-)
-from training.uplift_data import ExperimentError
+from training.train_churn import SCORER_LABELS, ChurnTrainResult, train_churn
 
 __all__ = [
     "CHURN_MODEL_NAME",

@@ -15,10 +15,10 @@ from rich.progress import Progress
 from rich.table import Table
 
 from models.registry import UPLIFT_MODEL_NAME
+from training.config import UpliftTrainConfig
 from training.train_uplift import (
     ArmResult,
     UpliftResult,
-    UpliftTrainConfig,
     evaluate_uplift,
     evaluation_metrics,
     summarize_evaluation,

@@ -13,6 +13,8 @@ import pandas as pd
 import pandera.pandas as pa
 import pyarrow
 
+from features.errors import ChurnError
+
 KNOWN_EVENT_TYPES: tuple[str, ...] = (
     "email_sent",
     "email_open",
@@ -159,7 +161,7 @@ EXPOSURES = TableSpec(
     unique_key=("customer_id", "campaign_id"),
 )
 
-class ContractError(ValueError):
+class ContractError(ChurnError, ValueError):
     """Input data breaks the contract; the message names table, column, rule and rows."""
 
 

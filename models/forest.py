@@ -26,6 +26,8 @@ import lightgbm as lgb
 import numba
 import numpy as np
 
+from features.errors import ChurnError
+
 # LightGBM reads |x| <= 1e-35f (kZeroThreshold, a float) as exactly zero.
 ZERO_THRESHOLD = float(np.float32(1e-35))
 FEATURE_BITS = 16
@@ -37,7 +39,7 @@ ROWS_PER_THREAD = 256
 CPUS = os.cpu_count() or 1
 
 
-class UnsupportedModel(ValueError):
+class UnsupportedModel(ChurnError, ValueError):
     """The model uses a LightGBM feature this evaluator does not implement."""
 
 

@@ -17,8 +17,10 @@ from urllib.parse import urlsplit
 import mlflow
 from mlflow import MlflowClient
 
+from features.errors import ChurnError
 
-class StoreError(RuntimeError):
+
+class StoreError(ChurnError, RuntimeError):
     """The MLflow store cannot be used: missing, unreadable or unreachable."""
 
 

@@ -25,9 +25,10 @@ from features.tables import load_tables
 from features.validation import OnBadRows
 from models.registry import CHAMPION
 from models.store import now_ms
+from training.config import ChurnTrainConfig
 from training.promote import Promotion, PromotionError, promote
 from training.tracking import LoggedRun, log_churn_run
-from training.train_churn import ChurnTrainConfig, ChurnTrainResult, resolve_plan, train_churn
+from training.train_churn import ChurnTrainResult, resolve_plan, train_churn
 
 
 @dataclass

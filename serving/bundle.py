@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from features.errors import ChurnError
 from models.churn_model import ChurnModel
 from models.uplift_model import UpliftModel
 from serving.champion import LoadedModel, LoadedUplift, use_compiled_forest
@@ -88,7 +89,7 @@ def build_context(loaded: LoadedModel, policy: Path, ctx: Path) -> Path:
     return ctx
 
 
-class BuildError(RuntimeError):
+class BuildError(ChurnError, RuntimeError):
     """``bentoml build`` failed."""
 
 

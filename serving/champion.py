@@ -14,6 +14,7 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
+from features.errors import ChurnError
 from models.churn_model import ARTIFACT_KEY, ChurnModel
 from models.forest import CompiledForest, UnsupportedModel
 from models.registry import CHAMPION, TEST_ARTIFACT
@@ -24,7 +25,7 @@ LOG = logging.getLogger(__name__)
 WARMUP_ROWS = 8
 
 
-class NoChampionError(LookupError):
+class NoChampionError(ChurnError, LookupError):
     """The registry has no champion to score with, or none that fits the data."""
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from features.errors import ChurnError
 from features.registry import FEATURES_BY_NAME
 
 ArrayLike = np.ndarray | pd.Series
@@ -24,7 +25,7 @@ SPEND_TIERS = ("low", "medium", "high")
 RISK_BANDS = ("low", "medium", "high")
 
 
-class PolicyError(ValueError):
+class PolicyError(ChurnError, ValueError):
     """A policy file that cannot be used."""
 
 

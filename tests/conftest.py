@@ -26,8 +26,9 @@ import pytest
 from features.job import FeaturesJobConfig, run_features
 from features.synthetic import GenerateConfig, generate
 from models.store import default_tracking_uri
-from training.train_churn import ChurnTrainConfig, ChurnTrainResult, train_churn
-from training.train_uplift import UpliftTrainConfig, train_uplift
+from training.config import ChurnTrainConfig, UpliftTrainConfig
+from training.train_churn import ChurnTrainResult, train_churn
+from training.train_uplift import train_uplift
 
 SHARED_DATA = Path(os.environ.get(
     "CHURN_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))

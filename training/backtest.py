@@ -22,8 +22,9 @@ from features.labels import LABEL
 from features.point_in_time import connect
 from features.tables import load_tables
 from features.validation import Progress
+from training.config import ChurnTrainConfig
 from training.cutoffs import CutoffError
-from training.train_churn import ChurnTrainConfig, train_on_tables
+from training.train_churn import train_on_tables
 
 METRICS = ("roc_auc", "pr_auc", "log_loss", "ece", "top_decile_lift")
 

@@ -18,8 +18,7 @@ from datetime import date, timedelta
 
 from features.contract import ContractError
 from features.labels import check_matured
-
-DEFAULT_TRAIN_CUTOFFS = 6
+from training.config import DEFAULT_TRAIN_CUTOFFS
 
 
 class CutoffError(ContractError):

@@ -28,13 +28,14 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
+from features.errors import ChurnError
 from features.labels import LABEL
 from models.registry import CHAMPION, TEST_ARTIFACT, VALIDATION_ARTIFACT
 from training.metrics import score_metrics
 from training.uplift_metrics import qini_coefficient
 
 
-class PromotionError(ValueError):
+class PromotionError(ChurnError, ValueError):
     """The registry does not hold what the promotion needs."""
 
 

@@ -31,9 +31,10 @@ from models.registry import CHURN_MODEL_NAME, TEST_ARTIFACT, VALIDATION_ARTIFACT
 from models.store import run_name, start_run, use_experiment
 from training import plots
 from training.backtest import METRICS, BacktestResult
+from training.config import ChurnTrainConfig
 from training.dataset import frame_digest
 from training.metrics import decile_table
-from training.train_churn import MODEL, SCORER_LABELS, ChurnTrainConfig, ChurnTrainResult
+from training.train_churn import MODEL, SCORER_LABELS, ChurnTrainResult
 
 
 def pinned(packages: tuple[str, ...]) -> list[str]:

@@ -22,15 +22,16 @@ import numpy as np
 import pandas as pd
 
 from features.contract import ContractError
-from features.labels import LABEL, ChurnLabelConfig
+from features.labels import LABEL
 from features.point_in_time import connect
 from features.registry import feature_names
 from features.tables import LoadedTables, load_tables
-from features.validation import OnBadRows, Progress
+from features.validation import Progress
 from models.churn_model import Calibrator, ChurnModel, choose_calibration, spend_percentiles
 from models.drift import SCORE, Profile
 from training.bgnbd import BGNBD
-from training.cutoffs import DEFAULT_TRAIN_CUTOFFS, CutoffPlan, plan_cutoffs
+from training.config import ChurnTrainConfig
+from training.cutoffs import CutoffPlan, plan_cutoffs
 from training.dataset import clv_summary, training_frame
 from training.metrics import ScoreMetrics, score_metrics
 
@@ -38,38 +39,6 @@ MODEL = "model"
 BASELINES = ("recency_rule", "bgnbd_p_alive", "bgnbd_expected_purchases")
 SCORER_LABELS = {MODEL: "model", "recency_rule": "recency rule",
                  "bgnbd_p_alive": "BG/NBD P(alive)", "bgnbd_expected_purchases": "BG/NBD E(buys)"}
-
-
-@dataclass(frozen=True)
-class ChurnTrainConfig:
-    """Everything a churn training run needs, built from CLI flags or MLproject parameters."""
-
-    data: Path
-    cutoffs: tuple[date, ...] | None = None
-    validation_cutoff: date | None = None
-    test_cutoff: date | None = None
-    train_cutoff_count: int = DEFAULT_TRAIN_CUTOFFS
-    labels: ChurnLabelConfig = field(default_factory=ChurnLabelConfig)
-    learning_rate: float = 0.03
-    num_leaves: int = 7
-    min_data_in_leaf: int = 200
-    max_trees: int = 3000
-    early_stopping_rounds: int | None = 100
-    min_class_rows: int = 50
-    seed: int = 7
-    on_bad_rows: OnBadRows = OnBadRows.stop
-    memory_limit: str | None = "4GB"
-    # What the runs record as the data's source; by default the folder's absolute path.
-    source: str | None = None
-
-    def data_source(self) -> str:
-        return self.source or str(self.data.resolve())
-
-    def lightgbm_params(self) -> dict[str, object]:
-        return {"objective": "binary", "learning_rate": self.learning_rate,
-                "num_leaves": self.num_leaves, "min_data_in_leaf": self.min_data_in_leaf,
-                "feature_fraction": 0.8, "bagging_fraction": 0.8, "bagging_freq": 1,
-                "lambda_l2": 1.0, "seed": self.seed, "num_threads": 0, "verbose": -1}
 
 
 class EligibilityError(ContractError):

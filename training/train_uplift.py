@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
@@ -20,82 +20,26 @@ import pandas as pd
 from scipy import stats
 from sklearn.model_selection import StratifiedKFold
 
-from features.tables import DEFAULT_REJECTS, load_tables
-from features.validation import OnBadRows
+from features.tables import load_tables
 from models.uplift_model import PARTS, Effect, UpliftModel
 from models.uplift_terms import predict_terms
+from training.config import AUTO, BaseParams, ExperimentError, UpliftTrainConfig
 from training.uplift_data import (
     CONTROL,
     Experiment,
-    ExperimentError,
     GroupSpec,
     experiment_from_contract,
     experiment_from_table,
     read_table,
 )
-from training.uplift_learners import LEARNERS, BaseParams, UpliftLearner, make_learner
+from training.uplift_learners import UpliftLearner, make_learner
 from training.uplift_metrics import UpliftMetrics, average_effect
 
-AUTO = "auto"
-# The default: every learner fitted on all rows and averaged on one scale, distilled into
-# small trees when that ranks better on held-out rows by more than one standard error. On
-# Hillstrom and the synthetic campaign it ranked at least as well as the best single learner
-# on the same folds (bench/RESULTS.md), where choosing one by out-of-fold Qini did worse.
-DEFAULT_LEARNER = "ensemble_or_distilled"
-# What ``auto`` chooses among: the single learners (the ensemble already holds them all).
-SELECTABLE = ("t_learner", "x_learner", "dr_learner", "dr_linear", "transformed_outcome")
 SRM_P_VALUE = 0.001
 BALANCE_SMD = 0.1
 MIN_GROUP_ROWS = 50
 
 Progress = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class UpliftTrainConfig:
-    """Where the experiment comes from and how to learn from it."""
-
-    data: Path | None = None
-    campaign: str | None = None
-    horizon_days: int = 30
-    table: Path | None = None
-    treatments: tuple[str, ...] = ()
-    control: str | None = None
-    outcome: str = "spend"
-    ignore: tuple[str, ...] = ()
-    learner: str = DEFAULT_LEARNER
-    selection_folds: int = 3
-    nested_folds: int = 3
-    expected_share: float | None = None
-    seed: int = 0
-    params: BaseParams = field(default_factory=BaseParams)
-    on_bad_rows: OnBadRows = OnBadRows.stop
-    rejects: Path = DEFAULT_REJECTS
-    # What the runs record as the data's source; by default the file's or folder's path.
-    source: str | None = None
-
-    def data_source(self) -> str:
-        path = self.table or self.data
-        return self.source or str(path.resolve() if path else "")
-
-    def check(self) -> None:
-        if (self.data is None) == (self.table is None):
-            raise ExperimentError("give either --data DIR (contract tables with exposures) or "
-                                  "--table FILE (a flat experiment table)")
-        if self.table is not None and (not self.treatments or not self.control):
-            raise ExperimentError("--table needs --treatment COLUMN=VALUE (once per arm) and "
-                                  "--control COLUMN=VALUE")
-        if self.learner != AUTO and self.learner not in LEARNERS:
-            raise ExperimentError(f"unknown learner {self.learner!r}; choose auto or one of "
-                                  f"{', '.join(LEARNERS)}")
-        if self.expected_share is not None and not 0.0 < self.expected_share < 1.0:
-            raise ExperimentError("--expected-share is the designed treated share of an arm "
-                                  "plus control, between 0 and 1")
-        if self.selection_folds < 2 or self.nested_folds < 2:
-            raise ExperimentError("--selection-folds and --nested-folds must be at least 2")
-
-    def candidates(self) -> list[str]:
-        return list(SELECTABLE) if self.learner == AUTO else [self.learner]
 
 
 def load_experiment(cfg: UpliftTrainConfig) -> Experiment:

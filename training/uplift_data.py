@@ -22,13 +22,10 @@ import pandas as pd
 from features.point_in_time import feature_query
 from features.registry import feature_names
 from features.tables import LoadedTables
+from training.config import ExperimentError
 
 CONTROL = "control"
 OUTCOMES = ("spend", "conversion", "orders", "aov")
-
-
-class ExperimentError(ValueError):
-    """The experiment data cannot be used as asked; the message says what to change."""
 
 
 @dataclass

@@ -1,10 +1,11 @@
 """Uplift learners with LightGBM bases: T-, X-, doubly-robust and transformed-outcome.
 
 Each estimates, for one treatment against the randomised control, the conditional effect
-tau(x) = E[Y | x, treated] - E[Y | x, control]. They share the scikit-learn surface: the
-constructor stores parameters, ``fit(X, y, treated)`` learns and returns ``self``,
-``predict(X)`` gives tau(x). The experiment is randomised, so the propensity is the treated
-share of the rows fitted on, not a model.
+tau(x) = E[Y | x, treated] - E[Y | x, control]. They are scikit-learn meta-estimators: the
+constructor stores parameters, ``fit(X, y, treatment)`` (1 treated, 0 control) learns and
+returns ``self``, ``predict(X)`` gives tau(x), and ``sklearn.base.clone`` works on each. The
+experiment is randomised, so the propensity is the treated share of the rows fitted on, not
+a model.
 
 Every fitted learner predicts a weighted sum of ``terms_``: LightGBM boosters and, for the
 linear final stage, a ``LinearEffect`` of plain arrays. That is all a saved model holds
@@ -14,17 +15,19 @@ pickles nor this module's classes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
 from scipy.optimize import nnls
+from sklearn.base import BaseEstimator
 from sklearn.compose import ColumnTransformer, make_column_selector
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import Ridge
 from sklearn.pipeline import FeatureUnion, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
+from sklearn.utils.validation import check_is_fitted
 
 from models.uplift_terms import (
     Combined,
@@ -36,36 +39,11 @@ from models.uplift_terms import (
     predict_terms,
     signed_log,
 )
+from training.config import BaseParams
 
 # Ridge penalty of the linear final stage, on standardised features: strong, because the
 # pseudo-outcomes it fits are mostly noise (one customer's effect is never observed).
 LINEAR_ALPHA = 1000.0
-
-
-@dataclass(frozen=True)
-class BaseParams:
-    """LightGBM settings shared by every base model of a learner.
-
-    The defaults are LightGBM's own (100 trees of 31 leaves, learning rate 0.1, 20 rows per
-    leaf). On Hillstrom, out of fold, they ranked effects better than heavily regularised
-    trees (bench/RESULTS.md): the effect lives in interactions that small trees miss.
-    """
-
-    learning_rate: float = 0.1
-    num_leaves: int = 31
-    min_data_in_leaf: int = 20
-    rounds: int = 100
-    lambda_l2: float = 0.0
-    feature_fraction: float = 1.0
-    seed: int = 0
-    extra: dict = field(default_factory=dict)
-
-    def lightgbm(self) -> dict:
-        return {"objective": "regression", "learning_rate": self.learning_rate,
-                "num_leaves": self.num_leaves, "min_data_in_leaf": self.min_data_in_leaf,
-                "lambda_l2": self.lambda_l2, "feature_fraction": self.feature_fraction,
-                "seed": self.seed,
-                "deterministic": True, "verbose": -1, **self.extra}
 
 
 def fit_regressor(X: pd.DataFrame, target: np.ndarray, params: BaseParams) -> lgb.Booster:
@@ -104,19 +82,30 @@ def _split(treated: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     return t, ~t, float(t.mean())
 
 
-class UpliftLearner:
-    """Common surface: ``fit(X, y, treated)`` sets ``terms_``; ``predict(X)`` sums them."""
+class UpliftLearner(BaseEstimator):
+    """A scikit-learn meta-estimator of effects: the constructor stores ``params`` (the
+    LightGBM settings of every base model; None: ``BaseParams()``) and does no work;
+    ``fit(X, y, treatment)`` sets ``terms_``; ``predict(X)`` sums them. ``clone`` gives the
+    same learner unfitted."""
 
     name = "base"
 
     def __init__(self, params: BaseParams | None = None) -> None:
-        self.params = params or BaseParams()
+        self.params = params
 
-    def fit(self, X: pd.DataFrame, y: np.ndarray, treated: np.ndarray) -> UpliftLearner:
+    @property
+    def base_params(self) -> BaseParams:
+        return self.params if self.params is not None else BaseParams()
+
+    def fit(self, X: pd.DataFrame, y: np.ndarray, treatment: np.ndarray) -> UpliftLearner:
         raise NotImplementedError
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
+        check_is_fitted(self, "terms_")
         return predict_terms(self.terms_, X)
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "terms_")
 
     def combination(self) -> str:
         """How a fitted ensemble combined its members, in words ('' for one learner)."""
@@ -133,11 +122,11 @@ class TLearner(UpliftLearner):
 
     name = "t_learner"
 
-    def fit(self, X: pd.DataFrame, y: np.ndarray, treated: np.ndarray) -> TLearner:
-        t, c, _ = _split(treated)
+    def fit(self, X: pd.DataFrame, y: np.ndarray, treatment: np.ndarray) -> TLearner:
+        t, c, _ = _split(treatment)
         y = np.asarray(y, dtype=float)
-        self.terms_: list[Term] = [(1.0, fit_regressor(X[t], y[t], self.params)),
-                                   (-1.0, fit_regressor(X[c], y[c], self.params))]
+        self.terms_: list[Term] = [(1.0, fit_regressor(X[t], y[t], self.base_params)),
+                                   (-1.0, fit_regressor(X[c], y[c], self.base_params))]
         return self
 
 
@@ -147,13 +136,13 @@ class XLearner(UpliftLearner):
 
     name = "x_learner"
 
-    def fit(self, X: pd.DataFrame, y: np.ndarray, treated: np.ndarray) -> XLearner:
-        t, c, self.share_ = _split(treated)
+    def fit(self, X: pd.DataFrame, y: np.ndarray, treatment: np.ndarray) -> XLearner:
+        t, c, self.share_ = _split(treatment)
         y = np.asarray(y, dtype=float)
-        mu_t = fit_regressor(X[t], y[t], self.params)
-        mu_c = fit_regressor(X[c], y[c], self.params)
-        effect_treated = fit_regressor(X[t], y[t] - mu_c.predict(X[t]), self.params)
-        effect_control = fit_regressor(X[c], mu_t.predict(X[c]) - y[c], self.params)
+        mu_t = fit_regressor(X[t], y[t], self.base_params)
+        mu_c = fit_regressor(X[c], y[c], self.base_params)
+        effect_treated = fit_regressor(X[t], y[t] - mu_c.predict(X[t]), self.base_params)
+        effect_control = fit_regressor(X[c], mu_t.predict(X[c]) - y[c], self.base_params)
         self.terms_ = [(self.share_, effect_control), (1.0 - self.share_, effect_treated)]
         return self
 
@@ -165,25 +154,25 @@ class DRLearner(UpliftLearner):
     name = "dr_learner"
 
     def __init__(self, params: BaseParams | None = None, folds: int = 2) -> None:
-        super().__init__(params)
+        self.params = params
         self.folds = folds
 
     def pseudo_outcome(self, X: pd.DataFrame, y: np.ndarray, treated: np.ndarray) -> np.ndarray:
         t, c, share = _split(treated)
         y = np.asarray(y, dtype=float)
-        rng = np.random.default_rng(self.params.seed)
+        rng = np.random.default_rng(self.base_params.seed)
         fold = rng.integers(0, self.folds, len(y))
         mu_t = np.empty(len(y))
         mu_c = np.empty(len(y))
         for k in range(self.folds):
             fit, out = fold != k, fold == k
-            mu_t[out] = fit_regressor(X[fit & t], y[fit & t], self.params).predict(X[out])
-            mu_c[out] = fit_regressor(X[fit & c], y[fit & c], self.params).predict(X[out])
+            mu_t[out] = fit_regressor(X[fit & t], y[fit & t], self.base_params).predict(X[out])
+            mu_c[out] = fit_regressor(X[fit & c], y[fit & c], self.base_params).predict(X[out])
         return (mu_t - mu_c + t * (y - mu_t) / share - c * (y - mu_c) / (1.0 - share))
 
-    def fit(self, X: pd.DataFrame, y: np.ndarray, treated: np.ndarray) -> DRLearner:
-        self.terms_ = [(1.0, fit_regressor(X, self.pseudo_outcome(X, y, treated),
-                                           self.params))]
+    def fit(self, X: pd.DataFrame, y: np.ndarray, treatment: np.ndarray) -> DRLearner:
+        self.terms_ = [(1.0, fit_regressor(X, self.pseudo_outcome(X, y, treatment),
+                                           self.base_params))]
         return self
 
 
@@ -192,8 +181,8 @@ class LinearDRLearner(DRLearner):
 
     name = "dr_linear"
 
-    def fit(self, X: pd.DataFrame, y: np.ndarray, treated: np.ndarray) -> LinearDRLearner:
-        self.terms_ = [(1.0, fit_linear(X, self.pseudo_outcome(X, y, treated)))]
+    def fit(self, X: pd.DataFrame, y: np.ndarray, treatment: np.ndarray) -> LinearDRLearner:
+        self.terms_ = [(1.0, fit_linear(X, self.pseudo_outcome(X, y, treatment)))]
         return self
 
 
@@ -202,10 +191,10 @@ class TransformedOutcome(UpliftLearner):
 
     name = "transformed_outcome"
 
-    def fit(self, X: pd.DataFrame, y: np.ndarray, treated: np.ndarray) -> TransformedOutcome:
-        t, _, share = _split(treated)
+    def fit(self, X: pd.DataFrame, y: np.ndarray, treatment: np.ndarray) -> TransformedOutcome:
+        t, _, share = _split(treatment)
         z = np.asarray(y, dtype=float) * (t - share) / (share * (1.0 - share))
-        self.terms_ = [(1.0, fit_regressor(X, z, self.params))]
+        self.terms_ = [(1.0, fit_regressor(X, z, self.base_params))]
         return self
 
 
@@ -220,8 +209,8 @@ class TwoPartLearner(UpliftLearner):
 
     name = "two_part"
 
-    def fit(self, X: pd.DataFrame, y: np.ndarray, treated: np.ndarray) -> TwoPartLearner:
-        t, c, _ = _split(treated)
+    def fit(self, X: pd.DataFrame, y: np.ndarray, treatment: np.ndarray) -> TwoPartLearner:
+        t, c, _ = _split(treatment)
         y = np.asarray(y, dtype=float)
         parts = {}
         for group, rows in (("treated", t), ("control", c)):
@@ -229,8 +218,8 @@ class TwoPartLearner(UpliftLearner):
             if buyers.sum() < 2 or buyers.sum() == rows.sum():
                 raise ValueError(f"a two-part learner needs buyers and non-buyers among the "
                                  f"{group} rows")
-            parts[group] = (fit_classifier(X[rows], y[rows], self.params),
-                            fit_regressor(X[buyers], y[buyers], self.params))
+            parts[group] = (fit_classifier(X[rows], y[rows], self.base_params),
+                            fit_regressor(X[buyers], y[buyers], self.base_params))
         self.terms_: list[Term] = [(1.0, Product(parts["treated"])),
                                    (-1.0, Product(parts["control"]))]
         self.parts_ = {"conversion": [(1.0, parts["treated"][0]), (-1.0, parts["control"][0])],
@@ -266,11 +255,11 @@ class EnsembleLearner(UpliftLearner):
     members = ("t_learner", "x_learner", "dr_learner", "dr_linear", "transformed_outcome",
                "two_part")
 
-    def fit(self, X: pd.DataFrame, y: np.ndarray, treated: np.ndarray) -> EnsembleLearner:
+    def fit(self, X: pd.DataFrame, y: np.ndarray, treatment: np.ndarray) -> EnsembleLearner:
         self.fitted_ = {}
         for name in self.members:
             try:
-                self.fitted_[name] = LEARNERS[name](self.params).fit(X, y, treated)
+                self.fitted_[name] = LEARNERS[name](self.params).fit(X, y, treatment)
             except ValueError:
                 if name != "two_part":  # too few buyers (or non-buyers) for a hurdle
                     raise
@@ -333,10 +322,10 @@ class StackedLearner(EnsembleLearner):
 
     name = "stacked"
 
-    def fit(self, X: pd.DataFrame, y: np.ndarray, treated: np.ndarray) -> StackedLearner:
+    def fit(self, X: pd.DataFrame, y: np.ndarray, treatment: np.ndarray) -> StackedLearner:
         y = np.asarray(y, dtype=float)
-        treated = np.asarray(treated)
-        fold = inner_folds(treated, self.params.seed)
+        treated = np.asarray(treatment)
+        fold = inner_folds(treated, self.base_params.seed)
         estimates = {name: np.zeros(len(y)) for name in self.members}
         baseline = np.zeros(len(y))
         for k in (0, 1):
@@ -350,11 +339,11 @@ class StackedLearner(EnsembleLearner):
                     estimates.pop(name)
                     continue
                 estimates[name][out] = member.predict(X[out])
-            baseline[out] = fit_regressor(X[fit], y[fit], self.params).predict(X[out])
+            baseline[out] = fit_regressor(X[fit], y[fit], self.base_params).predict(X[out])
         weights, constant = r_loss_weights(list(estimates.values()), y - baseline,
                                            treated - treated.mean())
         self.weights_ = dict(zip(estimates, weights, strict=True))
-        self.fitted_ = {name: LEARNERS[name](self.params).fit(X, y, treated)
+        self.fitted_ = {name: LEARNERS[name](self.params).fit(X, y, treatment)
                         for name in estimates}
         self._combine(weights, constant)
         return self
@@ -386,20 +375,20 @@ class DistilledEnsembleLearner(EnsembleLearner):
     name = "ensemble_or_distilled"
     standard_errors = 1.0
 
-    def fit(self, X: pd.DataFrame, y: np.ndarray, treated: np.ndarray
+    def fit(self, X: pd.DataFrame, y: np.ndarray, treatment: np.ndarray
             ) -> DistilledEnsembleLearner:
         y = np.asarray(y, dtype=float)
-        treated = np.asarray(treated)
-        fold = inner_folds(treated, self.params.seed)
+        treated = np.asarray(treatment)
+        fold = inner_folds(treated, self.base_params.seed)
         ensemble, distilled, baseline = (np.zeros(len(y)) for _ in range(3))
         for k in (0, 1):
             fit, out = fold != k, fold == k
             inner = EnsembleLearner(self.params).fit(X[fit], y[fit], treated[fit])
             ensemble[out] = inner.predict(X[out])
             distilled[out] = self._distil(X[fit], inner.predict(X[fit])).predict(X[out])
-            baseline[out] = fit_regressor(X[fit], y[fit], self.params).predict(X[out])
+            baseline[out] = fit_regressor(X[fit], y[fit], self.base_params).predict(X[out])
         self.gain_ = r_loss_gain(distilled, ensemble, y - baseline, treated - treated.mean())
-        super().fit(X, y, treated)
+        super().fit(X, y, treatment)
         self.average_ = Combined(self.terms_)
         mean, error = self.gain_
         self.distilled_ = mean > self.standard_errors * error
@@ -408,7 +397,7 @@ class DistilledEnsembleLearner(EnsembleLearner):
         return self
 
     def _distil(self, X: pd.DataFrame, estimate: np.ndarray) -> lgb.Booster:
-        return fit_regressor(X, estimate, replace(SURROGATE, seed=self.params.seed))
+        return fit_regressor(X, estimate, replace(SURROGATE, seed=self.base_params.seed))
 
     def combination(self) -> str:
         mean, error = self.gain_

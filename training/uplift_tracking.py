@@ -24,8 +24,9 @@ import models
 from models.registry import UPLIFT_MODEL_NAME
 from models.store import run_name, start_run, use_experiment
 from models.uplift_model import ARTIFACT_KEY
+from training.config import UpliftTrainConfig
 from training.tracking import PYFUNC_REQUIREMENTS, LoggedRun, log_pyfunc
-from training.train_uplift import UpliftResult, UpliftTrainConfig
+from training.train_uplift import UpliftResult
 from training.uplift_metrics import uplift_by_decile
 from training.uplift_plots import qini_figure, uplift_decile_figure
 

@@ -29,10 +29,11 @@ from serving.champion import DataCheck, NoChampionError, load_champion
 from serving.policy import SegmentPolicy
 from serving.scoring import OUTPUT_COLUMNS
 from tests.conftest import build, crown, process_env
+from training.config import UpliftTrainConfig
 from training.promote import promote
 from training.tracking import log_churn_run
 from training.train_churn import train_churn
-from training.train_uplift import UpliftTrainConfig, train_uplift
+from training.train_uplift import train_uplift
 from training.uplift_tracking import log_uplift_run
 
 AS_OF = date(2025, 10, 1)

@@ -14,10 +14,11 @@ from serving.batch import ScoreJobConfig, run_score
 from serving.champion import load_champion
 from tests.conftest import shared_file
 from training.backtest import run_backtest
+from training.config import ChurnTrainConfig
 from training.cutoffs import CutoffError
 from training.promote import promote
 from training.tracking import log_backtest_run, log_churn_run
-from training.train_churn import ChurnTrainConfig, train_churn
+from training.train_churn import train_churn
 
 CDNOW_ORIGINS = (date(1997, 10, 1), date(1998, 1, 1), date(1998, 4, 1))
 

@@ -16,10 +16,9 @@ from features.synthetic import GenerateConfig, generate
 from models.uplift_model import Effect, UpliftModel
 from models.uplift_terms import predict_terms
 from tests.conftest import process_env, shared_file
+from training.config import DEFAULT_LEARNER, BaseParams, ExperimentError, UpliftTrainConfig
 from training.promote import PromotionError, promote
 from training.train_uplift import (
-    DEFAULT_LEARNER,
-    UpliftTrainConfig,
     _categories,
     check_experiment,
     evaluate_uplift,
@@ -27,10 +26,8 @@ from training.train_uplift import (
     load_experiment,
     train_uplift,
 )
-from training.uplift_data import ExperimentError
 from training.uplift_learners import (
     LEARNERS,
-    BaseParams,
     DistilledEnsembleLearner,
     EnsembleLearner,
     make_learner,

@@ -1,0 +1,172 @@
+"""`churn score`, `churn serve` and `churn build`: the champions put to work."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from churn.cli.app import app
+from churn.cli.common import (
+    MismatchOption,
+    ModelNameOption,
+    NoUpliftOption,
+    UpliftNameOption,
+    champion_or_fail,
+    fail,
+    iso_date,
+    one_line,
+    out_console,
+    progress_bar,
+    use_store,
+)
+from features.validation import OnBadRows
+from models.registry import CHURN_MODEL_NAME, UPLIFT_MODEL_NAME
+
+CompiledOption = Annotated[bool, typer.Option(
+    "--compiled-forest/--lightgbm-predict",
+    help="Score with the compiled forest (LightGBM's exact margins, checked at load, several "
+         "times faster) or with LightGBM's own Booster.predict.")]
+
+@app.command("score")
+def score_command(
+    data: Annotated[Path, typer.Option(help="Folder holding the contract tables.")],
+    as_of: Annotated[str, typer.Option(help="Score customers as they stood on this date.")],
+    out: Annotated[str, typer.Option(
+        help="A .parquet file, or postgresql://USER@HOST:PORT/DB?table=NAME. Re-running an "
+             "as-of replaces its rows; a failed run leaves the earlier output as it was.")],
+    policy: Annotated[Path | None, typer.Option(
+        help="Segmentation policy (TOML) \\[default: serving/segments.toml].")] = None,
+    on_bad_rows: Annotated[OnBadRows, typer.Option(
+        help="stop: write nothing if a row breaks the data contract. quarantine: set bad "
+             "rows aside in ./rejects/ with reasons and go on.")] = OnBadRows.stop,
+    reasons: Annotated[bool, typer.Option(
+        help="Give at-risk customers their top reasons (LightGBM pred_contrib); far slower "
+             "than scoring alone.")] = True,
+    compiled: CompiledOption = True,
+    model_name: ModelNameOption = CHURN_MODEL_NAME,
+    uplift_model_name: UpliftNameOption = UPLIFT_MODEL_NAME,
+    no_uplift: NoUpliftOption = False,
+    allow_data_mismatch: MismatchOption = False,
+) -> None:
+    """Score every customer with the champion churn model and assign segments.
+
+    Writes customer_id, as_of, churn_probability, churn_percentile, risk_band,
+    value_at_risk, uplift_spend, uplift_conversion, uplift_order_value, segment, spend_tier,
+    contactable, reasons and model_versions, then prints a summary per segment.
+
+    uplift_conversion is the change in the probability of buying if contacted;
+    uplift_order_value the change in spend among buyers (what treated buyers spend minus what
+    control buyers spend, for customers like this one: the offer may bring in other buyers,
+    so it is an observable difference, not the effect on one customer's basket). win_back
+    needs margin_rate x uplift_spend - redemption_cost x P(buys if contacted) above the
+    contact cost (see --policy).
+    A champion trained on other data than --data is refused (--allow-data-mismatch uses it
+    anyway); so is an --as-of outside the data's span.
+    """
+    from churn import model_steps as steps
+
+    use_store(read_only=True)
+    try:
+        cfg = steps.ScoreJobConfig(
+            data=data, as_of=iso_date(as_of), out=out,
+            policy=steps.SegmentPolicy.load(policy or steps.DEFAULT_POLICY),
+            on_bad_rows=on_bad_rows, reasons=reasons, model_name=model_name,
+            uplift_model_name=uplift_model_name, uplift=not no_uplift,
+            allow_data_mismatch=allow_data_mismatch)
+        result = steps.score(cfg, progress_bar(), compiled)
+    except steps.USER_ERRORS as err:
+        fail(one_line(err))
+    steps.print_segments(result, out_console)
+
+
+
+
+@app.command("serve")
+def serve_command(
+    port: Annotated[int, typer.Option(min=1, max=65535, help="HTTP port.")] = 3000,
+    host: Annotated[str, typer.Option(
+        help="Interface to listen on (0.0.0.0 for every interface).")] = "127.0.0.1",
+    policy: Annotated[Path | None, typer.Option(
+        help="Segmentation policy (TOML) \\[default: serving/segments.toml].")] = None,
+    max_request_bytes: Annotated[int, typer.Option(
+        min=1, help="Larger request bodies get 413.")] = 8 * 1024 * 1024,
+    compiled: CompiledOption = True,
+    model_name: ModelNameOption = CHURN_MODEL_NAME,
+    uplift_model_name: UpliftNameOption = UPLIFT_MODEL_NAME,
+    no_uplift: NoUpliftOption = False,
+    allow_data_mismatch: MismatchOption = False,
+    watch_seconds: Annotated[float, typer.Option(
+        min=0, envvar="CHURN_WATCH_SECONDS",
+        help="How often to check the registry for a new champion, which is then swapped in "
+             "without a restart; 0 never checks.")] = 60,
+) -> None:
+    """Serve the champion churn model over HTTP (BentoML).
+
+    POST /score_history (recent contract rows), /score_features (feature rows) or
+    /score_table (the same, column-wise); GET /metadata (which models answer), /livez,
+    /readyz, /metrics. The API's page is at /docs, its OpenAPI document at /docs.json.
+    Set CHURN_API_TOKEN to require `Authorization: Bearer <token>` on every call but the
+    probes, metrics and docs.
+    """
+
+    from models.store import default_tracking_uri
+
+    env = dict(os.environ)
+    env.setdefault("MLFLOW_TRACKING_URI", default_tracking_uri(Path.cwd()))
+    # Fail here, in seconds and in one line, rather than in a server that never gets ready.
+    os.environ["MLFLOW_TRACKING_URI"] = env["MLFLOW_TRACKING_URI"]
+    use_store(read_only=True)
+    champion_or_fail(model_name)
+    env["CHURN_MAX_REQUEST_BYTES"] = str(max_request_bytes)
+    env["CHURN_COMPILED_FOREST"] = "1" if compiled else "0"
+    env["CHURN_MODEL_NAME"] = model_name
+    env["CHURN_UPLIFT_MODEL_NAME"] = uplift_model_name
+    env["CHURN_NO_UPLIFT"] = "1" if no_uplift else "0"
+    env["CHURN_ALLOW_DATA_MISMATCH"] = "1" if allow_data_mismatch else "0"
+    env["CHURN_WATCH_SECONDS"] = str(watch_seconds)
+    if policy:
+        env["CHURN_POLICY"] = str(policy.resolve())
+    bentoml = Path(sys.executable).with_name("bentoml")
+    command = [str(bentoml), "serve", "serving.service:ChurnService", "--port", str(port),
+               "--host", host]
+    # Become the server, so signals (Ctrl+C, a supervisor's SIGTERM) reach it directly.
+    os.execve(bentoml, command, env)
+
+
+@app.command("build")
+def build_command(
+    policy: Annotated[Path | None, typer.Option(
+        help="Segmentation policy (TOML) to build in \\[default: serving/segments.toml].")] = None,
+    model_name: ModelNameOption = CHURN_MODEL_NAME,
+    uplift_model_name: UpliftNameOption = UPLIFT_MODEL_NAME,
+    no_uplift: NoUpliftOption = False,
+    allow_data_mismatch: MismatchOption = False,
+) -> None:
+    """Build a bento (BentoML) with the champions and the policy inside.
+
+    The bento serves with no access to the MLflow store: `bentoml serve TAG` runs it here,
+    `bentoml containerize TAG` makes an OCI image of it (needs Docker). Bentos go to
+    $BENTOML_HOME (default ~/bentoml).
+    """
+
+    from churn import model_steps as steps
+    from serving.bundle import BuildError, build_bento
+
+    use_store(read_only=True)
+    try:
+        chosen = steps.SegmentPolicy.load(policy or steps.DEFAULT_POLICY)
+        loaded = steps.load_champion(
+            model_name, uplift=not no_uplift and chosen.uses_uplift,
+            uplift_arm=chosen.uplift_arm or None, uplift_name=uplift_model_name,
+            check=steps.DataCheck(allow_mismatch=allow_data_mismatch))
+        tag = build_bento(loaded, policy or steps.DEFAULT_POLICY,
+                          Path(sys.executable).with_name("bentoml"))
+    except (*steps.USER_ERRORS, BuildError) as err:
+        fail(one_line(err))
+    out_console.print(f"Built bento {tag} with {loaded.label}.\nServe it:        bentoml serve "
+                      f"{tag} --port 3000\nMake an image:   bentoml containerize {tag}",
+                      highlight=False, soft_wrap=True)
