@@ -115,7 +115,11 @@ def test_logged_models_load_without_the_project(mlflow_store, trained, churn_con
     ):
         local = mlflow.artifacts.download_artifacts(f"models:/{name}/{version}",
                                                     dst_path=str(tmp_path / name))
-        assert (Path(local) / "code" / "training").is_dir()
+        # Loading ships the models and the feature registry they read, not the trainers,
+        # and pins what it needs from PyPI.
+        assert sorted(p.name for p in (Path(local) / "code").iterdir()) == ["features", "models"]
+        requirements = (Path(local) / "requirements.txt").read_text()
+        assert "lightgbm==" in requirements and "scikit-learn==" in requirements
         assert not list(Path(local).rglob("*.joblib")) and not list(Path(local).rglob("*.pkl"))
         path = tmp_path / f"{name}-rows.parquet"
         rows.to_parquet(path)
