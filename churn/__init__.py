@@ -15,7 +15,7 @@ _API = (
     "BacktestResult", "ChurnTrainResult", "LoadedModel", "LoggedRun", "Promotion", "Tables",
     "UpliftEvaluation", "UpliftResult", "backtest_churn", "churn_labels", "evaluate_uplift",
     "features_at", "load_champion", "metrics_table", "promote", "score", "snapshot",
-    "train_churn", "train_uplift",
+    "train_churn", "train_uplift", "uplift_learners",
 )
 __all__ = list(_API)
 

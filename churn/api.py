@@ -58,13 +58,14 @@ from training.train_churn import ChurnTrainResult, train_on_tables
 from training.train_uplift import UpliftResult, evaluation_metrics, summarize_evaluation
 from training.train_uplift import evaluate_uplift as _evaluate_uplift
 from training.train_uplift import train_uplift as _train_uplift
+from training.uplift_learners import LEARNERS, UpliftLearner
 from training.uplift_tracking import log_uplift_run
 
 __all__ = [
     "BacktestResult", "ChurnTrainResult", "LoadedModel", "LoggedRun", "Promotion", "Tables",
     "UpliftEvaluation", "UpliftResult", "backtest_churn", "churn_labels", "evaluate_uplift",
     "features_at", "load_champion", "metrics_table", "promote", "score", "snapshot",
-    "train_churn", "train_uplift",
+    "train_churn", "train_uplift", "uplift_learners",
 ]
 
 Day = date | str
@@ -449,6 +450,16 @@ def train_uplift(data: str | Path | pd.DataFrame | Tables | None = None, *,
             with _quiet_downloads():
                 result.run = log_uplift_run(cfg, result, experiment, model_name, started)
     return result
+
+
+def uplift_learners() -> dict[str, UpliftLearner]:
+    """Every uplift learner by name, unfitted, with LightGBM's default settings.
+
+    Each is a scikit-learn meta-estimator: ``fit(X, y, treatment)`` (``treatment`` 1 for
+    treated rows, 0 for the randomised control), ``predict(X)`` the effect per row,
+    ``get_params``/``set_params``, and ``sklearn.base.clone`` for an unfitted copy.
+    """
+    return {name: learner() for name, learner in LEARNERS.items()}
 
 
 @dataclass

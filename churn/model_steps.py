@@ -20,19 +20,19 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from features.contract import ContractError
+from features.errors import ChurnError
 from features.labels import LABEL
 from models.drift import psi_band
 from models.registry import CHURN_MODEL_NAME
-from models.store import StoreError, check_store, default_tracking_uri, now_ms
+from models.store import check_store, default_tracking_uri, now_ms
 from operations import runlog
 from operations.monitor import MonitorConfig, MonitorReport, checks_table, log_monitor_run, monitor
 from operations.retrain import Retrained, retrain
 from serving.batch import Destination, ScoreJobConfig, ScoreJobResult, run_score
-from serving.champion import DataCheck, NoChampionError, load_champion
-from serving.policy import DEFAULT_POLICY, PolicyError, SegmentPolicy
+from serving.champion import DataCheck, load_champion
+from serving.policy import DEFAULT_POLICY, SegmentPolicy
 from training.backtest import METRICS, BacktestResult, run_backtest
-from training.config import ChurnTrainConfig, ExperimentError
+from training.config import ChurnTrainConfig
 from training.promote import PromotionError, promote
 from training.tracking import LoggedRun, log_backtest_run, log_churn_run, metrics_table
 from training.train_churn import SCORER_LABELS, ChurnTrainResult, train_churn
@@ -52,8 +52,7 @@ __all__ = [
 ]
 
 # Mistakes a user can fix: reported as one line, never as a traceback.
-USER_ERRORS = (ContractError, ExperimentError, PromotionError, NoChampionError, PolicyError,
-               StoreError, MlflowException, duckdb.Error, psycopg.Error, OSError)
+USER_ERRORS = (ChurnError, MlflowException, duckdb.Error, psycopg.Error, OSError)
 
 METRIC_LABELS = {"roc_auc": "ROC AUC", "pr_auc": "PR AUC", "log_loss": "log loss",
                  "brier": "Brier", "ece": "ECE",

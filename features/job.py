@@ -14,6 +14,7 @@ import duckdb
 import pandas as pd
 
 from features.contract import ContractError
+from features.errors import setting
 from features.point_in_time import connect, feature_query, write_features
 from features.registry import FEATURES
 from features.sources import find_tables
@@ -55,9 +56,9 @@ class FeaturesJobResult:
 def check_output_path(out: Path) -> None:
     """Fail before any work if the output cannot be written where asked."""
     if out.suffix not in OUTPUT_SUFFIXES:
-        raise ContractError(f"--out {out}: use a .parquet or .csv file name")
+        raise ContractError(f"{setting('out')} {out}: use a .parquet or .csv file name")
     if out.exists() and out.is_dir():
-        raise ContractError(f"--out {out}: is a folder; give a file name")
+        raise ContractError(f"{setting('out')} {out}: is a folder; give a file name")
 
 
 def run_features(cfg: FeaturesJobConfig, progress: Progress | None = None,

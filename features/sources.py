@@ -10,6 +10,7 @@ from pathlib import Path
 import duckdb
 
 from features.contract import TABLES, ContractError, TableSpec, duckdb_type
+from features.errors import setting
 
 FORMATS = ("parquet", "csv")
 
@@ -98,7 +99,7 @@ def find_table(data_dir: Path, spec: TableSpec) -> TableSource | None:
 def find_tables(data_dir: Path) -> dict[str, TableSource]:
     """Every contract table present in ``data_dir`` (transactions must be there)."""
     if not data_dir.is_dir():
-        raise ContractError(f"--data {data_dir}: not a folder")
+        raise ContractError(f"{setting('data')} {data_dir}: not a folder")
     found = {name: find_table(data_dir, spec) for name, spec in TABLES.items()}
     return {name: src for name, src in found.items() if src is not None}
 

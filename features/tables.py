@@ -9,6 +9,7 @@ from pathlib import Path
 import duckdb
 
 from features.contract import TABLES, ContractError
+from features.errors import setting
 from features.labels import data_span
 from features.sources import empty_relation_sql, find_tables
 from features.validation import OnBadRows, Progress, TableReport, validate_tables
@@ -38,14 +39,14 @@ class LoadedTables:
         last = self.end - timedelta(days=1)
         span = f"the data spans {self.start} .. {last}"
         if as_of <= self.start:
-            raise ContractError(f"--as-of {as_of}: on or before the first order; {span}")
+            raise ContractError(f"{setting('as_of')} {as_of}: on or before the first order; {span}")
         late = (as_of - last).days
         if late > allowance_days:
             raise ContractError(
-                f"--as-of {as_of}: {late:,} days after the data ends; {span}, so the latest "
-                f"as-of is {last + timedelta(days=allowance_days)}. Load newer data")
+                f"{setting('as_of')} {as_of}: {late:,} days after the data ends; {span}, so the "
+                f"latest as-of is {last + timedelta(days=allowance_days)}. Load newer data")
         if late > stale_days:
-            return (f"the newest order is {late} days before --as-of {as_of} ({span}): "
+            return (f"the newest order is {late} days before {setting('as_of')} {as_of} ({span}): "
                     f"customers look more lapsed than they may be; load newer data if it exists")
         return None
 

@@ -30,6 +30,7 @@ from features.contract import (
     duckdb_type,
     parse_rule,
 )
+from features.errors import setting
 from features.sources import TableSource, duckdb_error_line, present_columns, typed_columns_sql
 
 BATCH_ROWS = 500_000
@@ -331,8 +332,8 @@ def validate_tables(
     if errors:
         hint = "Nothing was written."
         if bad_rows:
-            hint += (" Fix the rows, or rerun with --on-bad-rows quarantine to set bad rows "
-                     "aside and go on.")
+            hint += (f" Fix the rows, or rerun with {setting('on_bad_rows')} quarantine to set "
+                     "bad rows aside and go on.")
         raise ContractError("\n".join([*errors, hint]))
     return validated
 

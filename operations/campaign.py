@@ -36,6 +36,7 @@ from mlflow import MlflowClient
 from scipy import stats
 
 from features.contract import ARROW_TIMESTAMP, ContractError
+from features.errors import setting
 from features.point_in_time import connect, feature_query
 from features.registry import feature_names
 from features.tables import load_tables
@@ -111,13 +112,13 @@ def read_segment(scores: str, segment: str, as_of: date | None) -> tuple[pd.Data
     else:
         path = Path(scores)
         if not path.is_file():
-            raise ContractError(f"--scores {scores}: no such file")
+            raise ContractError(f"{setting('scores')} {scores}: no such file")
         frame = pd.read_parquet(path, columns=columns)
         days = sorted(frame["as_of"].dropna().unique())
         day = as_of or (days[-1] if days else None)
         frame = frame[(frame["as_of"] == day) & (frame["segment"] == segment)]
     if day is None or frame.empty:
-        raise ContractError(f"--scores {scores}: no customer in segment {segment!r}"
+        raise ContractError(f"{setting('scores')} {scores}: no customer in segment {segment!r}"
                             + (f" as of {as_of}" if as_of else ""))
     frame = frame[frame["contactable"].astype(bool)].reset_index(drop=True)
     if frame.empty:
@@ -134,7 +135,7 @@ def strata(frame: pd.DataFrame, how: str) -> tuple[np.ndarray, str]:
     column = {"uplift": "uplift_spend", "risk": "churn_probability"}[how]
     values = frame[column].astype(float)
     if values.isna().all():
-        raise ContractError(f"--stratify {how}: the scores hold no {column}")
+        raise ContractError(f"{setting('stratify')} {how}: the scores hold no {column}")
     ranks = values.rank(method="first").fillna(0).to_numpy()
     deciles = np.minimum((10 * (ranks - 1) / max(len(values), 1)).astype(int), 9)
     return np.where(values.isna(), -1, deciles), f"{how} decile"
@@ -230,7 +231,8 @@ def segment_features(data: Path, ids: pd.Series, as_of: date) -> pd.DataFrame:
     found = frame.set_index("customer_id").reindex(ids)
     if found[feature_names()].isna().all(axis=1).any():
         missing = ids[found[feature_names()].isna().all(axis=1).to_numpy()].iloc[0]
-        raise ContractError(f"--data {data}: customer {missing} of the scores has no features "
+        raise ContractError(f"{setting('data')} {data}: customer {missing} of the scores has no "
+                            f"features "
                             f"as of {as_of}; is it the data the scores came from?")
     return found[feature_names()].reset_index(drop=True)
 
@@ -238,7 +240,7 @@ def segment_features(data: Path, ids: pd.Series, as_of: date) -> pd.DataFrame:
 def plan_campaign(cfg: PlanConfig) -> Plan:
     """Draw the holdout (re-drawing for balance when ``cfg.data`` is given)."""
     if not 0 < cfg.holdout < 1:
-        raise ContractError("--holdout must be between 0 and 1 (e.g. 0.1)")
+        raise ContractError(f"{setting('holdout')} must be between 0 and 1 (e.g. 0.1)")
     frame, as_of = read_segment(cfg.scores, cfg.segment, cfg.as_of)
     stratum, stratified_by = strata(frame, cfg.stratify)
     treatment = draw(stratum, cfg.holdout, cfg.seed, 0)
@@ -405,7 +407,7 @@ def report_campaign(cfg: ReportConfig, expected_holdout: float | None = None) ->
         srm = float(stats.chisquare([n_treated, n_held], expected).pvalue)
     else:
         notes.append("no planned holdout share known (no `churn campaign plan` record and no "
-                     "--expected-holdout): the sample-ratio check is skipped")
+                     f"{setting('expected_holdout')}): the sample-ratio check is skipped")
     return Report(cfg, effects, n_treated, n_held, first, last, srm, share, notes)
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from features.errors import setting
 from features.labels import ChurnLabelConfig
 from features.point_in_time import connect
 from features.tables import load_tables
@@ -54,8 +55,8 @@ def champion_config(data: Path, name: str, on_bad_rows: OnBadRows = OnBadRows.st
     try:
         version = client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException:
-        raise PromotionError(f"no '{name}' model holds the '{CHAMPION}' alias: train one with "
-                             f"`churn train churn --model-name {name}` and promote it first"
+        raise PromotionError(f"no '{name}' model holds the '{CHAMPION}' alias: train a churn "
+                             f"model registered as '{name}' and promote it first"
                              ) from None
     params = client.get_run(version.run_id).data.params
     wanted = str(data.resolve())
@@ -63,7 +64,7 @@ def champion_config(data: Path, name: str, on_bad_rows: OnBadRows = OnBadRows.st
         raise PromotionError(
             f"the '{name}' champion v{version.version} was trained on "
             f"{params.get('data_source')}, not on {wanted}: retrain on its data, or train a "
-            f"model for this data under its own --model-name")
+            f"model for this data under its own {setting('model_name')}")
     stopping = params.get("early_stopping_rounds")
     cfg = ChurnTrainConfig(
         data=data, train_cutoff_count=len(params["train_cutoffs"].split(",")),

@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from features.contract import ContractError
+from features.errors import setting
 from features.point_in_time import connect, feature_query
 from features.tables import load_tables
 from features.validation import OnBadRows, Progress
@@ -132,7 +133,8 @@ class ParquetDestination:
 
     def __init__(self, path: Path) -> None:
         if path.suffix != ".parquet":
-            raise ContractError(f"--out {path}: use a .parquet file or a postgresql:// URL")
+            raise ContractError(f"{setting('out')} {path}: use a .parquet file or a postgresql:// "
+                                "URL")
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.lock = _hold_lock(path.with_name(f".{path.name}.lock"), path)
@@ -166,8 +168,8 @@ def _hold_lock(lock: Path, out: Path) -> IO[str]:
         handle.seek(0)
         holder = handle.read().strip() or "another process"
         handle.close()
-        raise ContractError(f"--out {out}: another scoring run ({holder}) is writing this file; "
-                            f"wait for it to finish or write elsewhere") from None
+        raise ContractError(f"{setting('out')} {out}: another scoring run ({holder}) is writing "
+                            "this file; wait for it to finish or write elsewhere") from None
     handle.seek(0)
     handle.truncate()
     handle.write(f"pid {os.getpid()}")
@@ -190,8 +192,8 @@ def parse_postgres_url(url: str) -> tuple[str, str]:
     query = parse_qs(parts.query)
     tables = query.pop("table", [])
     if len(tables) != 1 or not TABLE_NAME.match(tables[0]):
-        raise ContractError(f"--out {safe_url(url)}: add ?table=NAME (letters, digits, _; "
-                            f"optionally schema.name)")
+        raise ContractError(f"{setting('out')} {safe_url(url)}: add ?table=NAME (letters, digits, "
+                            "_; optionally schema.name)")
     clean = urlunsplit(parts._replace(query=urlencode(query, doseq=True)))
     return clean, tables[0]
 
@@ -210,7 +212,7 @@ class PostgresDestination:
             password = urlsplit(url).password
             if password:
                 detail = detail.replace(password, "***")
-            raise ContractError(f"--out {safe_url(url)}: cannot connect to PostgreSQL: "
+            raise ContractError(f"{setting('out')} {safe_url(url)}: cannot connect to PostgreSQL: "
                                 f"{detail}") from None
         self.as_of = as_of
         columns = ", ".join(f"{name} {kind}" for name, kind in PG_COLUMNS.items())
@@ -240,7 +242,7 @@ class PostgresDestination:
             missing = [c for c in PG_COLUMNS if c not in found]
             extra = [c for c in found if c not in PG_COLUMNS]
             raise ContractError(
-                f"--out: table {self.table} has other columns than scores need (missing "
+                f"{setting('out')}: table {self.table} has other columns than scores need (missing "
                 f"{missing or 'none'}, unexpected {extra or 'none'}; an older release's table?): "
                 f"write to a new one with ?table=NAME, or rename or drop it")
 

@@ -14,7 +14,7 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from features.errors import ChurnError
+from features.errors import ChurnError, setting
 from models.churn_model import ARTIFACT_KEY, ChurnModel
 from models.forest import CompiledForest, UnsupportedModel
 from models.registry import CHAMPION, TEST_ARTIFACT
@@ -55,7 +55,8 @@ def _check_source(version: ModelVersion, wanted: str | None, check: DataCheck,
     if source != wanted:
         raise NoChampionError(
             f"the '{version.name}' champion v{version.version} was trained on {source}, not on "
-            f"{wanted} ({what}): {remedy}, or pass --allow-data-mismatch to use it anyway")
+            f"{wanted} ({what}): {remedy}, or pass {setting('allow_data_mismatch')} to use it "
+            f"anyway")
 
 
 @dataclass(frozen=True)
@@ -126,13 +127,14 @@ def load_uplift_champion(name: str = "uplift", arm: str | None = None,
         raise NoChampionError(
             f"the '{name}' champion v{version.version} was trained on a flat table "
             f"({', '.join(model.features[:4])}, ...), not on the feature registry; train one "
-            f"with `churn train uplift --data DIR` and promote it, or set "
-            f"win_back.uses_uplift = false in the policy")
+            "on contract tables with exposures and promote it, or set "
+            "win_back.uses_uplift = false in the policy")
     wanted = str(check.source.resolve()) if check.source else churn_source
     _check_source(version, wanted, check,
                   "the data scored" if check.source else "the churn champion's data",
-                  "train one on that data (`churn train uplift --data DIR --model-name NAME`, "
-                  "then score with --uplift-model-name NAME), turn uplift off with --no-uplift")
+                  "train one on that data under a name of its own and score with "
+                  f"{setting('uplift_model_name')} NAME, turn uplift off with "
+                  f"{setting('no_uplift')}")
     if arm and arm not in model.arms:
         raise NoChampionError(f"the '{name}' champion v{version.version} has arms "
                               f"{', '.join(model.arms)}; the policy asks for {arm!r}")
@@ -166,11 +168,11 @@ def load_champion(name: str = "churn", uplift: bool = False,
     except MlflowException:
         raise NoChampionError(
             f"no '{name}' model holds the '{CHAMPION}' alias in {mlflow.get_tracking_uri()}; "
-            f"train one with `churn train {name}` and promote it with `churn promote {name}`"
+            f"train a churn model registered as '{name}' and promote it"
         ) from None
     wanted = str(check.source.resolve()) if check.source else None
     _check_source(version, wanted, check, "the data scored",
-                  "score with the model trained on this data (--model-name NAME)")
+                  f"score with the model trained on this data ({setting('model_name')} NAME)")
     model = _download(name, str(version.version), ARTIFACT_KEY, ChurnModel.load)
     if compiled:
         use_compiled_forest(model)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.errors import ChurnError
+from features.errors import ChurnError, setting
 from features.registry import FEATURES_BY_NAME
 
 ArrayLike = np.ndarray | pd.Series
@@ -73,7 +73,7 @@ class SegmentPolicy:
         if "lapsed_after_days" in raw.get("segments", {}):
             raise PolicyError(
                 f"policy {path}: segments.lapsed_after_days is no longer read: lapsed now means "
-                f"outside the churn model's own base (set with `churn train churn --base-days`); "
+                f"outside the churn model's own base (its {setting('base_days')}); "
                 f"remove the line")
         policy.check(path)
         return policy

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from features.errors import setting
 from features.labels import LABEL
 from features.point_in_time import connect
 from features.tables import load_tables
@@ -48,7 +49,7 @@ class BacktestResult:
 
 def _check_origins(origins: tuple[date, ...]) -> list[date]:
     if not origins:
-        raise CutoffError("--origins: give at least one date")
+        raise CutoffError(f"{setting('origins')}: give at least one date")
     return sorted(set(origins))
 
 
@@ -60,7 +61,7 @@ def run_backtest(cfg: ChurnTrainConfig, origins: tuple[date, ...],
     ordered = _check_origins(origins)
     if cfg.cutoffs or cfg.validation_cutoff or cfg.test_cutoff:
         raise CutoffError("a backtest places the cutoffs itself at each origin: give a count "
-                          "of training cutoffs (--cutoffs N), not dates")
+                          f"of training cutoffs ({setting('cutoffs')} N), not dates")
     rows, notes = [], []
     with tempfile.TemporaryDirectory(prefix="churn-backtest-") as work, \
             connect(cfg.memory_limit, Path(work) / "spill") as con:

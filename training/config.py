@@ -12,7 +12,7 @@ from datetime import date
 from pathlib import Path
 from types import SimpleNamespace
 
-from features.errors import ChurnError
+from features.errors import ChurnError, setting
 from features.labels import ChurnLabelConfig
 from features.tables import DEFAULT_REJECTS
 from features.validation import OnBadRows
@@ -137,19 +137,21 @@ class UpliftTrainConfig:
 
     def check(self) -> None:
         if (self.data is None) == (self.table is None):
-            raise ExperimentError("give either --data DIR (contract tables with exposures) or "
-                                  "--table FILE (a flat experiment table)")
+            raise ExperimentError(f"give either {setting('data')} DIR (contract tables with "
+                                  f"exposures) or {setting('table')} FILE (a flat experiment "
+                                  "table)")
         if self.table is not None and (not self.treatments or not self.control):
-            raise ExperimentError("--table needs --treatment COLUMN=VALUE (once per arm) and "
-                                  "--control COLUMN=VALUE")
+            raise ExperimentError(f"{setting('table')} needs {setting('treatment')} COLUMN=VALUE "
+                                  f"(once per arm) and {setting('control')} COLUMN=VALUE")
         if self.learner != AUTO and self.learner not in LEARNER_NAMES:
             raise ExperimentError(f"unknown learner {self.learner!r}; choose auto or one of "
                                   f"{', '.join(LEARNER_NAMES)}")
         if self.expected_share is not None and not 0.0 < self.expected_share < 1.0:
-            raise ExperimentError("--expected-share is the designed treated share of an arm "
-                                  "plus control, between 0 and 1")
+            raise ExperimentError(f"{setting('expected_share')} is the designed treated share of "
+                                  "an arm plus control, between 0 and 1")
         if self.selection_folds < 2 or self.nested_folds < 2:
-            raise ExperimentError("--selection-folds and --nested-folds must be at least 2")
+            raise ExperimentError(f"{setting('selection_folds')} and {setting('nested_folds')} "
+                                  "must be at least 2")
 
     def candidates(self) -> list[str]:
         return list(SELECTABLE) if self.learner == AUTO else [self.learner]

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 from features.contract import ContractError
+from features.errors import setting
 from features.labels import check_matured
 from training.config import DEFAULT_TRAIN_CUTOFFS
 
@@ -82,11 +83,11 @@ def plan_cutoffs(horizon_days: int, data_start: date, data_end: date,
     notices: list[str] = []
     if train:
         if len(set(train)) != len(train):
-            raise CutoffError("--cutoffs: a date is listed twice")
+            raise CutoffError(f"{setting('cutoffs')}: a date is listed twice")
         _purge_check(sorted(train), validation, "training", "validation", horizon_days)
     else:
         if train_count < 1:
-            raise CutoffError("--cutoffs: give at least one training cutoff")
+            raise CutoffError(f"{setting('cutoffs')}: give at least one training cutoff")
         candidates = months_back(validation - gap, train_count)
         train = tuple(c for c in candidates if c > data_start)
         dropped = [c for c in candidates if c <= data_start]
@@ -97,7 +98,7 @@ def plan_cutoffs(horizon_days: int, data_start: date, data_end: date,
         raise CutoffError(
             f"no training cutoff fits: it must be at least {horizon_days} days before the "
             f"validation cutoff {validation.isoformat()} and after the first order "
-            f"({data_start.isoformat()}). Use more history or a shorter --horizon-days")
+            f"({data_start.isoformat()}). Use more history or a shorter {setting('horizon_days')}")
     if min(train) <= data_start:
         raise CutoffError(f"training cutoff {min(train).isoformat()}: no order before it (the "
                           f"data starts {data_start.isoformat()})")

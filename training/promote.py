@@ -28,7 +28,7 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from features.errors import ChurnError
+from features.errors import ChurnError, setting
 from features.labels import LABEL
 from models.registry import CHAMPION, TEST_ARTIFACT, VALIDATION_ARTIFACT
 from training.metrics import score_metrics
@@ -199,8 +199,9 @@ class ChurnJudge(Judge):
                 raise PromotionError(
                     f"v{champion.version} predicts another label ({label} {theirs.get(label)} "
                     f"against the candidate's {own.get(label)}), so the two cannot be judged on "
-                    f"the same rows; train the candidate with the champion's --horizon-days and "
-                    f"--base-days, or register it under another model name")
+                    f"the same rows; train the candidate with the champion's "
+                    f"{setting('horizon_days')} and "
+                    f"{setting('base_days')}, or register it under another model name")
         seen = fitted_through(theirs)
         test = date.fromisoformat(own["test_cutoff"])
         if seen is None or seen > test:
@@ -208,8 +209,9 @@ class ChurnJudge(Judge):
             raise PromotionError(
                 f"v{champion.version} was fitted on data up to {when}, after the candidate's test "
                 f"cutoff {test}: it would be judged on customers whose outcomes it learned from. "
-                f"For a fair comparison train the candidate with --test-cutoff on or after "
-                f"{when}, or retrain the champion's configuration with --test-cutoff {test}")
+                f"For a fair comparison train the candidate with {setting('test_cutoff')} on or "
+                f"after {when}, or retrain the champion's configuration with "
+                f"{setting('test_cutoff')} {test}")
         return self.score(rows, _model_predictions(champion, rows)["churn_probability"]
                           .to_numpy())
 

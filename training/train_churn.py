@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from features.contract import ContractError
+from features.errors import setting
 from features.labels import LABEL
 from features.point_in_time import connect
 from features.registry import feature_names
@@ -89,7 +90,7 @@ def check_eligible(frame: pd.DataFrame, part: str, min_rows: int) -> None:
         raise EligibilityError(
             f"{part}: {churners:,} churners and {stayers:,} customers who stayed; each needs at "
             f"least {min_rows:,} to learn from. Add cutoffs, use more data or change "
-            f"--horizon-days / --base-days")
+            f"{setting('horizon_days')} / {setting('base_days')}")
 
 
 def baseline_scores(rows: pd.DataFrame, bgnbd: BGNBD, summary: pd.DataFrame,

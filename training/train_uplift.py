@@ -20,6 +20,7 @@ import pandas as pd
 from scipy import stats
 from sklearn.model_selection import StratifiedKFold
 
+from features.errors import setting
 from features.tables import load_tables
 from models.uplift_model import PARTS, Effect, UpliftModel
 from models.uplift_terms import predict_terms
@@ -47,9 +48,10 @@ def load_experiment(cfg: UpliftTrainConfig) -> Experiment:
     cfg.check()
     if cfg.table is not None:
         return experiment_from_table(
-            read_table(cfg.table), [GroupSpec.parse(t, "--treatment") for t in cfg.treatments],
-            GroupSpec.parse(cfg.control or "", "--control"), cfg.outcome, list(cfg.ignore),
-            str(cfg.table))
+            read_table(cfg.table),
+            [GroupSpec.parse(t, setting("treatment")) for t in cfg.treatments],
+            GroupSpec.parse(cfg.control or "", setting("control")), cfg.outcome,
+            list(cfg.ignore), str(cfg.table))
     assert cfg.data is not None
     with tempfile.TemporaryDirectory(prefix="churn-uplift-") as tmp, duckdb.connect() as con:
         con.sql("SET TimeZone = 'UTC'")
@@ -388,7 +390,8 @@ def evaluate_uplift(cfg: UpliftTrainConfig, folds: int = 5, repeats: int = 1,
                     scorers: dict | None = None) -> pd.DataFrame:
     """Out-of-fold uplift scores per customer, arm and repeat."""
     if folds < 2 or repeats < 1:
-        raise ExperimentError("--folds must be at least 2 and --repeats at least 1")
+        raise ExperimentError(f"{setting('folds')} must be at least 2 and {setting('repeats')} at "
+                              "least 1")
     experiment = experiment or load_experiment(cfg)
     frames = []
     for arm in experiment.arms:

@@ -19,6 +19,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from features.errors import setting
 from features.point_in_time import feature_query
 from features.registry import feature_names
 from features.tables import LoadedTables
@@ -94,7 +95,7 @@ def choose_campaign(con: duckdb.DuckDBPyConnection, loaded: LoadedTables,
     if campaign is None:
         if len(known) != 1:
             raise ExperimentError(f"exposures holds {len(known)} campaigns; pick one with "
-                                  f"--campaign: {', '.join(known[:10])}")
+                                  f"{setting('campaign')}: {', '.join(known[:10])}")
         return known[0]
     if campaign not in known:
         raise ExperimentError(f"campaign {campaign!r} is not in exposures; it holds: "
@@ -130,7 +131,7 @@ def experiment_from_contract(con: duckdb.DuckDBPyConnection, loaded: LoadedTable
         raise ExperimentError(
             f"the {horizon_days}-day outcome window of campaign {campaign!r} ends "
             f"{last_end.date()}, after the data ends ({loaded.end}); use a shorter "
-            f"--horizon-days or wait for the data")
+            f"{setting('horizon_days')} or wait for the data")
     frames = []
     for stamp in sorted(exposed["feature_day"].unique()):
         day = pd.Timestamp(stamp).date()
@@ -181,7 +182,7 @@ def experiment_from_table(table: pd.DataFrame, treatments: list[GroupSpec], cont
                           outcome: str, ignore: list[str], source: str) -> Experiment:
     """Arms (one per treatment spec) and control from a flat table; other rows are left out."""
     if not treatments:
-        raise ExperimentError("give at least one --treatment COLUMN=VALUE")
+        raise ExperimentError(f"give at least one {setting('treatment')} COLUMN=VALUE")
     needed = {outcome, control.column, *(t.column for t in treatments), *ignore}
     missing = sorted(needed - set(table.columns))
     if missing:

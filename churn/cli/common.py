@@ -21,6 +21,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from features.errors import ChurnError
 from features.labels import ChurnLabelConfig
 from features.validation import OnBadRows
 from training.config import DEFAULT_TRAIN_CUTOFFS, ChurnTrainConfig
@@ -76,10 +77,12 @@ def champion_or_fail(name: str) -> None:
 
 
 def one_line(err: Exception) -> str:
-    """A user error in one line (DuckDB's read errors run to twenty)."""
-
+    """A user error in one line (DuckDB's read errors run to twenty), naming settings as the
+    command's flags."""
     from features.sources import duckdb_error_line
 
+    if isinstance(err, ChurnError):
+        return err.for_command_line()
     return duckdb_error_line(err) if isinstance(err, (duckdb.Error, OSError)) else str(err)
 
 
