@@ -12,12 +12,13 @@ from __future__ import annotations
 import dataclasses
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
 
 import pandas as pd
 
+from features.cores import job_threads
 from features.errors import setting
 from features.labels import LABEL
 from features.point_in_time import connect
@@ -63,8 +64,9 @@ def run_backtest(cfg: ChurnTrainConfig, origins: tuple[date, ...],
         raise CutoffError("a backtest places the cutoffs itself at each origin: give a count "
                           f"of training cutoffs ({setting('cutoffs')} N), not dates")
     rows, notes = [], []
+    cfg = replace(cfg, threads=job_threads(cfg.threads))
     with tempfile.TemporaryDirectory(prefix="churn-backtest-") as work, \
-            connect(cfg.memory_limit, Path(work) / "spill") as con:
+            connect(cfg.memory_limit, Path(work) / "spill", cfg.threads) as con:
         loaded = load_tables(con, cfg.data, Path(work), cfg.on_bad_rows, progress=progress)
         for origin in ordered:
             at = dataclasses.replace(cfg, test_cutoff=origin)

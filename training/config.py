@@ -66,13 +66,15 @@ class BaseParams:
     lambda_l2: float = 0.0
     feature_fraction: float = 1.0
     seed: int = 0
+    # 0: the cores free when the job starts (``job_threads``).
+    threads: int = 0
     extra: dict = field(default_factory=dict)
 
     def lightgbm(self) -> dict:
         return {"objective": "regression", "learning_rate": self.learning_rate,
                 "num_leaves": self.num_leaves, "min_data_in_leaf": self.min_data_in_leaf,
                 "lambda_l2": self.lambda_l2, "feature_fraction": self.feature_fraction,
-                "seed": self.seed,
+                "seed": self.seed, "num_threads": self.threads,
                 "deterministic": True, "verbose": -1, **self.extra}
 
 
@@ -95,6 +97,8 @@ class ChurnTrainConfig:
     seed: int = 7
     on_bad_rows: OnBadRows = OnBadRows.stop
     memory_limit: str | None = "4GB"
+    # LightGBM and DuckDB threads; 0: the cores free when the job starts (``job_threads``).
+    threads: int = 0
     # What the runs record as the data's source; by default the folder's absolute path.
     source: str | None = None
 
@@ -105,7 +109,7 @@ class ChurnTrainConfig:
         return {"objective": "binary", "learning_rate": self.learning_rate,
                 "num_leaves": self.num_leaves, "min_data_in_leaf": self.min_data_in_leaf,
                 "feature_fraction": 0.8, "bagging_fraction": 0.8, "bagging_freq": 1,
-                "lambda_l2": 1.0, "seed": self.seed, "num_threads": 0, "verbose": -1}
+                "lambda_l2": 1.0, "seed": self.seed, "num_threads": self.threads, "verbose": -1}
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
 
@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from features.contract import ContractError
+from features.cores import job_threads
 from features.errors import setting
 from features.labels import LABEL
 from features.point_in_time import connect
@@ -139,8 +140,9 @@ def _split(frame: pd.DataFrame, plan: CutoffPlan) -> tuple[pd.DataFrame, ...]:
 def train_churn(cfg: ChurnTrainConfig, progress: Progress | None = None,
                 on_step: Callable[[str], None] | None = None) -> ChurnTrainResult:
     """Run the whole training of the churn model on the tables in ``cfg.data``."""
+    cfg = replace(cfg, threads=job_threads(cfg.threads))
     with tempfile.TemporaryDirectory(prefix="churn-train-") as work, \
-            connect(cfg.memory_limit, Path(work) / "spill") as con:
+            connect(cfg.memory_limit, Path(work) / "spill", cfg.threads) as con:
         loaded = load_tables(con, cfg.data, Path(work), cfg.on_bad_rows, progress=progress)
         return train_on_tables(cfg, con, loaded, on_step)
 
@@ -151,6 +153,7 @@ def train_on_tables(cfg: ChurnTrainConfig, con: duckdb.DuckDBPyConnection,
     """``train_churn`` on tables already validated into ``con`` (the backtest trains many
     times on the same tables)."""
     step = on_step or (lambda _: None)
+    cfg = replace(cfg, threads=job_threads(cfg.threads))
     plan = resolve_plan(cfg, loaded)
     for notice in plan.notices:
         step(notice)

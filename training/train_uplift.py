@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import duckdb
@@ -20,6 +20,7 @@ import pandas as pd
 from scipy import stats
 from sklearn.model_selection import StratifiedKFold
 
+from features.cores import job_threads
 from features.errors import setting
 from features.tables import load_tables
 from models.uplift_model import PARTS, Effect, UpliftModel
@@ -41,6 +42,11 @@ BALANCE_SMD = 0.1
 MIN_GROUP_ROWS = 50
 
 Progress = Callable[[str], None]
+
+
+def with_threads(cfg: UpliftTrainConfig) -> UpliftTrainConfig:
+    """``cfg`` with its LightGBM threads fixed: those asked for, or the cores free now."""
+    return replace(cfg, params=replace(cfg.params, threads=job_threads(cfg.params.threads)))
 
 
 def load_experiment(cfg: UpliftTrainConfig) -> Experiment:
@@ -304,6 +310,7 @@ def train_uplift(cfg: UpliftTrainConfig, progress: Progress | None = None,
                  experiment: Experiment | None = None) -> UpliftResult:
     """One uplift learner per arm, each chosen by out-of-fold Qini and fitted on all rows, and
     measured by nested out-of-fold scores (the choice made again inside each fold)."""
+    cfg = with_threads(cfg)
     experiment = experiment or load_experiment(cfg)
     if not experiment.arms:
         raise ExperimentError(f"{experiment.source}: no treated rows")
@@ -392,6 +399,7 @@ def evaluate_uplift(cfg: UpliftTrainConfig, folds: int = 5, repeats: int = 1,
     if folds < 2 or repeats < 1:
         raise ExperimentError(f"{setting('folds')} must be at least 2 and {setting('repeats')} at "
                               "least 1")
+    cfg = with_threads(cfg)
     experiment = experiment or load_experiment(cfg)
     frames = []
     for arm in experiment.arms:

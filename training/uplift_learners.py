@@ -397,7 +397,8 @@ class DistilledEnsembleLearner(EnsembleLearner):
         return self
 
     def _distil(self, X: pd.DataFrame, estimate: np.ndarray) -> lgb.Booster:
-        return fit_regressor(X, estimate, replace(SURROGATE, seed=self.base_params.seed))
+        return fit_regressor(X, estimate, replace(SURROGATE, seed=self.base_params.seed,
+                                                 threads=self.base_params.threads))
 
     def combination(self) -> str:
         mean, error = self.gain_

@@ -19,6 +19,7 @@ from churn.cli.common import (
     OnBadRowsOption,
     SeedOption,
     TestOption,
+    ThreadsOption,
     ValidationOption,
     churn_config,
     cutoff_list,
@@ -44,6 +45,7 @@ def train_churn_command(
     num_leaves: LeavesOption = CHURN.num_leaves,
     max_trees: MaxTreesOption = CHURN.max_trees,
     seed: SeedOption = CHURN.seed,
+    threads: ThreadsOption = CHURN.threads,
     experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "churn",
     on_bad_rows: OnBadRowsOption = CHURN.on_bad_rows,
     model_name: ModelNameOption = CHURN_MODEL_NAME,
@@ -67,7 +69,8 @@ def train_churn_command(
     try:
         cfg = churn_config(data, cutoffs, validation_cutoff, test_cutoff, horizon_days,
                             base_days, learning_rate=learning_rate, num_leaves=num_leaves,
-                            max_trees=max_trees, seed=seed, on_bad_rows=on_bad_rows)
+                            max_trees=max_trees, seed=seed, on_bad_rows=on_bad_rows,
+                           threads=threads)
         started = steps.now_ms()
         result = steps.train(cfg, progress_bar())  # type: ignore[arg-type]
         logged = steps.log_churn_run(cfg, result, experiment=experiment,  # type: ignore[arg-type]
@@ -92,6 +95,7 @@ def backtest_churn_command(
     num_leaves: LeavesOption = CHURN.num_leaves,
     max_trees: MaxTreesOption = CHURN.max_trees,
     seed: SeedOption = CHURN.seed,
+    threads: ThreadsOption = CHURN.threads,
     experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "churn-backtest",
     on_bad_rows: OnBadRowsOption = CHURN.on_bad_rows,
 ) -> None:
@@ -112,7 +116,8 @@ def backtest_churn_command(
     try:
         cfg = churn_config(data, str(cutoffs), None, None, horizon_days, base_days,
                             learning_rate=learning_rate, num_leaves=num_leaves,
-                            max_trees=max_trees, seed=seed, on_bad_rows=on_bad_rows)
+                            max_trees=max_trees, seed=seed, on_bad_rows=on_bad_rows,
+                           threads=threads)
         started = steps.now_ms()
         result = steps.backtest(cfg, cutoff_list(origins), progress_bar())  # type: ignore[arg-type]
         logged = steps.log_backtest_run(cfg, result, experiment,  # type: ignore[arg-type]

@@ -149,6 +149,9 @@ LeavesOption = Annotated[int, typer.Option(min=2, max=131072, help="LightGBM lea
 MaxTreesOption = Annotated[int, typer.Option(
     min=1, help="Upper bound on trees; early stopping on the validation cutoff picks fewer.")]
 SeedOption = Annotated[int, typer.Option(help="Random seed.")]
+ThreadsOption = Annotated[int, typer.Option(
+    min=0, help="LightGBM and DuckDB threads; 0 takes the cores free when the job starts "
+                "(beside other CPU-bound work, fewer threads finish sooner).")]
 OnBadRowsOption = Annotated[OnBadRows, typer.Option(
     help="stop: write nothing if a row breaks the data contract. quarantine: set bad "
          "rows aside in ./rejects/ with reasons and go on.")]

@@ -9,7 +9,7 @@ import typer
 
 from churn.cli.app import evaluate_app, promote_app, train_app
 from churn.cli.churn_model import promote_or_fail
-from churn.cli.common import fail, one_line, out_console, progress_bar, use_store
+from churn.cli.common import ThreadsOption, fail, one_line, out_console, progress_bar, use_store
 from models.registry import UPLIFT_MODEL_NAME
 from training.config import BASE, UPLIFT
 
@@ -59,7 +59,7 @@ def _uplift_config(data: Path | None, campaign: str | None, horizon_days: int,
                    table: Path | None, treatment: list[str] | None, control: str | None,
                    outcome: str, ignore: list[str] | None, learner: str,
                    expected_share: float | None, seed: int,
-                   trees: tuple[int, int, int, float]) -> object:
+                   trees: tuple[int, int, int, float], threads: int) -> object:
     from training.config import BaseParams, UpliftTrainConfig
 
     leaves, min_leaf, rounds, rate = trees
@@ -69,7 +69,7 @@ def _uplift_config(data: Path | None, campaign: str | None, horizon_days: int,
                              expected_share=expected_share, seed=seed,
                              params=BaseParams(learning_rate=rate, num_leaves=leaves,
                                                min_data_in_leaf=min_leaf, rounds=rounds,
-                                               seed=seed))
+                                               seed=seed, threads=threads))
 
 
 @train_app.command("uplift")
@@ -83,6 +83,7 @@ def train_uplift_command(
     min_data_in_leaf: UpliftMinLeaf = BASE.min_data_in_leaf,
     rounds: UpliftRounds = BASE.rounds, learning_rate: UpliftRate = BASE.learning_rate,
     seed: Annotated[int, typer.Option(help="Random seed.")] = UPLIFT.seed,
+    threads: ThreadsOption = BASE.threads,
     experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "uplift",
     model_name: Annotated[str, typer.Option(
         "--model-name", help="Registered uplift model name: give each dataset its own.")
@@ -111,7 +112,7 @@ def train_uplift_command(
     try:
         cfg = _uplift_config(data, campaign, horizon_days, table, treatment, control, outcome,
                              ignore, learner, expected_share, seed,
-                             (num_leaves, min_data_in_leaf, rounds, learning_rate))
+                             (num_leaves, min_data_in_leaf, rounds, learning_rate), threads)
         started = steps.now_ms()
         result = up.train(cfg, progress_bar())  # type: ignore[arg-type]
         logged = up.log_uplift_run(cfg, result, experiment=experiment,  # type: ignore[arg-type]
@@ -136,6 +137,7 @@ def evaluate_uplift_command(
     folds: Annotated[int, typer.Option(help="Outer folds.")] = 5,
     repeats: Annotated[int, typer.Option(help="Repeats with fresh folds.")] = 1,
     seed: Annotated[int, typer.Option(help="Random seed.")] = UPLIFT.seed,
+    threads: ThreadsOption = BASE.threads,
 ) -> None:
     """Score every customer out of fold and report Qini, AUUC and uplift at 10/20/30%.
 
@@ -150,7 +152,7 @@ def evaluate_uplift_command(
     try:
         cfg = _uplift_config(data, campaign, horizon_days, table, treatment, control, outcome,
                              ignore, learner, expected_share, seed,
-                             (num_leaves, min_data_in_leaf, rounds, learning_rate))
+                             (num_leaves, min_data_in_leaf, rounds, learning_rate), threads)
         summary = up.evaluate(cfg, folds, repeats, out, progress_bar())  # type: ignore[arg-type]
     except steps.USER_ERRORS as err:
         fail(one_line(err))

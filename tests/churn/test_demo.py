@@ -22,7 +22,7 @@ from features.point_in_time import connect
 from features.registry import feature_names
 from features.tables import load_tables
 from models.store import default_tracking_uri
-from tests.conftest import build, process_env
+from tests.conftest import build, migrated_store, process_env
 
 AS_OF = date(2026, 1, 1)  # the demo scores as of the day its data ends
 
@@ -39,6 +39,7 @@ def demo_output(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     once: its folder (``demo/`` holds the data, features and scores; ``mlflow.db`` the
     store) and the finished process."""
     folder = tmp_path_factory.mktemp("demo")
+    migrated_store(folder)
     done = subprocess.run([sys.executable, "-m", "churn", "demo", "--customers", "6000",
                            "--out", "demo"], cwd=folder,
                           env=process_env(COLUMNS="200"), capture_output=True, text=True,

@@ -22,7 +22,7 @@ from mlflow import MlflowClient
 
 from features.synthetic import GenerateConfig, generate
 from models.store import default_tracking_uri
-from tests.conftest import process_env
+from tests.conftest import migrated_store, process_env
 
 SHIFT = date(2025, 1, 1)
 BEFORE, AFTER = "2024-10-01", "2025-07-01"
@@ -40,6 +40,7 @@ def shifted(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("shifted")
     generate(GenerateConfig(customers=5_000, seed=5, shift_at=SHIFT),
              folder / "data")
+    migrated_store(folder)
     steps = [("train", "churn", "--data", "data", "--test-cutoff", BEFORE, "--cutoffs", "3"),
              ("promote", "churn"),
              ("score", "--data", "data", "--as-of", BEFORE, "--out", f"scores/{BEFORE}.parquet",

@@ -32,11 +32,10 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from features.registry import feature_names
-from models.store import default_tracking_uri
 from serving.batch import ScoreJobConfig, run_score
 from serving.champion import load_champion
 from serving.scoring import OUTPUT_COLUMNS
-from tests.conftest import build, crown, free_port, process_env, wait_until_up
+from tests.conftest import build, crown, free_port, migrated_store, process_env, wait_until_up
 from training.promote import promote
 from training.tracking import log_churn_run
 from training.uplift_tracking import log_uplift_run
@@ -50,7 +49,7 @@ AS_OF = date(2025, 10, 1)
 def store(tmp_path_factory, trained, churn_config, uplift_trained) -> str:
     """A tracking store whose champions are the session's churn and uplift models."""
     folder = tmp_path_factory.mktemp("service-store")
-    uri, previous, cwd = default_tracking_uri(folder), mlflow.get_tracking_uri(), Path.cwd()
+    uri, previous, cwd = migrated_store(folder), mlflow.get_tracking_uri(), Path.cwd()
     os.chdir(folder)
     mlflow.set_tracking_uri(uri)
     try:
@@ -558,7 +557,7 @@ def test_docs_page_opens_in_a_browser_with_a_worked_example(server, tmp_path):
 
 def test_a_new_champion_is_served_without_a_restart(churn_config, trained, tmp_path,
                                                     features):
-    uri, previous, cwd = default_tracking_uri(tmp_path), mlflow.get_tracking_uri(), Path.cwd()
+    uri, previous, cwd = migrated_store(tmp_path), mlflow.get_tracking_uri(), Path.cwd()
     os.chdir(tmp_path)
     mlflow.set_tracking_uri(uri)
     try:
