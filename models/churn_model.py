@@ -16,60 +16,28 @@ from pathlib import Path
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
-from scipy.special import expit
-from sklearn.isotonic import IsotonicRegression
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import log_loss
-from sklearn.model_selection import StratifiedKFold
 
 from features.labels import ChurnLabelConfig, in_base
 from features.registry import FEATURE_SET_VERSION, feature_names
 from models.drift import Profile
 
-CALIBRATION_METHODS = ("platt", "isotonic")
 ARTIFACT_KEY = "churn_model"
 
 
 @dataclass
 class Calibrator:
-    """Maps the booster's raw margin to a probability; ``platt`` or ``isotonic``."""
+    """Maps the booster's raw margin to a probability; ``platt`` or ``isotonic``. Fitted by
+    ``training.calibration``; applying one needs only NumPy."""
 
     method: str
     params: dict[str, list[float]]
 
-    @classmethod
-    def fit(cls, method: str, margin: np.ndarray, y: np.ndarray) -> Calibrator:
-        if method == "platt":
-            lr = LogisticRegression(C=1e6).fit(margin.reshape(-1, 1), y)
-            return cls(method, {"coef": [float(lr.coef_[0, 0])],
-                                "intercept": [float(lr.intercept_[0])]})
-        iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(margin, y)
-        return cls(method, {"x": iso.X_thresholds_.tolist(), "y": iso.y_thresholds_.tolist()})
-
     def predict(self, margin: np.ndarray) -> np.ndarray:
         if self.method == "platt":
-            return expit(self.params["coef"][0] * margin + self.params["intercept"][0])
+            z = self.params["coef"][0] * np.asarray(margin, dtype=float) \
+                + self.params["intercept"][0]
+            return 1.0 / (1.0 + np.exp(-z))
         return np.interp(margin, self.params["x"], self.params["y"])
-
-
-def cross_fitted_probabilities(method: str, margin: np.ndarray, y: np.ndarray,
-                               seed: int, folds: int = 5) -> np.ndarray:
-    """Calibrated probabilities where each row's calibrator never saw that row."""
-    out = np.empty_like(margin, dtype=float)
-    for fit_idx, pred_idx in StratifiedKFold(folds, shuffle=True, random_state=seed).split(
-            margin, y):
-        out[pred_idx] = Calibrator.fit(method, margin[fit_idx], y[fit_idx]).predict(
-            margin[pred_idx])
-    return out
-
-
-def choose_calibration(margin: np.ndarray, y: np.ndarray,
-                       seed: int) -> tuple[str, dict[str, float], np.ndarray]:
-    """The method with the lower cross-fitted log loss, every method's loss, its probabilities."""
-    probs = {m: cross_fitted_probabilities(m, margin, y, seed) for m in CALIBRATION_METHODS}
-    losses = {m: log_loss(y, np.clip(p, 1e-7, 1 - 1e-7), labels=[0, 1]) for m, p in probs.items()}
-    best = min(losses, key=losses.get)
-    return best, losses, probs[best]
 
 
 def spend_percentiles(spend: pd.Series) -> list[float]:

@@ -29,9 +29,10 @@ from features.point_in_time import connect
 from features.registry import feature_names
 from features.tables import LoadedTables, load_tables
 from features.validation import Progress
-from models.churn_model import Calibrator, ChurnModel, choose_calibration, spend_percentiles
+from models.churn_model import ChurnModel, spend_percentiles
 from models.drift import SCORE, Profile
 from training.bgnbd import BGNBD
+from training.calibration import choose_calibration, fit_calibrator
 from training.config import ChurnTrainConfig
 from training.cutoffs import CutoffPlan, plan_cutoffs
 from training.dataset import clv_summary, training_frame
@@ -176,7 +177,7 @@ def train_on_tables(cfg: ChurnTrainConfig, con: duckdb.DuckDBPyConnection,
 
     step(f"refit on the training and validation cutoffs with {trees} trees")
     fitted = pd.concat([train, valid], ignore_index=True)
-    model = ChurnModel(_refit(cfg, fitted, trees), Calibrator.fit(method, margin, y_valid),
+    model = ChurnModel(_refit(cfg, fitted, trees), fit_calibrator(method, margin, y_valid),
                        label=cfg.labels)
 
     step(f"the refitted model and the baselines on the test cutoff {plan.test}")
