@@ -6,12 +6,9 @@ importing MLflow and LightGBM.
 
 from __future__ import annotations
 
-import logging
-import os
 from pathlib import Path
 
 import duckdb
-import mlflow
 import numpy as np
 import pandas as pd
 import psycopg
@@ -24,7 +21,7 @@ from features.errors import ChurnError
 from features.labels import LABEL
 from models.drift import psi_band
 from models.registry import CHURN_MODEL_NAME
-from models.store import check_store, default_tracking_uri, now_ms
+from models.store import now_ms
 from operations import runlog
 from operations.monitor import MonitorConfig, MonitorReport, checks_table, log_monitor_run, monitor
 from operations.retrain import Retrained, retrain
@@ -63,25 +60,6 @@ METRIC_LABELS = {"roc_auc": "ROC AUC", "pr_auc": "PR AUC", "log_loss": "log loss
 PALIVE_NOTE = ("BG/NBD P(alive) is 1 for every one-time buyer by construction, so it ranks "
                "them all as least likely to churn; BG/NBD E(buys) is the fairer BG/NBD "
                "baseline.")
-
-
-def use_tracking_store(read_only: bool = False) -> str:
-    """MLFLOW_TRACKING_URI when set, else the embedded SQLite store in the working folder.
-
-    The store is checked first (``check_store``), so a store that is down, unreadable or, for
-    a command that only reads (``read_only``), missing ends in one line within seconds.
-    """
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
-    # The command draws its own progress; MLflow's per-download bars would only add noise.
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    # MLflow retries an unreachable server 7 times with back-off (about 4 minutes): fewer.
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(Path.cwd())
-    check_store(uri, read_only)
-    mlflow.set_tracking_uri(uri)
-    return uri
 
 
 def train(cfg: ChurnTrainConfig, progress: Progress) -> ChurnTrainResult:

@@ -14,6 +14,7 @@ import duckdb
 import numpy as np
 
 from features.contract import ContractError
+from features.errors import setting
 
 # The label column: 1 churned, 0 ordered again within the horizon.
 LABEL = "churned"
@@ -29,7 +30,7 @@ class ChurnLabelConfig:
     def __post_init__(self) -> None:
         for name in ("horizon_days", "base_days"):
             if getattr(self, name) < 1:
-                raise ContractError(f"--{name.replace('_', '-')} must be at least 1 day")
+                raise ContractError(f"{setting(name)} must be at least 1 day")
 
 
 class LabelWindowError(ContractError):

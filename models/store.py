@@ -5,6 +5,8 @@ Shared by every job that records a run (training, scoring, monitoring, campaigns
 
 from __future__ import annotations
 
+import logging
+import os
 import sqlite3
 import time
 import urllib.error
@@ -101,3 +103,22 @@ def start_run(experiment_id: str, name: str, started_ms: int | None = None,
 def run_name(kind: str, data: Path | str, detail: str) -> str:
     """A run's name: what, on which data, at which cutoff: ``churn-cdnow-test-1998-04-01``."""
     return f"{kind}-{Path(data).resolve().stem}-{detail}"
+
+
+def use_tracking_store(read_only: bool = False) -> str:
+    """MLFLOW_TRACKING_URI when set, else the embedded SQLite store in the working folder.
+
+    The store is checked first (``check_store``), so a store that is down, unreadable or, for
+    a command that only reads (``read_only``), missing ends in one line within seconds.
+    """
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    # The command draws its own progress; MLflow's per-download bars would only add noise.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # MLflow retries an unreachable server 7 times with back-off (about 4 minutes): fewer.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(Path.cwd())
+    check_store(uri, read_only)
+    mlflow.set_tracking_uri(uri)
+    return uri

@@ -55,25 +55,26 @@ def iso_date(text: str) -> date:
 
 def use_store(read_only: bool = False) -> str:
     """The MLflow store to use, checked; a store that cannot be used ends the command."""
-    from churn import model_steps as steps
+    from models.store import StoreError, use_tracking_store
 
     try:
-        return steps.use_tracking_store(read_only)
-    except steps.StoreError as err:
+        return use_tracking_store(read_only)
+    except StoreError as err:
         fail(one_line(err))
         raise
 
 
 def champion_or_fail(name: str) -> None:
+    from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from serving.champion import champion_versions
+    from models.registry import CHAMPION
 
     try:
-        champion_versions(name, None)
+        MlflowClient().get_model_version_by_alias(name, CHAMPION)
     except MlflowException:
         fail(f"no '{name}' model holds the 'champion' alias in the MLflow store: train one "
-              f"with `churn train churn --model-name {name}` and promote it")
+             f"with `churn train churn --model-name {name}` and promote it")
 
 
 def one_line(err: Exception) -> str:

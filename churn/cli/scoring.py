@@ -121,6 +121,8 @@ def serve_command(
     os.environ["MLFLOW_TRACKING_URI"] = env["MLFLOW_TRACKING_URI"]
     use_store(read_only=True)
     champion_or_fail(model_name)
+    # The server's log is for requests, not for MLflow's per-file download bars.
+    env.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     env["CHURN_MAX_REQUEST_BYTES"] = str(max_request_bytes)
     env["CHURN_COMPILED_FOREST"] = "1" if compiled else "0"
     env["CHURN_MODEL_NAME"] = model_name

@@ -67,5 +67,5 @@ def test_data_end_is_the_day_after_the_last_order():
 
 
 def test_windows_must_be_positive():
-    with pytest.raises(ContractError, match="--horizon-days must be at least 1 day"):
+    with pytest.raises(ContractError, match=r"^horizon_days must be at least 1 day"):
         ChurnLabelConfig(horizon_days=0)

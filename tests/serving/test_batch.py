@@ -318,11 +318,11 @@ def test_as_of_outside_the_data_is_refused_and_writes_nothing(champion, syntheti
                                                               tmp_path):
     data, _ = synthetic_data  # orders from 2023-01-01 to 2025-12-31
     out = tmp_path / "s.parquet"
-    with pytest.raises(ContractError, match=r"--as-of 2030-01-01: 1,462 days after the data "
+    with pytest.raises(ContractError, match=r"^as_of 2030-01-01: 1,462 days after the data "
                                             r"ends; the data spans 2023-01-0\d \.\. 2025-12-31, "
                                             r"so the latest as-of is 2026-01-31"):
         score_to(str(out), data, champion, date(2030, 1, 1))
-    with pytest.raises(ContractError, match="--as-of 1990-01-01: on or before the first order"):
+    with pytest.raises(ContractError, match=r"^as_of 1990-01-01: on or before the first order"):
         score_to(str(out), data, champion, date(1990, 1, 1))
     assert not out.exists()
     stale = score_to(str(out), data, champion, date(2026, 1, 20))
@@ -356,7 +356,7 @@ def test_each_dataset_keeps_its_own_champion(mlflow_store, trained, churn_config
                                             check=DataCheck(cfg.data, cfg.allow_data_mismatch)))
 
     with pytest.raises(NoChampionError, match=r"'churn' champion v1 was trained on .*, not on "
-                                              r".*other.*--model-name NAME.*--allow-data-mismatch"):
+                                              r".*other.*model_name NAME.*allow_data_mismatch"):
         score(model_name="churn")
     with pytest.raises(NoChampionError, match=r"'uplift' champion v1 was trained on .*"
                                               r"--no-uplift"):

@@ -90,7 +90,7 @@ def test_a_policy_with_the_old_lapsed_setting_is_refused(tmp_path: Path):
     old = tmp_path / "old.toml"
     old.write_text(DEFAULT_POLICY.read_text().replace(
         "[segments]\n", "[segments]\nlapsed_after_days = 365\n"))
-    with pytest.raises(PolicyError, match=r"lapsed_after_days is no longer read.*--base-days"):
+    with pytest.raises(PolicyError, match=r"lapsed_after_days is no longer read.*base_days"):
         SegmentPolicy.load(old)
 
 
