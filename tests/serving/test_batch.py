@@ -359,7 +359,7 @@ def test_each_dataset_keeps_its_own_champion(mlflow_store, trained, churn_config
                                               r".*other.*model_name NAME.*allow_data_mismatch"):
         score(model_name="churn")
     with pytest.raises(NoChampionError, match=r"'uplift' champion v1 was trained on .*"
-                                              r"--no-uplift"):
+                                              r"no_uplift"):
         score(model_name="other-churn")
     done = score(model_name="other-churn", uplift=False)
     assert set(pd.read_parquet(tmp_path / "s.parquet")["model_versions"]) == {"other-churn:v1"}
