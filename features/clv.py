@@ -2,7 +2,9 @@
 
 ``x`` counts repeat purchase days (same-day orders merge into one), ``t_x`` is the time from
 the first to the last purchase day and ``T`` the time from the first purchase day to the last
-observed day (the day before the cutoff), both in weeks, the unit of the BG/NBD literature.
+observed day (the day before the cutoff), both in weeks, the unit of the BG/NBD literature;
+``monetary`` is the mean spend of the repeat purchase days (0 without one), what Gamma-Gamma
+models.
 Measured this way, the summary reproduces the published CDNOW fit.
 """
 
@@ -18,11 +20,14 @@ def clv_summary_query(transactions: str, cutoff: date) -> str:
     last_day = f"(DATE '{cutoff.isoformat()}' - INTERVAL 1 DAY)"
     return f"""
 WITH days AS (
-    SELECT DISTINCT customer_id, CAST(ordered_at AS DATE) AS day
+    SELECT customer_id, CAST(ordered_at AS DATE) AS day, sum(amount) AS spend
     FROM {transactions}
-    WHERE amount >= 0 AND ordered_at < TIMESTAMPTZ '{cutoff.isoformat()} 00:00:00+00')
+    WHERE amount >= 0 AND ordered_at < TIMESTAMPTZ '{cutoff.isoformat()} 00:00:00+00'
+    GROUP BY ALL),
+ranked AS (SELECT *, row_number() OVER (PARTITION BY customer_id ORDER BY day) AS n FROM days)
 SELECT customer_id,
        CAST(count(*) - 1 AS DOUBLE) AS x,
        date_diff('day', min(day), max(day)) / {DAYS_PER_UNIT} AS t_x,
-       date_diff('day', min(day), {last_day}) / {DAYS_PER_UNIT} AS "T"
-FROM days GROUP BY customer_id ORDER BY customer_id"""
+       date_diff('day', min(day), {last_day}) / {DAYS_PER_UNIT} AS "T",
+       coalesce(avg(spend) FILTER (WHERE n > 1), 0) AS monetary
+FROM ranked GROUP BY customer_id ORDER BY customer_id"""

@@ -58,6 +58,28 @@ HAVING count(*) FILTER (WHERE ordered_at < {t}) > 0
 ORDER BY customer_id"""
 
 
+def value_target_query(transactions: str, cutoff: date, horizon_days: int) -> str:
+    """SQL giving, for every customer with an order before ``cutoff``: ``future_spend`` (net
+    spend in [T, T + horizon), returns netted off, never below 0), ``future_orders`` (orders
+    in that window) and ``past_spend`` (net spend in the same length of time before T, never
+    below 0: the "last period again" forecast)."""
+    t = _ts(cutoff)
+    window = f"INTERVAL {int(horizon_days)} DAY"
+    return f"""
+SELECT customer_id,
+       greatest(coalesce(sum(amount) FILTER (WHERE ordered_at >= {t}), 0), 0) AS future_spend,
+       CAST(count(DISTINCT order_id) FILTER (WHERE ordered_at >= {t} AND amount >= 0)
+            AS DOUBLE) AS future_orders,
+       greatest(coalesce(sum(amount) FILTER (WHERE ordered_at < {t}
+                                             AND ordered_at >= {t} - {window}), 0), 0)
+           AS past_spend
+FROM {transactions}
+WHERE ordered_at < {t} + {window}
+GROUP BY customer_id
+HAVING count(*) FILTER (WHERE ordered_at < {t} AND amount >= 0) > 0
+ORDER BY customer_id"""
+
+
 def data_span(con: duckdb.DuckDBPyConnection, transactions: str) -> tuple[date, date]:
     """The day of the first order, and the first day the transactions do not cover (the day
     after the last row's day), in one pass over the table."""

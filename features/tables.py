@@ -46,7 +46,7 @@ class LoadedTables:
                 f"{setting('as_of')} {as_of}: {late:,} days after the data ends; {span}, so the "
                 f"latest as-of is {last + timedelta(days=allowance_days)}. Load newer data")
         if late > stale_days:
-            return (f"the newest order is {late} days before {setting('as_of')} {as_of} ({span}): "
+            return (f"the newest order is {late} days before the as-of date {as_of} ({span}): "
                     f"customers look more lapsed than they may be; load newer data if it exists")
         return None
 

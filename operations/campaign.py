@@ -406,8 +406,8 @@ def report_campaign(cfg: ReportConfig, expected_holdout: float | None = None) ->
         expected = np.array([1 - share, share]) * (n_treated + n_held)
         srm = float(stats.chisquare([n_treated, n_held], expected).pvalue)
     else:
-        notes.append("no planned holdout share known (no `churn campaign plan` record and no "
-                     f"{setting('expected_holdout')}): the sample-ratio check is skipped")
+        notes.append("no planned holdout share known (no recorded plan and no expected "
+                     "holdout given): the sample-ratio check is skipped")
     return Report(cfg, effects, n_treated, n_held, first, last, srm, share, notes)
 
 

@@ -161,7 +161,55 @@ class UpliftTrainConfig:
         return list(SELECTABLE) if self.learner == AUTO else [self.learner]
 
 
+# Propensity is P(at least one order in the horizon) for every customer who ever ordered: the
+# churn label's complement over a base that reaches back through all history.
+ALL_HISTORY_DAYS = 36_500
+PROPENSITY_HORIZON_DAYS = 30
+
+
+def propensity_labels(horizon_days: int = PROPENSITY_HORIZON_DAYS) -> ChurnLabelConfig:
+    """The label a propensity model learns: no order in ``horizon_days`` (its complement is
+    the purchase probability), for every customer with a past order."""
+    return ChurnLabelConfig(horizon_days=horizon_days, base_days=ALL_HISTORY_DAYS)
+
+
+@dataclass(frozen=True)
+class ValueTrainConfig:
+    """Everything a value training run needs: expected spend and orders over a horizon."""
+
+    data: Path
+    cutoffs: tuple[date, ...] | None = None
+    validation_cutoff: date | None = None
+    test_cutoff: date | None = None
+    train_cutoff_count: int = DEFAULT_TRAIN_CUTOFFS
+    # Klaviyo's predicted-CLV horizon.
+    horizon_days: int = 365
+    # The spend forms compared on the validation cutoff (``models.value_model.SPEND_FORMS``).
+    forms: tuple[str, ...] = ("tweedie", "two_part", "ziln")
+    learning_rate: float = 0.03
+    num_leaves: int = 15
+    min_data_in_leaf: int = 100
+    max_trees: int = 3000
+    early_stopping_rounds: int = 100
+    seed: int = 7
+    on_bad_rows: OnBadRows = OnBadRows.stop
+    memory_limit: str | None = "4GB"
+    threads: int = 0
+    source: str | None = None
+
+    def data_source(self) -> str:
+        return self.source or str(self.data.resolve())
+
+    def lightgbm_params(self, objective: str) -> dict[str, object]:
+        return {"objective": objective, "learning_rate": self.learning_rate,
+                "num_leaves": self.num_leaves, "min_data_in_leaf": self.min_data_in_leaf,
+                "feature_fraction": 0.8, "bagging_fraction": 0.8, "bagging_freq": 1,
+                "lambda_l2": 1.0, "seed": self.seed, "num_threads": self.threads,
+                "verbose": -1}
+
+
 LABELS = ChurnLabelConfig()
 CHURN = defaults(ChurnTrainConfig)
 UPLIFT = defaults(UpliftTrainConfig)
 BASE = BaseParams()
+VALUE = defaults(ValueTrainConfig)
