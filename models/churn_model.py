@@ -80,7 +80,7 @@ class ChurnModel:
                  label: ChurnLabelConfig | None = None,
                  spend_percentiles: list[float] | None = None,
                  probability_percentiles: list[float] | None = None,
-                 reference: Profile | None = None) -> None:
+                 reference: Profile | None = None, kind: str = "churn") -> None:
         self.booster = booster
         self.calibrator = calibrator
         self.feature_set_version = feature_set_version
@@ -90,6 +90,9 @@ class ChurnModel:
         self.probability_percentiles = probability_percentiles
         self.reference = reference
         self.evaluator: Callable[[np.ndarray], np.ndarray] | None = None
+        # "churn", or "propensity": the same model over every past buyer, whose complement
+        # (an order within the horizon) is the purchase probability.
+        self.kind = kind
 
     def in_base(self, recency_days: np.ndarray) -> np.ndarray:
         """Rows the model speaks for: an order within its base window before the cutoff."""
@@ -136,6 +139,7 @@ class ChurnModel:
         (folder / "features.json").write_text(json.dumps(
             {"feature_set_version": self.feature_set_version, "features": self.features,
              "base_days": self.label.base_days, "horizon_days": self.label.horizon_days,
+             "kind": self.kind,
              "spend_percentiles": self.spend_percentiles,
              "probability_percentiles": self.probability_percentiles,
              "reference": self.reference.to_dict() if self.reference else None}))
@@ -154,4 +158,4 @@ class ChurnModel:
                                  base_days=meta.get("base_days", 365))
         return cls(booster, Calibrator(cal["method"], cal["params"]), meta["feature_set_version"],
                    label, meta.get("spend_percentiles"), meta.get("probability_percentiles"),
-                   Profile.from_dict(meta.get("reference")))
+                   Profile.from_dict(meta.get("reference")), meta.get("kind", "churn"))

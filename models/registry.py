@@ -8,6 +8,8 @@ from __future__ import annotations
 
 CHURN_MODEL_NAME = "churn"
 UPLIFT_MODEL_NAME = "uplift"
+PROPENSITY_MODEL_NAME = "propensity"
+VALUE_MODEL_NAME = "value"
 CHAMPION = "champion"
 
 VALIDATION_ARTIFACT = "validation/validation.parquet"

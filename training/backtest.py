@@ -26,7 +26,7 @@ from features.tables import load_tables
 from features.validation import Progress
 from training.config import ChurnTrainConfig
 from training.cutoffs import CutoffError
-from training.train_churn import train_on_tables
+from training.train_churn import ChurnTrainResult, train_on_tables
 
 METRICS = ("roc_auc", "pr_auc", "log_loss", "ece", "top_decile_lift")
 
@@ -56,8 +56,13 @@ def _check_origins(origins: tuple[date, ...]) -> list[date]:
 
 def run_backtest(cfg: ChurnTrainConfig, origins: tuple[date, ...],
                  progress: Progress | None = None,
-                 on_step: Callable[[str], None] | None = None) -> BacktestResult:
-    """Train and test once per origin (the origin as test cutoff), on tables loaded once."""
+                 on_step: Callable[[str], None] | None = None,
+                 report: Callable[[ChurnTrainResult], ChurnTrainResult] | None = None
+                 ) -> BacktestResult:
+    """Train and test once per origin (the origin as test cutoff), on tables loaded once.
+
+    ``report`` turns each origin's result into what is reported (the propensity model's
+    purchase framing, say)."""
     step = on_step or (lambda _: None)
     ordered = _check_origins(origins)
     if cfg.cutoffs or cfg.validation_cutoff or cfg.test_cutoff:
@@ -72,6 +77,8 @@ def run_backtest(cfg: ChurnTrainConfig, origins: tuple[date, ...],
             at = dataclasses.replace(cfg, test_cutoff=origin)
             result = train_on_tables(at, con, loaded,
                                      on_step=lambda text, o=origin: step(f"origin {o}: {text}"))
+            if report:
+                result = report(result)
             plan = result.plan
             notes.extend(f"origin {origin}: {n}" for n in plan.notices)
             for scorer, m in result.metrics.items():

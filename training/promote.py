@@ -33,6 +33,7 @@ from features.labels import LABEL
 from models.registry import CHAMPION, TEST_ARTIFACT, VALIDATION_ARTIFACT
 from training.metrics import score_metrics
 from training.uplift_metrics import qini_coefficient
+from training.value_metrics import normalised_gini
 
 
 class PromotionError(ChurnError, ValueError):
@@ -273,19 +274,58 @@ class UpliftJudge(Judge):
         return self.score(rows, out)
 
 
-JUDGES = {"churn": ChurnJudge, "uplift": UpliftJudge}
+class ValueJudge(Judge):
+    """Normalised Gini of forecast spend on the candidate's test cutoff."""
+
+    metric = "normalised Gini"
+    bar_name = "last period's spend repeated"
+
+    def rows(self, client, candidate):
+        rows = _logged_rows(candidate.run_id, TEST_ARTIFACT, "test rows")
+        cutoff = _run_params(client, candidate)["test_cutoff"]
+        return rows, f"the candidate's test cutoff {cutoff} ({len(rows):,} customers)"
+
+    def score(self, rows, scores):
+        return normalised_gini(rows["future_spend"].to_numpy(), np.asarray(scores, float))
+
+    def candidate_scores(self, rows):
+        return rows["model_spend"].to_numpy()
+
+    def bar(self, rows):
+        return self.score(rows, rows["past_spend"].to_numpy())
+
+    def champion_score(self, client, champion, candidate, rows):
+        own, theirs = _run_params(client, candidate), _run_params(client, champion)
+        if own.get("horizon_days") != theirs.get("horizon_days"):
+            raise PromotionError(
+                f"v{champion.version} forecasts {theirs.get('horizon_days')} days, the candidate "
+                f"{own.get('horizon_days')}: train the candidate with the champion's "
+                f"{setting('horizon_days')}, or register it under another model name")
+        seen = fitted_through(theirs)
+        test = date.fromisoformat(own["test_cutoff"])
+        if seen is None or seen > test:
+            raise PromotionError(
+                f"v{champion.version} was fitted on data up to {seen or 'an unrecorded date'}, "
+                f"after the candidate's test cutoff {test}: train the candidate with "
+                f"{setting('test_cutoff')} on or after it")
+        return self.score(rows, _model_predictions(champion, rows)["predicted_spend"]
+                          .to_numpy())
+
+
+JUDGES = {"churn": ChurnJudge, "propensity": ChurnJudge, "uplift": UpliftJudge,
+          "value": ValueJudge}
 
 
 def promote(name: str, run_id: str | None = None,
             min_gain: float = MIN_GAIN_OVER_RECENCY, kind: str | None = None) -> Promotion:
     """Make the candidate (the newest version, or the one from ``run_id``) champion if it wins.
 
-    ``kind`` is ``churn`` or ``uplift`` (default: ``uplift`` when the name says so). A first
+    ``kind`` is ``churn``, ``propensity``, ``uplift`` or ``value`` (default: the name's). A first
     champion must beat the bar (the recency rule for churn, by ``min_gain`` in ROC AUC;
     random targeting for uplift) on its own held-out rows.
     """
     client = MlflowClient()
-    judge = JUDGES[kind or ("uplift" if "uplift" in name else "churn")]()
+    judge = JUDGES[kind or next((k for k in JUDGES if k in name), "churn")]()
     candidate = _candidate(client, name, run_id)
     champion = _champion(client, name)
     rows, described = judge.rows(client, candidate)

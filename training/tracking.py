@@ -102,6 +102,8 @@ def _metrics(result: ChurnTrainResult) -> dict[str, float]:
     out.update({f"calibration_log_loss_{k}": v for k, v in result.calibration_losses.items()})
     out["validation_churn_rate"] = float(result.validation[LABEL].mean())
     out["test_churn_rate"] = float(result.test[LABEL].mean())
+    if result.target == "purchase":
+        out["test_purchase_rate"] = 1.0 - out["test_churn_rate"]
     return out
 
 
@@ -124,8 +126,8 @@ def _log_inputs(cfg: ChurnTrainConfig, result: ChurnTrainResult) -> None:
 
 def _log_plots(result: ChurnTrainResult) -> None:
     test = result.test
-    y = test[LABEL].to_numpy()
-    scores = {"model": test["churn_probability"].to_numpy(), **result.baseline_scores}
+    y = result.outcome()
+    scores = {"model": result.model_scores(), **result.baseline_scores}
     sample = test.sample(min(len(test), 3000), random_state=0)
     importance = pd.Series(result.model.booster.feature_importance("gain"),
                            index=result.model.features)
@@ -148,8 +150,7 @@ def _log_tables(result: ChurnTrainResult, work: Path) -> None:
         rows.to_parquet(work / name, index=False)
         mlflow.log_artifact(str(work / name), folder)
     mlflow.log_text(metrics_table(result).to_csv(float_format="%.5f"), "test_metrics.csv")
-    deciles = decile_table(result.test[LABEL].to_numpy(),
-                           result.test["churn_probability"].to_numpy())
+    deciles = decile_table(result.outcome(), result.model_scores())
     mlflow.log_text(deciles.to_csv(index=False), "deciles.csv")
 
 

@@ -68,8 +68,23 @@ class ChurnTrainResult:
     loaded: LoadedTables
     bgnbd: BGNBD
     baseline_scores: dict[str, np.ndarray] = field(default_factory=dict)
+    # "churn", or "purchase" for a propensity model: reported as P(order in the horizon), its
+    # metrics and baselines on that label (``training.propensity``).
+    target: str = "churn"
+    # The BG/NBD summary (x, t_x, T, monetary) at the test cutoff, for every past buyer.
+    clv_summary: pd.DataFrame | None = None
     # The MLflow run (``training.tracking.LoggedRun``) when the Python API logged one.
     run: object | None = None
+
+    def outcome(self) -> np.ndarray:
+        """The test rows' labels as reported: churned, or (``target`` purchase) ordered."""
+        churned = self.test[LABEL].to_numpy()
+        return 1 - churned if self.target == "purchase" else churned
+
+    def model_scores(self) -> np.ndarray:
+        """The model's probabilities of ``outcome`` on the test rows."""
+        p = self.test["churn_probability"].to_numpy()
+        return 1.0 - p if self.target == "purchase" else p
 
     @property
     def train_cutoffs(self) -> list[date]:
@@ -198,4 +213,4 @@ def train_on_tables(cfg: ChurnTrainConfig, con: duckdb.DuckDBPyConnection,
         model, trees, losses, metrics, score_metrics(y_valid, valid_probability, True),
         test[keep].assign(churn_probability=probability),
         valid[keep].assign(churn_probability=valid_probability), plan, frame, loaded, bgnbd,
-        {k: s for k, (s, _) in baselines.items()})
+        {k: s for k, (s, _) in baselines.items()}, clv_summary=summary)

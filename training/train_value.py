@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from features.cores import job_threads
+from features.errors import setting
 from features.labels import check_matured, value_target_query
 from features.point_in_time import connect, feature_query
 from features.registry import feature_names
@@ -232,3 +233,29 @@ def score_test(model: ValueModel, test: pd.DataFrame, summary: pd.DataFrame,
 
 def metrics_table(metrics: dict[str, ValueMetrics]) -> pd.DataFrame:
     return pd.DataFrame({SCORER_LABELS.get(k, k): m.as_dict() for k, m in metrics.items()}).T
+
+
+def backtest_value(cfg: ValueTrainConfig, origins: tuple[date, ...],
+                   progress: Progress | None = None,
+                   on_step: Callable[[str], None] | None = None) -> pd.DataFrame:
+    """Train and test once per origin (the origin as test cutoff), on tables loaded once: one
+    row per origin and scorer with its metrics on spend."""
+    step = on_step or (lambda _: None)
+    if not origins:
+        raise CutoffError(f"{setting('origins')}: give at least one date")
+    if cfg.cutoffs or cfg.validation_cutoff or cfg.test_cutoff:
+        raise CutoffError("a backtest places the cutoffs itself at each origin: give a count "
+                          f"of training cutoffs ({setting('cutoffs')} N), not dates")
+    cfg = replace(cfg, threads=job_threads(cfg.threads))
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="churn-value-backtest-") as work, \
+            connect(cfg.memory_limit, Path(work) / "spill", cfg.threads) as con:
+        loaded = load_tables(con, cfg.data, Path(work), cfg.on_bad_rows, progress=progress)
+        for origin in sorted(set(origins)):
+            result = train_value_on_tables(
+                replace(cfg, test_cutoff=origin), con, loaded,
+                on_step=lambda text, o=origin: step(f"origin {o}: {text}"))
+            rows += [{"origin": origin, "scorer": SCORER_LABELS[name],
+                      "customers": len(result.test), "form": result.model.form,
+                      **m.as_dict()} for name, m in result.metrics.items()]
+    return pd.DataFrame(rows)

@@ -6,7 +6,15 @@ its commands are registered.
 
 from __future__ import annotations
 
-from churn.cli import churn_model, data, demo, operations, scoring, uplift  # noqa: F401
+from churn.cli import (  # noqa: F401
+    churn_model,
+    data,
+    demo,
+    operations,
+    scoring,
+    uplift,
+    value,
+)
 from churn.cli.app import app
 
 __all__ = ["app", "main"]

@@ -326,7 +326,8 @@ def test_as_of_outside_the_data_is_refused_and_writes_nothing(champion, syntheti
         score_to(str(out), data, champion, date(1990, 1, 1))
     assert not out.exists()
     stale = score_to(str(out), data, champion, date(2026, 1, 20))
-    assert stale.warnings and "the newest order is 20 days before the as-of date" in stale.warnings[0]
+    assert stale.warnings
+    assert "the newest order is 20 days before the as-of date" in stale.warnings[0]
     assert score_to(str(out), data, champion, date(2026, 1, 1)).warnings == []
 
 
