@@ -51,11 +51,6 @@ class BGNBDParams:
                         ** (self.r + x[repeat]))
         return 1.0 / (1.0 + odds)
 
-    def weeks_to_next_order(self, x: np.ndarray, big_t: np.ndarray) -> np.ndarray:
-        """The median wait for the next order of a customer still buying: the purchase rate
-        given the history is Gamma(r + x, alpha + T), so the wait is Lomax-distributed."""
-        return (self.alpha + big_t) * (2.0 ** (1.0 / (self.r + x)) - 1.0)
-
 
 def summary_from_features(X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The BG/NBD summary (x, t_x, T in weeks) read off the feature rows, so batch and online
@@ -100,15 +95,19 @@ class ValueModel:
     def predict_orders(self, X: pd.DataFrame) -> np.ndarray:
         return self.orders.predict(self._matrix(X))
 
-    def lifetime(self, X: pd.DataFrame, as_of: date) -> tuple[np.ndarray, list[date | None]]:
-        """Each customer's P(alive) and the day by which their next order is expected."""
+    def p_alive(self, X: pd.DataFrame) -> np.ndarray:
+        """BG/NBD's P(still buying) per customer with a past order (NaN for others)."""
         x, t_x, big_t = summary_from_features(X)
-        alive = self.bgnbd.p_alive(x, t_x, big_t)
-        weeks = self.bgnbd.weeks_to_next_order(x, big_t)
         bought = X["orders_total"].fillna(0).to_numpy() > 0
-        due = [as_of + timedelta(days=int(np.ceil(w * DAYS_PER_WEEK))) if b and np.isfinite(w)
-               else None for w, b in zip(weeks, bought, strict=True)]
-        return np.where(bought, alive, np.nan), due
+        return np.where(bought, self.bgnbd.p_alive(x, t_x, big_t), np.nan)
+
+    def next_order_due(self, orders: np.ndarray, as_of: date) -> list[date | None]:
+        """The day by which a customer's next order is as likely as not, read from the
+        forecast orders as a steady rate (the median wait, ln 2 / rate); None when that falls
+        beyond the horizon (no order is expected within it)."""
+        days = np.log(2.0) * self.horizon_days / np.maximum(np.asarray(orders, float), 1e-12)
+        return [as_of + timedelta(days=int(np.ceil(d))) if d <= self.horizon_days else None
+                for d in days]
 
     def save(self, folder: Path) -> Path:
         folder.mkdir(parents=True, exist_ok=True)

@@ -36,7 +36,7 @@ from features.validation import OnBadRows, Progress
 from models.drift import Profile
 from serving.champion import LoadedModel
 from serving.policy import SegmentPolicy, tier_cut_points
-from serving.scoring import score_features, segment_summary, segment_totals
+from serving.scoring import extra_columns, score_features, segment_summary, segment_totals
 
 CHUNK_ROWS = 200_000
 TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
@@ -123,6 +123,21 @@ class Destination(Protocol):
     def discard(self) -> None: ...
 
 
+PG_KINDS = {"double": "double precision", "date": "date"}
+ARROW_KINDS = {"double": pa.float64(), "date": pa.date32()}
+# Columns the propensity and value champions add (``serving.scoring.extra_columns``).
+OPTIONAL_COLUMN = re.compile(r"(purchase_probability|predicted_orders|predicted_spend)_\d+d|"
+                             r"p_alive|next_order_expected_by")
+
+
+def arrow_schema(extras: dict[str, str]) -> pa.Schema:
+    """The scores' Arrow schema: the fixed columns with ``extras`` after value_at_risk."""
+    fields = list(ARROW_SCHEMA)
+    at = ARROW_SCHEMA.get_field_index("value_at_risk") + 1
+    added = [pa.field(name, ARROW_KINDS[kind]) for name, kind in extras.items()]
+    return pa.schema([*fields[:at], *added, *fields[at:]])
+
+
 class ParquetDestination:
     """Rows go to a temporary file of this run's own, renamed over ``path`` at the end.
 
@@ -131,7 +146,7 @@ class ParquetDestination:
     Holding the lock, a run first removes temporary files that killed runs left behind.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, extras: dict[str, str] | None = None) -> None:
         if path.suffix != ".parquet":
             raise ContractError(f"{setting('out')} {path}: use a .parquet file or a postgresql:// "
                                 "URL")
@@ -143,10 +158,11 @@ class ParquetDestination:
         handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.close(handle)
         self.tmp = Path(name)
-        self.writer = pq.ParquetWriter(self.tmp, ARROW_SCHEMA)
+        self.schema = arrow_schema(extras or {})
+        self.writer = pq.ParquetWriter(self.tmp, self.schema)
 
     def write(self, chunk: pd.DataFrame) -> None:
-        self.writer.write_table(pa.Table.from_pandas(chunk, ARROW_SCHEMA, preserve_index=False))
+        self.writer.write_table(pa.Table.from_pandas(chunk, self.schema, preserve_index=False))
 
     def commit(self) -> None:
         self.writer.close()
@@ -201,8 +217,9 @@ def parse_postgres_url(url: str) -> tuple[str, str]:
 class PostgresDestination:
     """Rows COPY into a temporary table; one transaction swaps them in for the as-of."""
 
-    def __init__(self, url: str, as_of: date) -> None:
+    def __init__(self, url: str, as_of: date, extras: dict[str, str] | None = None) -> None:
         dsn, self.table = parse_postgres_url(url)
+        self.extras = {name: PG_KINDS[kind] for name, kind in (extras or {}).items()}
         try:
             # Waiting on another run's lock is bounded; a stuck one ends this run with a line.
             self.con = psycopg.connect(dsn, connect_timeout=10,
@@ -226,6 +243,9 @@ class PostgresDestination:
             self.con.execute(f"CREATE TABLE IF NOT EXISTS {self.table} ({columns}, "
                              f"PRIMARY KEY (customer_id, as_of))")
         self._check_columns()
+        for name, kind in self.extras.items():
+            self.con.execute(f"ALTER TABLE {self.table} ADD COLUMN IF NOT EXISTS {name} {kind}")
+        self.con.commit()
         # Everything below runs in one open transaction until commit (or a lost connection).
         self.con.execute(f"CREATE TEMP TABLE scores_staging (LIKE {self.table}) "
                          f"ON COMMIT DROP")
@@ -237,17 +257,18 @@ class PostgresDestination:
             "SELECT column_name FROM information_schema.columns WHERE table_name = %s "
             "AND table_schema = coalesce(nullif(%s, ''), current_schema()) "
             "ORDER BY ordinal_position", (name, schema)).fetchall()]
-        if found != list(PG_COLUMNS):
+        fixed = [c for c in found if not OPTIONAL_COLUMN.fullmatch(c)]
+        if fixed != list(PG_COLUMNS):
             self.con.close()
             missing = [c for c in PG_COLUMNS if c not in found]
-            extra = [c for c in found if c not in PG_COLUMNS]
+            extra = [c for c in fixed if c not in PG_COLUMNS]
             raise ContractError(
                 f"{setting('out')}: table {self.table} has other columns than scores need (missing "
                 f"{missing or 'none'}, unexpected {extra or 'none'}; an older release's table?): "
                 f"write to a new one with ?table=NAME, or rename or drop it")
 
     def write(self, chunk: pd.DataFrame) -> None:
-        names = ", ".join(PG_COLUMNS)
+        names = ", ".join(chunk.columns)
         chunk = chunk.assign(reasons=[None if r is None else orjson.dumps(r).decode()
                                       for r in chunk["reasons"]])
         # CSV: an empty unquoted field is NULL, so NaN and missing reasons arrive as NULL.
@@ -283,10 +304,12 @@ class PostgresDestination:
         self.con.close()
 
 
-def destination_for(out: str, as_of: date) -> Destination:
+def destination_for(out: str, as_of: date, extras: dict[str, str] | None = None
+                    ) -> Destination:
+    """Where scores go; ``extras`` are the columns the propensity and value champions add."""
     if out.startswith(("postgresql://", "postgres://")):
-        return PostgresDestination(out, as_of)
-    return ParquetDestination(Path(out))
+        return PostgresDestination(out, as_of, extras)
+    return ParquetDestination(Path(out), extras)
 
 
 def _chunks(con: duckdb.DuckDBPyConnection, query: str) -> Iterator[pd.DataFrame]:
@@ -337,7 +360,7 @@ def run_score(cfg: ScoreJobConfig, loaded: LoadedModel, progress: Progress | Non
         cuts = tier_cut_points(loaded.model.spend_percentiles, cfg.policy)
         reference = loaded.model.reference
         profile = reference.empty() if reference else None
-        destination = destination_for(cfg.out, cfg.as_of)
+        destination = destination_for(cfg.out, cfg.as_of, extra_columns(loaded))
         totals, probabilities, done = [], [], 0
         try:
             for chunk in _chunks(con, "SELECT * FROM scoring ORDER BY customer_id"):

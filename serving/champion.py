@@ -17,9 +17,11 @@ from mlflow.exceptions import MlflowException
 from features.errors import ChurnError, setting
 from models.churn_model import ARTIFACT_KEY, ChurnModel
 from models.forest import CompiledForest, UnsupportedModel
-from models.registry import CHAMPION, TEST_ARTIFACT
+from models.registry import CHAMPION, PROPENSITY_MODEL_NAME, TEST_ARTIFACT, VALUE_MODEL_NAME
 from models.uplift_model import ARTIFACT_KEY as UPLIFT_ARTIFACT_KEY
 from models.uplift_model import UpliftModel
+from models.value_model import ARTIFACT_KEY as VALUE_ARTIFACT_KEY
+from models.value_model import ValueModel
 
 LOG = logging.getLogger(__name__)
 WARMUP_ROWS = 8
@@ -74,8 +76,27 @@ class LoadedUplift:
 
 
 @dataclass(frozen=True)
+class LoadedExtra:
+    """A propensity (``ChurnModel``) or value (``ValueModel``) champion and its version."""
+
+    model: ChurnModel | ValueModel
+    name: str
+    version: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}:v{self.version}"
+
+    @property
+    def horizon_days(self) -> int:
+        model = self.model
+        return model.label.horizon_days if isinstance(model, ChurnModel) else model.horizon_days
+
+
+@dataclass(frozen=True)
 class LoadedModel:
-    """A churn model with where it came from in the registry, and the uplift champion."""
+    """A churn model with where it came from in the registry, and the uplift, propensity and
+    value champions when they exist."""
 
     model: ChurnModel
     name: str
@@ -83,11 +104,14 @@ class LoadedModel:
     run_id: str
     uplift: LoadedUplift | None = None
     warmup: pd.DataFrame | None = None
+    propensity: LoadedExtra | None = None
+    value: LoadedExtra | None = None
 
     @property
     def label(self) -> str:
-        own = f"{self.name}:v{self.version}"
-        return f"{own},{self.uplift.label}" if self.uplift else own
+        parts = [f"{self.name}:v{self.version}"]
+        parts += [m.label for m in (self.uplift, self.propensity, self.value) if m is not None]
+        return ",".join(parts)
 
     def warmup_rows(self) -> pd.DataFrame:
         """A few feature rows to run through scoring before the first request."""
@@ -141,6 +165,24 @@ def load_uplift_champion(name: str = "uplift", arm: str | None = None,
     return LoadedUplift(model, name, str(version.version), arm or model.arms[0])
 
 
+def load_extra_champion(name: str | None, key: str, load, check: DataCheck,
+                        churn_source: str | None) -> LoadedExtra | None:
+    """The propensity or value champion of ``name``, or None when none holds the alias; one
+    trained on other data than is scored (or than the churn champion) is refused."""
+    if not name:
+        return None
+    try:
+        version = MlflowClient().get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        return None
+    wanted = str(check.source.resolve()) if check.source else churn_source
+    _check_source(version, wanted, check,
+                  "the data scored" if check.source else "the churn champion's data",
+                  "train one on that data under a name of its own")
+    return LoadedExtra(_download(name, str(version.version), key, load), name,
+                       str(version.version))
+
+
 def use_compiled_forest(model: ChurnModel) -> bool:
     """Score ``model`` with a ``CompiledForest`` when it gives LightGBM's exact margins;
     otherwise keep ``Booster.predict`` and say why. True when the compiled one is used."""
@@ -156,7 +198,9 @@ def use_compiled_forest(model: ChurnModel) -> bool:
 
 def load_champion(name: str = "churn", uplift: bool = False,
                   uplift_arm: str | None = None, compiled: bool = True,
-                  uplift_name: str = "uplift", check: DataCheck = DataCheck()) -> LoadedModel:
+                  uplift_name: str = "uplift", check: DataCheck = DataCheck(),
+                  propensity_name: str | None = PROPENSITY_MODEL_NAME,
+                  value_name: str | None = VALUE_MODEL_NAME) -> LoadedModel:
     """The ``champion`` version of ``name`` (and, with ``uplift``, that of ``uplift_name``).
 
     ``compiled`` scores with a ``CompiledForest`` (same margins, several times faster)
@@ -176,9 +220,16 @@ def load_champion(name: str = "churn", uplift: bool = False,
     model = _download(name, str(version.version), ARTIFACT_KEY, ChurnModel.load)
     if compiled:
         use_compiled_forest(model)
-    loaded_uplift = (load_uplift_champion(uplift_name, uplift_arm, check, trained_on(version))
+    source = trained_on(version)
+    loaded_uplift = (load_uplift_champion(uplift_name, uplift_arm, check, source)
                      if uplift else None)
-    return LoadedModel(model, name, str(version.version), version.run_id, loaded_uplift)
+    propensity = load_extra_champion(propensity_name, ARTIFACT_KEY, ChurnModel.load, check,
+                                     source)
+    if propensity is not None and compiled:
+        use_compiled_forest(propensity.model)  # type: ignore[arg-type]
+    value = load_extra_champion(value_name, VALUE_ARTIFACT_KEY, ValueModel.load, check, source)
+    return LoadedModel(model, name, str(version.version), version.run_id, loaded_uplift,
+                       propensity=propensity, value=value)
 
 
 def champion_versions(name: str, uplift_name: str | None) -> tuple[str, str | None]:

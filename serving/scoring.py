@@ -5,6 +5,8 @@ Used by the batch job and the online service alike, so both give the same number
 
 from __future__ import annotations
 
+from datetime import date
+
 import numpy as np
 import pandas as pd
 
@@ -26,6 +28,58 @@ OUTPUT_COLUMNS = ("customer_id", "as_of", "churn_probability", "churn_percentile
                   "reasons", "model_versions")
 
 
+def extra_columns(loaded: LoadedModel) -> dict[str, str]:
+    """The columns the propensity and value champions add, by name, with their kind
+    (``double`` or ``date``); none without those champions."""
+    out = {}
+    if loaded.propensity is not None:
+        out[f"purchase_probability_{loaded.propensity.horizon_days}d"] = "double"
+    if loaded.value is not None:
+        days = loaded.value.horizon_days
+        out |= {f"predicted_orders_{days}d": "double", f"predicted_spend_{days}d": "double",
+                "p_alive": "double", "next_order_expected_by": "date"}
+    return out
+
+
+def output_columns(loaded: LoadedModel) -> list[str]:
+    """Every output column, in order: the value columns follow ``value_at_risk``."""
+    base = list(OUTPUT_COLUMNS)
+    at = base.index("value_at_risk") + 1
+    return [*base[:at], *extra_columns(loaded), *base[at:]]
+
+
+def _first_day(as_of: np.ndarray | None) -> date | None:
+    if as_of is None or not len(as_of) or as_of[0] is None:
+        return None
+    return pd.Timestamp(as_of[0]).date()
+
+
+def value_outputs(loaded: LoadedModel, matrix: np.ndarray, columns: dict[str, np.ndarray],
+                  as_of: np.ndarray | None) -> dict[str, np.ndarray]:
+    """Purchase probability, predicted orders and spend, P(alive) and the day the next order
+    is due, for customers with a past order (others get none)."""
+    out: dict[str, np.ndarray] = {}
+    bought = ~np.isnan(columns["recency_days"])
+    if loaded.propensity is not None:
+        probability = np.full(len(matrix), np.nan)
+        if bought.any():
+            probability[bought] = 1.0 - loaded.propensity.model.predict_proba_matrix(
+                matrix[bought])
+        out[f"purchase_probability_{loaded.propensity.horizon_days}d"] = probability
+    if loaded.value is not None:
+        model, days = loaded.value.model, loaded.value.horizon_days
+        frame = pd.DataFrame(matrix, columns=loaded.model.features)
+        spend, orders = model.predict_spend(frame), model.predict_orders(frame)
+        day = _first_day(as_of)
+        due = np.full(len(matrix), None, dtype=object)
+        if day is not None and bought.any():
+            due[bought] = model.next_order_due(orders[bought], day)
+        out |= {f"predicted_orders_{days}d": np.where(bought, orders, np.nan),
+                f"predicted_spend_{days}d": np.where(bought, spend, np.nan),
+                "p_alive": model.p_alive(frame), "next_order_expected_by": due}
+    return out
+
+
 def score_features(features: pd.DataFrame, contactable: ArrayLike, loaded: LoadedModel,
                    policy: SegmentPolicy,
                    tier_cuts: tuple[float, float] | None = None,
@@ -40,7 +94,7 @@ def score_features(features: pd.DataFrame, contactable: ArrayLike, loaded: Loade
     columns = score_matrix(features["customer_id"].to_numpy(), features["as_of"].to_numpy(),
                            features[loaded.model.features].to_numpy(dtype=np.float64),
                            contactable, loaded, policy, tier_cuts, explain)
-    return pd.DataFrame(columns, columns=list(OUTPUT_COLUMNS))
+    return pd.DataFrame(columns, columns=output_columns(loaded))
 
 
 def score_matrix(ids: np.ndarray, as_of: np.ndarray | None, matrix: np.ndarray,
@@ -70,7 +124,15 @@ def score_matrix(ids: np.ndarray, as_of: np.ndarray | None, matrix: np.ndarray,
         chosen = reasons(contributions, matrix[at_risk], names, policy.top_reasons)
         for row, listed in zip(np.flatnonzero(at_risk), chosen, strict=True):
             why[row] = listed
-    value = probability * expected_spend(columns, policy)
+    forecasts = value_outputs(loaded, matrix, columns, as_of)
+    # With a value champion, the spend at risk is what the customer is forecast to spend
+    # (over the policy's horizon); without one, last year's run rate.
+    if loaded.value is not None:
+        days = loaded.value.horizon_days
+        spend = np.nan_to_num(forecasts[f"predicted_spend_{days}d"]) * policy.horizon_days / days
+    else:
+        spend = expected_spend(columns, policy)
+    value = probability * spend
     reach = _flags(contactable, len(matrix))
     effects = {name: np.full(len(matrix), np.nan) for name in UPLIFT_COLUMNS}
     uplift = buy = None
@@ -85,6 +147,7 @@ def score_matrix(ids: np.ndarray, as_of: np.ndarray | None, matrix: np.ndarray,
         "churn_percentile": np.round(loaded.model.churn_percentile(probability), 1),
         "risk_band": risk_bands(probability, policy.risk_cuts),
         "value_at_risk": value,
+        **forecasts,
         **effects,
         "segment": segment(columns, base, probability, np.nan_to_num(value, nan=0.0), reach,
                            policy, uplift, buy),
