@@ -17,7 +17,7 @@ from collections.abc import Callable
 from datetime import date
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 from starlette.concurrency import run_in_threadpool
 
@@ -60,7 +60,16 @@ class Reason(BaseModel):
 
 
 class ScoredCustomer(BaseModel):
-    """One customer's scores, as the batch job writes them."""
+    """One customer's scores, as the batch job writes them.
+
+    With a propensity champion, also ``purchase_probability_<H>d`` (P(an order within its
+    horizon of H days)); with a value champion, ``predicted_orders_<H>d``,
+    ``predicted_spend_<H>d``, ``p_alive`` (BG/NBD) and ``next_order_expected_by`` (a date, null
+    when no order is expected within the horizon). Null for customers without a past order.
+    /metadata lists the columns that answer now.
+    """
+
+    model_config = ConfigDict(extra="allow")
 
     customer_id: str
     as_of: date | None = Field(
@@ -114,6 +123,12 @@ class ScoreResponse(BaseModel):
     uplift_model_name: str | None = Field(description="The uplift model's name, if one is used.")
     uplift_model_version: str | None = Field(
         description="The uplift model's registry version, if one is used.")
+    propensity_model_name: str | None = Field(None, description="The propensity model's "
+                                                                "name, if one is used.")
+    propensity_model_version: str | None = Field(None, description="Its registry version.")
+    value_model_name: str | None = Field(None, description="The value model's name, if one "
+                                                           "is used.")
+    value_model_version: str | None = Field(None, description="Its registry version.")
     scores: list[ScoredCustomer]
     skipped: list[Skipped] = []
 
@@ -146,6 +161,12 @@ class Metadata(BaseModel):
     model_name: str
     model_version: str = Field(description="The churn model's registry version.")
     uplift_model: dict | None = Field(description="name, version and arm of the uplift model.")
+    propensity_model: dict | None = Field(
+        None, description="name, version and horizon_days of the propensity model.")
+    value_model: dict | None = Field(
+        None, description="name, version, horizon_days and spend_form of the value model.")
+    score_columns: list[str] = Field(
+        default_factory=list, description="The fields of each scored customer, in order.")
     feature_set_version: str
     features: list[str]
     policy: dict

@@ -51,7 +51,7 @@ from serving.guards import (
     release_finished_requests,
 )
 from serving.policy import DEFAULT_POLICY, SegmentPolicy, tier_cut_points
-from serving.scoring import OUTPUT_COLUMNS, score_matrix
+from serving.scoring import output_columns, score_matrix
 
 LOG = logging.getLogger("churn.service")
 MAX_CUSTOMERS = 10_000
@@ -212,24 +212,29 @@ def _json_values(column: np.ndarray) -> list:
     return column.tolist()
 
 
-ROW_COLUMNS = [c for c in OUTPUT_COLUMNS if c != "model_versions"]
+def row_columns(loaded: LoadedModel) -> list[str]:
+    """The fields of each scored customer: the batch job's columns but ``model_versions``."""
+    return [c for c in output_columns(loaded) if c != "model_versions"]
 
 
 def models_answering(loaded: LoadedModel) -> dict[str, str | None]:
     """The ``ScoreResponse`` fields that say which models answered."""
-    uplift = loaded.uplift
-    return {"model_name": loaded.name, "model_version": loaded.version,
-            "uplift_model_name": uplift.name if uplift else None,
-            "uplift_model_version": uplift.version if uplift else None}
+    out = {"model_name": loaded.name, "model_version": loaded.version}
+    for kind, extra in (("uplift", loaded.uplift), ("propensity", loaded.propensity),
+                        ("value", loaded.value)):
+        out[f"{kind}_model_name"] = extra.name if extra else None
+        out[f"{kind}_model_version"] = extra.version if extra else None
+    return out
 
 
 def json_response(columns: dict[str, np.ndarray], loaded: LoadedModel,
                   skipped: Sequence[Skipped]) -> Response:
     """The ``ScoreResponse`` of these score columns, serialised by orjson in one pass
     (NaN becomes null). Building 1000 pydantic objects cost more than scoring them."""
-    values = [_json_values(np.asarray(columns[name])) for name in ROW_COLUMNS]
+    names = row_columns(loaded)
+    values = [_json_values(np.asarray(columns[name])) for name in names]
     body = {**models_answering(loaded),
-            "scores": [dict(zip(ROW_COLUMNS, row, strict=True))
+            "scores": [dict(zip(names, row, strict=True))
                        for row in zip(*values, strict=True)],
             "skipped": [s.model_dump() for s in skipped]}
     return Response(orjson.dumps(body), media_type="application/json",
@@ -441,6 +446,14 @@ class ChurnService:
             uplift_model=None if loaded.uplift is None else {
                 "name": loaded.uplift.name, "version": loaded.uplift.version,
                 "arm": loaded.uplift.arm},
+            propensity_model=None if loaded.propensity is None else {
+                "name": loaded.propensity.name, "version": loaded.propensity.version,
+                "horizon_days": loaded.propensity.horizon_days},
+            value_model=None if loaded.value is None else {
+                "name": loaded.value.name, "version": loaded.value.version,
+                "horizon_days": loaded.value.horizon_days,
+                "spend_form": loaded.value.model.form},
+            score_columns=row_columns(loaded),
             watching_champion=self.watching, max_customers_per_request=MAX_CUSTOMERS)
 
     def openapi_document(self) -> dict:
