@@ -15,7 +15,8 @@ _API = (
     "BacktestResult", "ChurnTrainResult", "LoadedModel", "LoggedRun", "Promotion", "Tables",
     "UpliftEvaluation", "UpliftResult", "backtest_churn", "churn_labels", "evaluate_uplift",
     "features_at", "load_champion", "metrics_table", "promote", "score", "snapshot",
-    "train_churn", "train_uplift", "uplift_learners",
+    "train_churn", "train_propensity", "train_uplift", "train_value", "uplift_learners",
+    "value_metrics_table",
 )
 __all__ = list(_API)
 

@@ -35,7 +35,12 @@ from features.labels import LABEL, ChurnLabelConfig, check_matured
 from features.point_in_time import connect
 from features.tables import DEFAULT_REJECTS, load_tables
 from features.validation import OnBadRows
-from models.registry import CHURN_MODEL_NAME, UPLIFT_MODEL_NAME
+from models.registry import (
+    CHURN_MODEL_NAME,
+    PROPENSITY_MODEL_NAME,
+    UPLIFT_MODEL_NAME,
+    VALUE_MODEL_NAME,
+)
 from models.store import check_store, now_ms
 from serving.batch import ScoreJobConfig, score_frame
 from serving.champion import LoadedModel
@@ -46,26 +51,35 @@ from training.config import (
     CHURN,
     DEFAULT_TRAIN_CUTOFFS,
     LABELS,
+    PROPENSITY_HORIZON_DAYS,
     UPLIFT,
+    VALUE,
     ChurnTrainConfig,
     UpliftTrainConfig,
+    ValueTrainConfig,
 )
 from training.dataset import snapshot as _snapshot
 from training.promote import Promotion
 from training.promote import promote as _promote
+from training.propensity import as_propensity, propensity_config
 from training.tracking import LoggedRun, log_backtest_run, log_churn_run, metrics_table
 from training.train_churn import ChurnTrainResult, train_on_tables
 from training.train_uplift import UpliftResult, evaluation_metrics, summarize_evaluation
 from training.train_uplift import evaluate_uplift as _evaluate_uplift
 from training.train_uplift import train_uplift as _train_uplift
+from training.train_value import ValueTrainResult
+from training.train_value import metrics_table as _value_table
+from training.train_value import train_value as _train_value
 from training.uplift_learners import LEARNERS, UpliftLearner
 from training.uplift_tracking import log_uplift_run
+from training.value_tracking import log_value_run
 
 __all__ = [
     "BacktestResult", "ChurnTrainResult", "LoadedModel", "LoggedRun", "Promotion", "Tables",
     "UpliftEvaluation", "UpliftResult", "backtest_churn", "churn_labels", "evaluate_uplift",
     "features_at", "load_champion", "metrics_table", "promote", "score", "snapshot",
-    "train_churn", "train_uplift", "uplift_learners",
+    "train_churn", "train_propensity", "train_uplift", "train_value", "uplift_learners",
+    "value_metrics_table",
 ]
 
 Day = date | str
@@ -266,14 +280,20 @@ def churn_labels(data: str | Path | pd.DataFrame | Tables, cutoff: Day, *,
 # --- the churn model -----------------------------------------------------------------------
 
 
+def _cutoff_dates(cutoffs: int | Sequence[Day] | None
+                  ) -> tuple[tuple[date, ...] | None, int]:
+    """Training cutoffs as dates, or a count of monthly ones."""
+    if isinstance(cutoffs, int):
+        return None, cutoffs
+    if cutoffs is not None:
+        return tuple(sorted(_day(c, "cutoffs") for c in cutoffs)), DEFAULT_TRAIN_CUTOFFS
+    return None, DEFAULT_TRAIN_CUTOFFS
+
+
 def _churn_config(folder: Path, source: str | None, cutoffs: int | Sequence[Day] | None,
                   validation_cutoff: Day | None, test_cutoff: Day | None, horizon_days: int,
                   base_days: int, **options: object) -> ChurnTrainConfig:
-    dates, count = None, DEFAULT_TRAIN_CUTOFFS
-    if isinstance(cutoffs, int):
-        count = cutoffs
-    elif cutoffs is not None:
-        dates = tuple(sorted(_day(c, "cutoffs") for c in cutoffs))
+    dates, count = _cutoff_dates(cutoffs)
     return ChurnTrainConfig(
         data=folder, source=source, cutoffs=dates, train_cutoff_count=count,
         validation_cutoff=_day(validation_cutoff, "validation_cutoff")
@@ -337,6 +357,82 @@ def train_churn(data: str | Path | pd.DataFrame | Tables, *,
             with _quiet_downloads():
                 result.run = log_churn_run(cfg, result, experiment, model_name, started)
     return result
+
+
+def train_propensity(data: str | Path | pd.DataFrame | Tables, *,
+                     horizon_days: int = PROPENSITY_HORIZON_DAYS,
+                     cutoffs: int | Sequence[Day] | None = None,
+                     validation_cutoff: Day | None = None, test_cutoff: Day | None = None,
+                     seed: int = CHURN.seed, on_bad_rows: str = CHURN.on_bad_rows.value,
+                     track: bool = True, experiment: str = "propensity",
+                     model_name: str = PROPENSITY_MODEL_NAME,
+                     verbose: bool = False) -> ChurnTrainResult:
+    """Train the purchase propensity model, as ``churn train propensity`` does: P(an order
+    within ``horizon_days``) for every customer with a past order, lapsed ones included.
+
+    Cutoffs as for ``train_churn``. The result is reported on the purchase label:
+    ``metrics`` (ROC AUC, PR AUC, ECE, ...) of the model, the recency rule and BG/NBD's P(at
+    least one order in the horizon) on the same customers (``metrics_table(result)``);
+    ``result.model_scores()`` are the purchase probabilities of the test rows. With ``track``
+    the run is logged and the model registered as ``model_name``.
+    """
+    if track:
+        _checked_store()
+    started = now_ms()
+    with _folder(data) as (folder, source):
+        cfg = propensity_config(_churn_config(
+            folder, source, cutoffs, validation_cutoff, test_cutoff, horizon_days,
+            LABELS.base_days, seed=seed, on_bad_rows=OnBadRows(on_bad_rows)), horizon_days)
+        with tempfile.TemporaryDirectory(prefix="churn-train-") as work, \
+                connect(cfg.memory_limit, Path(work) / "spill") as con:
+            loaded = load_tables(con, folder, Path(work), cfg.on_bad_rows)
+            result = as_propensity(train_on_tables(cfg, con, loaded, _steps(verbose)))
+        if track:
+            with _quiet_downloads():
+                result.run = log_churn_run(cfg, result, experiment, model_name, started)
+    return result
+
+
+def train_value(data: str | Path | pd.DataFrame | Tables, *,
+                horizon_days: int = VALUE.horizon_days,
+                cutoffs: int | Sequence[Day] | None = None,
+                validation_cutoff: Day | None = None, test_cutoff: Day | None = None,
+                forms: Sequence[str] = VALUE.forms, seed: int = VALUE.seed,
+                on_bad_rows: str = VALUE.on_bad_rows.value, track: bool = True,
+                experiment: str = "value", model_name: str = VALUE_MODEL_NAME,
+                verbose: bool = False) -> ValueTrainResult:
+    """Train the value model, as ``churn train value`` does: expected spend and orders over
+    ``horizon_days`` for every customer with a past order.
+
+    The spend ``forms`` (tweedie, two_part, ziln) are compared on the validation cutoff and
+    the one with the higher normalised Gini kept. ``result.metrics`` holds Spearman,
+    normalised Gini, decile MAPE and total forecast error of the model, BG/NBD x Gamma-Gamma
+    and last period's spend repeated on the test cutoff (``value_metrics_table``);
+    ``result.model.predict_spend(features)`` forecasts. Three roles of cutoffs a horizon
+    apart need three horizons of history: on short data pass a shorter ``horizon_days``.
+    """
+    if track:
+        _checked_store()
+    started = now_ms()
+    with _folder(data) as (folder, source):
+        dates, count = _cutoff_dates(cutoffs)
+        cfg = ValueTrainConfig(
+            data=folder, source=source, cutoffs=dates, train_cutoff_count=count,
+            validation_cutoff=_day(validation_cutoff, "validation_cutoff")
+            if validation_cutoff else None,
+            test_cutoff=_day(test_cutoff, "test_cutoff") if test_cutoff else None,
+            horizon_days=horizon_days, forms=tuple(forms), seed=seed,
+            on_bad_rows=OnBadRows(on_bad_rows))
+        result = _train_value(cfg, on_step=_steps(verbose))
+        if track:
+            with _quiet_downloads():
+                result.run = log_value_run(cfg, result, experiment, model_name, started)
+    return result
+
+
+def value_metrics_table(result: ValueTrainResult) -> pd.DataFrame:
+    """The value model's and its baselines' metrics on the test cutoff, one row each."""
+    return _value_table(result.metrics)
 
 
 def backtest_churn(data: str | Path | pd.DataFrame | Tables, origins: Sequence[Day], *,

@@ -32,9 +32,11 @@ from mlflow import MlflowClient
 from features.job import FeaturesJobConfig, run_features
 from features.synthetic import GenerateConfig, generate
 from models.store import default_tracking_uri
-from training.config import ChurnTrainConfig, UpliftTrainConfig
+from training.config import ChurnTrainConfig, UpliftTrainConfig, ValueTrainConfig
+from training.propensity import train_propensity
 from training.train_churn import ChurnTrainResult, train_churn
 from training.train_uplift import train_uplift
+from training.train_value import ValueTrainResult, train_value
 
 SHARED_DATA = Path(os.environ.get(
     "CHURN_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
@@ -155,6 +157,24 @@ def churn_config(synthetic_data) -> ChurnTrainConfig:
 @pytest.fixture(scope="session")
 def trained(churn_config) -> ChurnTrainResult:
     return train_churn(churn_config)
+
+
+@pytest.fixture(scope="session")
+def propensity_trained(churn_config) -> ChurnTrainResult:
+    """A propensity model (30 days) on the small synthetic base."""
+    return train_propensity(churn_config, horizon_days=30)
+
+
+@pytest.fixture(scope="session")
+def value_config(synthetic_data) -> ValueTrainConfig:
+    folder, _ = synthetic_data
+    return ValueTrainConfig(data=folder, train_cutoff_count=3, horizon_days=90,
+                            learning_rate=0.1)
+
+
+@pytest.fixture(scope="session")
+def value_trained(value_config) -> ValueTrainResult:
+    return train_value(value_config)
 
 
 def crown(name: str, version: str) -> None:

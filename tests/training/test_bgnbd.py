@@ -44,8 +44,10 @@ def test_summary_merges_same_day_orders_and_ignores_returns():
     })
     got = summary_of(tx, date(2025, 1, 30)).set_index("customer_id")
     # a: purchase days Jan 1 and Jan 15 (the Jan 20 return is not a purchase); last day Jan 29.
-    assert got.loc["a"].tolist() == pytest.approx([1, 14 / 7, 28 / 7])
-    assert got.loc["b"].tolist() == pytest.approx([0, 0, 0])
+    assert got.loc["a", ["x", "t_x", "T"]].tolist() == pytest.approx([1, 14 / 7, 28 / 7])
+    assert got.loc["b", ["x", "t_x", "T"]].tolist() == pytest.approx([0, 0, 0])
+    # Gamma-Gamma's input: the mean spend of the repeat purchase days (none for b).
+    assert got["monetary"].tolist() == pytest.approx([8.0, 0.0])
 
 
 def test_predictions_behave():
