@@ -232,7 +232,11 @@ class PostgresDestination:
             raise ContractError(f"{setting('out')} {safe_url(url)}: cannot connect to PostgreSQL: "
                                 f"{detail}") from None
         self.as_of = as_of
-        columns = ", ".join(f"{name} {kind}" for name, kind in PG_COLUMNS.items())
+        names = list(PG_COLUMNS)
+        at = names.index("value_at_risk") + 1
+        ordered = {**{n: PG_COLUMNS[n] for n in names[:at]}, **self.extras,
+                   **{n: PG_COLUMNS[n] for n in names[at:]}}
+        columns = ", ".join(f"{name} {kind}" for name, kind in ordered.items())
         if "." not in self.table:
             # Qualified, so no temporary table of the same name can stand in for it.
             schema = self.con.execute("SELECT current_schema()").fetchone()[0]

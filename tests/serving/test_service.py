@@ -14,6 +14,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
@@ -34,11 +35,12 @@ from schemathesis.specs.openapi.checks import (
 from features.registry import feature_names
 from serving.batch import ScoreJobConfig, run_score
 from serving.champion import load_champion
-from serving.scoring import OUTPUT_COLUMNS
+from serving.scoring import output_columns
 from tests.conftest import build, crown, free_port, migrated_store, process_env, wait_until_up
 from training.promote import promote
 from training.tracking import log_churn_run
 from training.uplift_tracking import log_uplift_run
+from training.value_tracking import log_value_run
 
 BIN = Path(sys.executable).parent
 TOKEN = "s3cret-token"
@@ -46,8 +48,10 @@ AS_OF = date(2025, 10, 1)
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory, trained, churn_config, uplift_trained) -> str:
-    """A tracking store whose champions are the session's churn and uplift models."""
+def store(tmp_path_factory, trained, churn_config, uplift_trained, propensity_trained,
+          value_config, value_trained) -> str:
+    """A tracking store whose champions are the session's churn, uplift, propensity and value
+    models."""
     folder = tmp_path_factory.mktemp("service-store")
     uri, previous, cwd = migrated_store(folder), mlflow.get_tracking_uri(), Path.cwd()
     os.chdir(folder)
@@ -56,6 +60,10 @@ def store(tmp_path_factory, trained, churn_config, uplift_trained) -> str:
         log_churn_run(churn_config, trained)
         promote("churn")
         crown("uplift", log_uplift_run(*uplift_trained).model_version)
+        propensity = replace(churn_config, labels=propensity_trained.model.label)
+        crown("propensity", log_churn_run(propensity, propensity_trained, "propensity",
+                                          "propensity").model_version)
+        crown("value", log_value_run(value_config, value_trained).model_version)
     finally:
         mlflow.set_tracking_uri(previous)
         os.chdir(cwd)
@@ -190,8 +198,16 @@ def test_online_history_gives_the_batch_probability(server, store, synthetic_dat
     assert status == 200, answer
     online = pd.DataFrame(answer["scores"]).set_index("customer_id").loc[chosen]
     offline = batch.loc[chosen]
-    assert list(online.reset_index().columns) == [c for c in OUTPUT_COLUMNS
+    assert list(online.reset_index().columns) == [c for c in output_columns(loaded)
                                                   if c != "model_versions"]
+    forecasts = ["purchase_probability_30d", "predicted_orders_90d", "predicted_spend_90d",
+                 "p_alive"]
+    assert answer["propensity_model_version"] == "1" and answer["value_model_version"] == "1"
+    for column in forecasts:
+        assert online[column].notna().all(), column
+        np.testing.assert_allclose(online[column], offline[column], rtol=1e-9)
+    assert online["next_order_expected_by"].tolist() == [
+        None if pd.isna(d) else d.isoformat() for d in offline["next_order_expected_by"]]
     # Every output column agrees with the batch job's, spend tiers included.
     np.testing.assert_array_equal(online["churn_probability"], offline["churn_probability"])
     # DuckDB sums spend in parallel, so spend_365d (and value at risk) may differ in the

@@ -1,0 +1,112 @@
+"""With propensity and value champions, scores carry purchase probability, predicted orders
+and spend, P(alive) and the next order's due date: the same in Parquet, PostgreSQL and the
+Python API, and value at risk follows predicted spend."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from datetime import date
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import psycopg
+import pytest
+
+import churn
+from serving.batch import ScoreJobConfig, run_score
+from serving.champion import load_champion
+from serving.policy import DEFAULT_POLICY, SegmentPolicy
+from tests.conftest import crown, migrated_store
+from training.promote import promote
+from training.tracking import log_churn_run
+from training.value_tracking import log_value_run
+
+AS_OF = date(2025, 10, 1)
+FORECASTS = ["purchase_probability_30d", "predicted_orders_90d", "predicted_spend_90d",
+             "p_alive", "next_order_expected_by"]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory, trained, churn_config, propensity_trained, value_config,
+          value_trained) -> str:
+    folder = tmp_path_factory.mktemp("forecast-store")
+    uri, previous, cwd = migrated_store(folder), mlflow.get_tracking_uri(), Path.cwd()
+    os.chdir(folder)
+    mlflow.set_tracking_uri(uri)
+    try:
+        log_churn_run(churn_config, trained)
+        promote("churn")
+        propensity = replace(churn_config, labels=propensity_trained.model.label)
+        log_churn_run(propensity, propensity_trained, "propensity", "propensity")
+        assert promote("propensity", kind="propensity").promoted
+        crown("value", log_value_run(value_config, value_trained).model_version)
+    finally:
+        mlflow.set_tracking_uri(previous)
+        os.chdir(cwd)
+    return uri
+
+
+@pytest.fixture
+def loaded(store):
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(store)
+    try:
+        yield load_champion()
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
+def read_table(url: str, table: str) -> pd.DataFrame:
+    with psycopg.connect(url) as con:
+        cursor = con.execute(f"SELECT * FROM {table} ORDER BY as_of, customer_id")
+        names = [d.name for d in cursor.description]
+        return pd.DataFrame(cursor.fetchall(), columns=names)
+
+
+def test_forecasts_agree_in_parquet_postgres_and_the_api(loaded, synthetic_data, tmp_path,
+                                                          postgres_database):
+    data, _ = synthetic_data
+    assert loaded.label == "churn:v1,propensity:v1,value:v1"
+    run_score(ScoreJobConfig(data=data, as_of=AS_OF, out=str(tmp_path / "s.parquet")), loaded)
+    parquet = pd.read_parquet(tmp_path / "s.parquet")
+    at = list(parquet.columns).index("value_at_risk")
+    assert list(parquet.columns)[at + 1:at + 6] == FORECASTS
+    bought = parquet["predicted_spend_90d"].notna()
+    assert bought.mean() > 0.5 and parquet.loc[bought, FORECASTS[:4]].notna().all().all()
+    assert parquet.loc[bought, "purchase_probability_30d"].between(0, 1).all()
+    assert parquet["next_order_expected_by"].dropna().between(
+        AS_OF, AS_OF + pd.Timedelta(days=90)).all()
+    # Value at risk: churn probability x forecast spend over the policy's horizon.
+    policy = SegmentPolicy.load(DEFAULT_POLICY)
+    expected = (parquet["churn_probability"] * parquet["predicted_spend_90d"].fillna(0)
+                * policy.horizon_days / 90)
+    np.testing.assert_allclose(parquet["value_at_risk"], expected, rtol=1e-12)
+
+    run_score(ScoreJobConfig(data=data, as_of=AS_OF, out=f"{postgres_database}?table=scores"),
+              loaded)
+    table = read_table(postgres_database, "scores")
+    assert list(table.columns) == list(parquet.columns)
+    for column in FORECASTS[:4]:
+        np.testing.assert_allclose(table[column].astype(float), parquet[column], rtol=1e-12)
+    assert table["next_order_expected_by"].tolist() == parquet["next_order_expected_by"].tolist()
+
+    api = churn.score(data, as_of=AS_OF, model=loaded, explain=False)
+    for column in FORECASTS[:4]:
+        np.testing.assert_allclose(api[column], parquet[column], rtol=1e-12)
+
+
+def test_a_table_from_before_the_forecasts_gains_their_columns(loaded, synthetic_data,
+                                                               postgres_database):
+    data, _ = synthetic_data
+    url = f"{postgres_database}?table=scores"
+    churn_only = replace(loaded, propensity=None, value=None)
+    run_score(ScoreJobConfig(data=data, as_of=date(2025, 9, 1), out=url), churn_only)
+    assert "p_alive" not in read_table(postgres_database, "scores").columns
+    run_score(ScoreJobConfig(data=data, as_of=AS_OF, out=url), loaded)
+    table = read_table(postgres_database, "scores")
+    before, after = table[table["as_of"] == date(2025, 9, 1)], table[table["as_of"] == AS_OF]
+    assert len(before) and len(after)
+    assert before["p_alive"].isna().all() and after["p_alive"].notna().any()
