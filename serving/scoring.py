@@ -68,15 +68,17 @@ def value_outputs(loaded: LoadedModel, matrix: np.ndarray, columns: dict[str, np
         out[f"purchase_probability_{loaded.propensity.horizon_days}d"] = probability
     if loaded.value is not None:
         model, days = loaded.value.model, loaded.value.horizon_days
-        frame = pd.DataFrame(matrix, columns=loaded.model.features)
-        spend, orders = model.predict_spend(frame), model.predict_orders(frame)
-        day = _first_day(as_of)
+        spend, orders, alive = (np.full(len(matrix), np.nan) for _ in range(3))
         due = np.full(len(matrix), None, dtype=object)
-        if day is not None and bought.any():
-            due[bought] = model.next_order_due(orders[bought], day)
-        out |= {f"predicted_orders_{days}d": np.where(bought, orders, np.nan),
-                f"predicted_spend_{days}d": np.where(bought, spend, np.nan),
-                "p_alive": model.p_alive(frame), "next_order_expected_by": due}
+        if bought.any():
+            frame = pd.DataFrame(matrix[bought], columns=loaded.model.features)
+            spend[bought], orders[bought] = model.predict_spend(frame), model.predict_orders(frame)
+            alive[bought] = model.p_alive(frame)
+            day = _first_day(as_of)
+            if day is not None:
+                due[bought] = model.next_order_due(orders[bought], day)
+        out |= {f"predicted_orders_{days}d": orders, f"predicted_spend_{days}d": spend,
+                "p_alive": alive, "next_order_expected_by": due}
     return out
 
 

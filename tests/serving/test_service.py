@@ -206,7 +206,7 @@ def test_online_history_gives_the_batch_probability(server, store, synthetic_dat
     for column in forecasts:
         assert online[column].notna().all(), column
         np.testing.assert_allclose(online[column], offline[column], rtol=1e-9)
-    assert online["next_order_expected_by"].tolist() == [
+    assert [None if pd.isna(d) else d for d in online["next_order_expected_by"]] == [
         None if pd.isna(d) else d.isoformat() for d in offline["next_order_expected_by"]]
     # Every output column agrees with the batch job's, spend tiers included.
     np.testing.assert_array_equal(online["churn_probability"], offline["churn_probability"])
