@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test notebooks browser bench bench-churn bench-serving bench-soak bench-batch bench-uplift bench-monitor lint clean
+.PHONY: demo test notebooks browser bench bench-value bench-churn bench-serving bench-soak bench-batch bench-uplift bench-monitor lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -55,6 +55,11 @@ bench-monitor: $(STAMP)
 # Uses the model bench-serving registers.
 bench-batch: $(STAMP)
 	$(BIN)/python bench/batch_scoring.py
+
+# Propensity and value on CDNOW beside lifetimes' BG/NBD x Gamma-Gamma (the bench extra).
+bench-value: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python bench/value_cdnow.py
 
 bench-uplift: $(STAMP)
 	$(BIN)/python bench/uplift_hillstrom.py

@@ -67,8 +67,16 @@ ENTRIES = (
     Entry("train_uplift_table", ("train", "uplift"), (
         P("table"), P("treatment"), P("control"), P("outcome"), P("learner"),
         P("experiment"))),
+    Entry("train_propensity", ("train", "propensity"), (
+        P("data"), P("cutoffs", default=DEFAULT_TRAIN_CUTOFFS),
+        P("validation_date", "validation_cutoff", "auto"), P("test_date", "test_cutoff", "auto"),
+        P("horizon_days"), P("experiment"), P("model_name"))),
+    Entry("train_value", ("train", "value"), (
+        P("data"), P("cutoffs", default=DEFAULT_TRAIN_CUTOFFS),
+        P("validation_date", "validation_cutoff", "auto"), P("test_date", "test_cutoff", "auto"),
+        P("horizon_days"), P("experiment"), P("model_name"))),
     Entry("promote", ("promote", "churn"), (P("model", default="churn"), P("model_name")),
-          "Uplift: -P model=uplift -P model_name=uplift (or the name it was registered under).",
+          "Also -P model=uplift|propensity|value -P model_name=NAME (as registered).",
           words=("promote", "{model}")),
     Entry("score", ("score",), (
         P("data"), P("as_of"), P("out"), P("model_name"), P("uplift_model_name"))),
