@@ -107,12 +107,13 @@ def _fmt(value: float) -> str:
     return "-" if pd.isna(value) else f"{value:.3f}"
 
 
-def print_backtest(result: BacktestResult, console: Console) -> None:
-    """Per origin: customers, churn rate and each scorer's metrics; then mean +- sd."""
+def print_backtest(result: BacktestResult, console: Console, rate: str = "churned",
+                   labels: dict[str, str] = SCORER_LABELS) -> None:
+    """Per origin: customers, the label's rate and each scorer's metrics; then mean +- sd."""
     table = Table(title="Rolling-origin backtest: each origin's base, scored by a model trained "
                         "only on what was known then", title_justify="left")
-    for column in ("origin", "customers", "churned", "scorer"):
-        table.add_column(column, justify="right" if column in ("customers", "churned")
+    for column in ("origin", "customers", rate, "scorer"):
+        table.add_column(column, justify="right" if column in ("customers", rate)
                          else "left")
     for metric in METRICS:
         table.add_column(METRIC_LABELS[metric], justify="right")
@@ -122,7 +123,7 @@ def print_backtest(result: BacktestResult, console: Console) -> None:
             table.add_row(str(origin) if first else "",
                           f"{row['customers']:,}" if first else "",
                           f"{row['churn_rate']:.1%}" if first else "",
-                          SCORER_LABELS.get(row["scorer"], row["scorer"]),
+                          labels.get(row["scorer"], row["scorer"]),
                           *(_fmt(row[m]) for m in METRICS), end_section=i == len(part) - 1)
     console.print(table)
     summary = result.summary()
@@ -131,7 +132,7 @@ def print_backtest(result: BacktestResult, console: Console) -> None:
     for metric in METRICS:
         overall.add_column(METRIC_LABELS[metric], justify="right")
     for scorer, row in summary.iterrows():
-        overall.add_row(SCORER_LABELS.get(str(scorer), str(scorer)), *(
+        overall.add_row(labels.get(str(scorer), str(scorer)), *(
             "-" if pd.isna(row[("mean", m)]) else
             f"{row[('mean', m)]:.3f} +- {0.0 if pd.isna(row[('sd', m)]) else row[('sd', m)]:.3f}"
             for m in METRICS))

@@ -20,7 +20,6 @@ import pandas as pd
 
 from features.cores import job_threads
 from features.errors import setting
-from features.labels import LABEL
 from features.point_in_time import connect
 from features.tables import load_tables
 from features.validation import Progress
@@ -83,7 +82,8 @@ def run_backtest(cfg: ChurnTrainConfig, origins: tuple[date, ...],
             notes.extend(f"origin {origin}: {n}" for n in plan.notices)
             for scorer, m in result.metrics.items():
                 rows.append({"origin": origin, "scorer": scorer, "customers": len(result.test),
-                             "churn_rate": float(result.test[LABEL].mean()),
+                             # The rate of the label as reported (churned, or ordered).
+                             "churn_rate": float(result.outcome().mean()),
                              "train_cutoffs": f"{plan.train[0]}..{plan.train[-1]}",
                              "validation_cutoff": plan.validation, "trees": result.trees,
                              **{k: getattr(m, k) for k in METRICS}})

@@ -184,7 +184,7 @@ def backtest_propensity_command(
                                               progress_bar())
     except steps.USER_ERRORS as err:
         fail(one_line(err))
-    steps.print_backtest(result, out_console)
+    steps.print_backtest(result, out_console, "ordered", vs.PROPENSITY_LABELS)
 
 
 @backtest_app.command("value")
