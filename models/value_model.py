@@ -76,6 +76,9 @@ class ValueModel:
     sigma: float
     bgnbd: BGNBDParams
     feature_set_version: str = FEATURE_SET_VERSION
+    # The 0th..100th percentiles of its forecast spend over its test customers, from which
+    # spend tiers are cut when the policy says so.
+    spend_percentiles: list[float] | None = None
 
     def __post_init__(self) -> None:
         self.features = feature_names()
@@ -117,7 +120,8 @@ class ValueModel:
         (folder / "value.json").write_text(json.dumps({
             "form": self.form, "horizon_days": self.horizon_days, "sigma": self.sigma,
             "spend_parts": sorted(self.spend), "bgnbd": asdict(self.bgnbd),
-            "feature_set_version": self.feature_set_version, "features": self.features},
+            "feature_set_version": self.feature_set_version, "features": self.features,
+            "spend_percentiles": self.spend_percentiles},
             indent=2))
         return folder
 
@@ -131,4 +135,5 @@ class ValueModel:
                  for name in meta["spend_parts"]}
         return cls(meta["form"], int(meta["horizon_days"]), spend,
                    lgb.Booster(model_file=str(folder / "orders.txt")), float(meta["sigma"]),
-                   BGNBDParams(**meta["bgnbd"]), meta["feature_set_version"])
+                   BGNBDParams(**meta["bgnbd"]), meta["feature_set_version"],
+                   meta.get("spend_percentiles"))

@@ -35,8 +35,14 @@ from features.tables import load_tables
 from features.validation import OnBadRows, Progress
 from models.drift import Profile
 from serving.champion import LoadedModel
-from serving.policy import SegmentPolicy, tier_cut_points
-from serving.scoring import extra_columns, score_features, segment_summary, segment_totals
+from serving.policy import SegmentPolicy
+from serving.scoring import (
+    extra_columns,
+    score_features,
+    segment_summary,
+    segment_totals,
+    tier_cuts_for,
+)
 
 CHUNK_ROWS = 200_000
 TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
@@ -344,7 +350,7 @@ def score_frame(cfg: ScoreJobConfig, loaded: LoadedModel,
             connect(cfg.memory_limit, Path(work) / "spill") as con:
         _, stale, _ = _scoring_table(con, cfg, Path(work), progress)
         rows = con.sql("SELECT * FROM scoring ORDER BY customer_id").df()
-    cuts = tier_cut_points(loaded.model.spend_percentiles, cfg.policy)
+    cuts = tier_cuts_for(loaded, cfg.policy)
     scores = score_features(rows, rows["contactable"], loaded, cfg.policy, cuts, cfg.reasons)
     return scores, [stale] if stale else []
 
@@ -361,7 +367,7 @@ def run_score(cfg: ScoreJobConfig, loaded: LoadedModel, progress: Progress | Non
     with tempfile.TemporaryDirectory(prefix="churn-score-") as work, \
             connect(cfg.memory_limit, Path(work) / "spill") as con:
         total, stale, span = _scoring_table(con, cfg, Path(work), progress)
-        cuts = tier_cut_points(loaded.model.spend_percentiles, cfg.policy)
+        cuts = tier_cuts_for(loaded, cfg.policy)
         reference = loaded.model.reference
         profile = reference.empty() if reference else None
         destination = destination_for(cfg.out, cfg.as_of, extra_columns(loaded))

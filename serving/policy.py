@@ -29,6 +29,9 @@ class PolicyError(ChurnError, ValueError):
     """A policy file that cannot be used."""
 
 
+TIER_SOURCES = ("last_year", "predicted")
+
+
 @dataclass(frozen=True)
 class SegmentPolicy:
     """The thresholds of segments.toml, typed."""
@@ -43,6 +46,8 @@ class SegmentPolicy:
     uplift_arm: str = ""
     horizon_days: float = 90
     tier_quantiles: tuple[float, float] = (0.5, 0.8)
+    # What spend tiers cut: last year's spend, or (with a value champion) predicted spend.
+    tier_source: str = "last_year"
     top_reasons: int = 3
     risk_cuts: tuple[float, float] = (0.25, 0.5)
 
@@ -62,6 +67,7 @@ class SegmentPolicy:
                 uplift_arm=str(raw["win_back"].get("uplift_arm", "")),
                 horizon_days=float(raw["value"]["horizon_days"]),
                 tier_quantiles=tuple(float(q) for q in raw["spend_tier"]["quantiles"]),
+                tier_source=str(raw["spend_tier"].get("source", "last_year")),
                 top_reasons=int(raw["reasons"]["top"]),
                 risk_cuts=tuple(float(c) for c in raw.get("risk_band", {}).get(
                     "cuts", cls.risk_cuts)),
@@ -92,6 +98,9 @@ class SegmentPolicy:
         if len(cuts) != 2 or not 0 < cuts[0] < cuts[1] < 1:
             raise PolicyError(f"{path}: spend_tier.quantiles must be two numbers, "
                               f"0 < first < second < 1")
+        if self.tier_source not in TIER_SOURCES:
+            raise PolicyError(f"{path}: spend_tier.source must be one of "
+                              f"{', '.join(TIER_SOURCES)}, not {self.tier_source!r}")
         risk = self.risk_cuts
         if len(risk) != 2 or not 0 < risk[0] < risk[1] < 1:
             raise PolicyError(f"{path}: risk_band.cuts must be two probabilities, "

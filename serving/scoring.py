@@ -28,6 +28,14 @@ OUTPUT_COLUMNS = ("customer_id", "as_of", "churn_probability", "churn_percentile
                   "reasons", "model_versions")
 
 
+def tier_cuts_for(loaded: LoadedModel, policy: SegmentPolicy) -> tuple[float, float]:
+    """The spend amounts between tiers: over predicted spend when the policy asks and a value
+    champion answers, else over last year's spend."""
+    if policy.tier_source == "predicted" and loaded.value is not None:
+        return tier_cut_points(loaded.value.model.spend_percentiles, policy)
+    return tier_cut_points(loaded.model.spend_percentiles, policy)
+
+
 def extra_columns(loaded: LoadedModel) -> dict[str, str]:
     """The columns the propensity and value champions add, by name, with their kind
     (``double`` or ``date``); none without those champions."""
@@ -112,7 +120,7 @@ def score_matrix(ids: np.ndarray, as_of: np.ndarray | None, matrix: np.ndarray,
     names = loaded.model.features
     columns = {name: matrix[:, i] for i, name in enumerate(names)}
     if tier_cuts is None:
-        tier_cuts = tier_cut_points(loaded.model.spend_percentiles, policy)
+        tier_cuts = tier_cuts_for(loaded, policy)
     base = loaded.model.in_base(columns["recency_days"])
     probability = np.full(len(matrix), np.nan)
     if base.any():
@@ -153,7 +161,7 @@ def score_matrix(ids: np.ndarray, as_of: np.ndarray | None, matrix: np.ndarray,
         **effects,
         "segment": segment(columns, base, probability, np.nan_to_num(value, nan=0.0), reach,
                            policy, uplift, buy),
-        "spend_tier": spend_tiers(columns["spend_365d"], tier_cuts),
+        "spend_tier": spend_tiers(_tier_spend(loaded, policy, columns, forecasts), tier_cuts),
         "contactable": reach,
         "reasons": why,
         "model_versions": np.full(len(matrix), loaded.label, dtype=object),
@@ -161,6 +169,13 @@ def score_matrix(ids: np.ndarray, as_of: np.ndarray | None, matrix: np.ndarray,
 
 
 UPLIFT_COLUMNS = ("uplift_spend", "uplift_conversion", "uplift_order_value")
+
+
+def _tier_spend(loaded: LoadedModel, policy: SegmentPolicy, columns: dict[str, np.ndarray],
+                forecasts: dict[str, np.ndarray]) -> np.ndarray:
+    if policy.tier_source == "predicted" and loaded.value is not None:
+        return forecasts[f"predicted_spend_{loaded.value.horizon_days}d"]
+    return columns["spend_365d"]
 
 
 def _flags(contactable: ArrayLike, rows: int) -> np.ndarray:

@@ -50,8 +50,8 @@ from serving.guards import (
     redact_request_errors,
     release_finished_requests,
 )
-from serving.policy import DEFAULT_POLICY, SegmentPolicy, tier_cut_points
-from serving.scoring import output_columns, score_matrix
+from serving.policy import DEFAULT_POLICY, SegmentPolicy
+from serving.scoring import output_columns, score_matrix, tier_cuts_for
 
 LOG = logging.getLogger("churn.service")
 MAX_CUSTOMERS = 10_000
@@ -285,7 +285,7 @@ class ChurnService:
     def _ready(self, loaded: LoadedModel) -> Scorer:
         """A ``Scorer`` for ``loaded``, run once on a few rows, so what the first request
         would load (compiled code, lazy imports) is loaded now."""
-        scorer = Scorer(loaded, tier_cut_points(loaded.model.spend_percentiles, self.policy))
+        scorer = Scorer(loaded, tier_cuts_for(loaded, self.policy))
         sample = loaded.warmup_rows()
         self._respond(list(map(str, range(len(sample)))), None,
                       sample[feature_names()].to_numpy(dtype=np.float64), True, explain=True,

@@ -206,6 +206,7 @@ def train_value_on_tables(cfg: ValueTrainConfig, con: duckdb.DuckDBPyConnection,
 
     step(f"the model and the baselines on the test cutoff {plan.test}")
     scored = score_test(model, test, summary, cfg.horizon_days)
+    model.spend_percentiles = np.percentile(scored["model_spend"], np.arange(101)).tolist()
     actual = _spend(scored)
     metrics = {name: value_metrics(actual, scored[f"{name}_spend"].to_numpy())
                for name in SCORER_LABELS}

@@ -110,3 +110,22 @@ def test_a_table_from_before_the_forecasts_gains_their_columns(loaded, synthetic
     before, after = table[table["as_of"] == date(2025, 9, 1)], table[table["as_of"] == AS_OF]
     assert len(before) and len(after)
     assert before["p_alive"].isna().all() and after["p_alive"].notna().any()
+
+
+def test_spend_tiers_can_follow_predicted_spend(loaded, synthetic_data, tmp_path):
+    data, _ = synthetic_data
+    past = churn.score(data, as_of=AS_OF, model=loaded, explain=False)
+    rules = replace(SegmentPolicy.load(DEFAULT_POLICY), tier_source="predicted")
+    ahead = churn.score(data, as_of=AS_OF, model=loaded, policy=rules, explain=False)
+    spend = ahead["predicted_spend_90d"].fillna(0)
+    means = spend.groupby(ahead["spend_tier"]).mean()
+    assert means["low"] < means["medium"] < means["high"]
+    assert (ahead["spend_tier"] != past["spend_tier"]).any()
+    # Cut at the policy's quantiles of the forecasts over the model's test customers.
+    share_high = (ahead.loc[spend > 0, "spend_tier"] == "high").mean()
+    assert 0.05 < share_high < 0.5
+    bad = tmp_path / "policy.toml"
+    bad.write_text(DEFAULT_POLICY.read_text().replace('source = "last_year"',
+                                                      'source = "next_year"'))
+    with pytest.raises(ValueError, match="spend_tier.source must be one of"):
+        SegmentPolicy.load(bad)
