@@ -14,7 +14,7 @@ import churn
 from models.value_model import SPEND_FORMS, ValueModel
 from tests.conftest import shared_file
 from tests.training.test_bgnbd import summary_of
-from training.bgnbd import GammaGamma
+from training.bgnbd import BGNBD, GammaGamma
 from training.value_metrics import decile_mape, decile_table, normalised_gini, value_metrics
 
 
@@ -48,6 +48,31 @@ def test_gamma_gamma_reproduces_the_published_cdnow_fit():
     mean = model.p_ * model.gamma_ / (model.q_ - 1)
     assert np.all(np.abs(spend[repeat] - mean) <= np.abs(own[repeat] - mean) + 1e-9)
     assert spend[~repeat] == pytest.approx(mean)
+
+
+def test_bgnbd_and_gamma_gamma_agree_with_lifetimes():
+    lifetimes = pytest.importorskip("lifetimes")
+    raw = pd.read_csv(shared_file("cdnow/CDNOW_sample.txt"), sep=r"\s+", header=None,
+                      names=["master_id", "customer_id", "day", "cds", "amount"],
+                      dtype={"day": str})
+    raw["ordered_at"] = pd.to_datetime(raw["day"]).dt.tz_localize("UTC")
+    summary = summary_of(raw, date(1997, 10, 1))
+    mine_bg, mine_gg = BGNBD().fit(summary), GammaGamma().fit(summary)
+    theirs_bg = lifetimes.BetaGeoFitter().fit(summary["x"], summary["t_x"], summary["T"])
+    repeat = summary[summary["x"] > 0]
+    theirs_gg = lifetimes.GammaGammaFitter().fit(repeat["x"], repeat["monetary"])
+    assert [mine_bg.r_, mine_bg.alpha_, mine_bg.a_, mine_bg.b_] == pytest.approx(
+        [theirs_bg.params_[k] for k in ("r", "alpha", "a", "b")], rel=2e-3)
+    assert [mine_gg.p_, mine_gg.q_, mine_gg.gamma_] == pytest.approx(
+        [theirs_gg.params_[k] for k in ("p", "q", "v")], rel=2e-3)
+    np.testing.assert_allclose(
+        mine_bg.expected_purchases(summary, 13.0),
+        theirs_bg.conditional_expected_number_of_purchases_up_to_time(
+            13.0, summary["x"], summary["t_x"], summary["T"]), rtol=5e-3)
+    np.testing.assert_allclose(
+        mine_gg.expected_spend_per_purchase(repeat),
+        theirs_gg.conditional_expected_average_profit(repeat["x"], repeat["monetary"]),
+        rtol=5e-3)
 
 
 def test_value_model_keeps_a_form_and_saves_and_loads(value_trained, tmp_path):
