@@ -127,5 +127,5 @@ def test_spend_tiers_can_follow_predicted_spend(loaded, synthetic_data, tmp_path
     bad = tmp_path / "policy.toml"
     bad.write_text(DEFAULT_POLICY.read_text().replace('source = "last_year"',
                                                       'source = "next_year"'))
-    with pytest.raises(ValueError, match="spend_tier.source must be one of"):
+    with pytest.raises(ValueError, match=r"spend_tier\.source must be one of"):
         SegmentPolicy.load(bad)
