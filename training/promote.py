@@ -56,6 +56,8 @@ class Promotion:
     metric: str
     rows: str
     bar: str = ""
+    # How the gain compares with the noise of the rows (a paired bootstrap), when it was asked.
+    noise: str = ""
 
     def message(self) -> str:
         if self.champion is None:
@@ -66,7 +68,7 @@ class Promotion:
         assert self.champion_score is not None
         diff = self.candidate_score - self.champion_score
         compared = (f"{self.metric} {self.candidate_score:.4f} vs {self.champion_score:.4f} "
-                    f"({diff:+.4f}) on {self.rows}")
+                    f"({diff:+.4f}) on {self.rows}{self.noise}")
         if self.promoted:
             return (f"{self.name} v{self.candidate} beats v{self.champion}: {compared}; "
                     f"champion -> v{self.candidate}")
@@ -130,10 +132,14 @@ def _model_predictions(version: ModelVersion, rows: pd.DataFrame) -> pd.DataFram
 
 
 class Judge(ABC):
-    """How one kind of model is compared: on which rows, by what, against which bar."""
+    """How one kind of model is compared: on which rows, by what, against which bar.
+
+    ``champion_rows_``, set by ``champion_score`` when the champion scored the candidate's
+    own rows, lets the comparison be paired (``paired_gain``)."""
 
     metric: str
     bar_name: str
+    champion_rows_: np.ndarray | None = None
 
     @abstractmethod
     def rows(self, client: MlflowClient, candidate: ModelVersion) -> tuple[pd.DataFrame, str]:
@@ -213,8 +219,8 @@ class ChurnJudge(Judge):
                 f"For a fair comparison train the candidate with {setting('test_cutoff')} on or "
                 f"after {when}, or retrain the champion's configuration with "
                 f"{setting('test_cutoff')} {test}")
-        return self.score(rows, _model_predictions(champion, rows)["churn_probability"]
-                          .to_numpy())
+        self.champion_rows_ = _model_predictions(champion, rows)["churn_probability"].to_numpy()
+        return self.score(rows, self.champion_rows_)
 
 
 def mean_qini(rows: pd.DataFrame, scores: np.ndarray) -> float:
@@ -308,8 +314,27 @@ class ValueJudge(Judge):
                 f"v{champion.version} was fitted on data up to {seen or 'an unrecorded date'}, "
                 f"after the candidate's test cutoff {test}: train the candidate with "
                 f"{setting('test_cutoff')} on or after it")
-        return self.score(rows, _model_predictions(champion, rows)["predicted_spend"]
-                          .to_numpy())
+        self.champion_rows_ = _model_predictions(champion, rows)["predicted_spend"].to_numpy()
+        return self.score(rows, self.champion_rows_)
+
+
+BOOTSTRAP_RESAMPLES = 200
+CONFIDENCE = 0.95
+
+
+def paired_gain(judge: Judge, rows: pd.DataFrame, candidate: np.ndarray, champion: np.ndarray,
+                seed: int = 0) -> tuple[float, float]:
+    """The candidate's gain over the champion on the same rows, and the lower bound of its
+    one-sided 95% interval from a paired bootstrap (rows resampled, both models scored on
+    each resample): a gain the noise of these rows could produce has a bound at or below 0."""
+    rng = np.random.default_rng(seed)
+    gains = []
+    for _ in range(BOOTSTRAP_RESAMPLES):
+        pick = rng.integers(0, len(rows), len(rows))
+        sample = rows.iloc[pick]
+        gains.append(judge.score(sample, candidate[pick]) - judge.score(sample, champion[pick]))
+    gain = judge.score(rows, candidate) - judge.score(rows, champion)
+    return gain, float(np.quantile(gains, 1 - CONFIDENCE))
 
 
 JUDGES = {"churn": ChurnJudge, "propensity": ChurnJudge, "uplift": UpliftJudge,
@@ -325,7 +350,10 @@ def promote(name: str, run_id: str | None = None,
     random targeting for uplift) on its own held-out rows.
     """
     client = MlflowClient()
-    judge = JUDGES[kind or next((k for k in JUDGES if k in name), "churn")]()
+    kind = kind or next((k for k in JUDGES if k in name), "churn")
+    if kind not in JUDGES:
+        raise PromotionError(f"unknown kind of model {kind!r}: use one of {', '.join(JUDGES)}")
+    judge = JUDGES[kind]()
     candidate = _candidate(client, name, run_id)
     champion = _champion(client, name)
     rows, described = judge.rows(client, candidate)
@@ -347,11 +375,19 @@ def promote(name: str, run_id: str | None = None,
         return Promotion(name, str(candidate.version), None, candidate_score, None, True,
                          judge.metric, described, f"{judge.bar_name} {bar:.4f}")
     champion_score = judge.champion_score(client, champion, candidate, rows)
-    better = candidate_score > champion_score
+    noise = ""
+    if judge.champion_rows_ is not None:
+        _, bound = paired_gain(judge, rows, judge.candidate_scores(rows), judge.champion_rows_)
+        better = candidate_score > champion_score and bound > 0
+        noise = (f"; the gain's {CONFIDENCE:.0%} paired bootstrap lower bound is {bound:+.4f}"
+                 + ("" if better or candidate_score <= champion_score
+                    else ", within the noise of these rows"))
+    else:
+        better = candidate_score > champion_score
     if better:
         client.set_registered_model_alias(name, CHAMPION, str(candidate.version))
     client.set_model_version_tag(name, str(candidate.version), "promotion",
                                  f"{judge.metric} {candidate_score:.4f} vs v{champion.version} "
-                                 f"{champion_score:.4f} on {described}")
+                                 f"{champion_score:.4f} on {described}{noise}")
     return Promotion(name, str(candidate.version), str(champion.version), candidate_score,
-                     champion_score, better, judge.metric, described)
+                     champion_score, better, judge.metric, described, noise=noise)

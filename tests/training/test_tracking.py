@@ -85,6 +85,25 @@ def test_promotion_moves_the_alias_only_for_a_better_model(mlflow_store, trained
     assert str(client.get_model_version_by_alias("churn", CHAMPION).version) == strong.model_version
 
 
+def test_a_challenger_must_beat_the_champion_by_more_than_the_noise(mlflow_store, trained,
+                                                                   churn_config):
+    log_churn_run(churn_config, trained)
+    assert promote("churn").promoted
+    # The same configuration again: identical scores never move the alias.
+    again = log_churn_run(churn_config, trained)
+    same = promote("churn", run_id=again.run_id)
+    assert not same.promoted and same.candidate_score == same.champion_score
+    # Another seed: whatever it gains or loses is within the noise of the same rows.
+    reseeded_cfg = dataclasses.replace(churn_config, seed=8)
+    reseeded = log_churn_run(reseeded_cfg, train_churn(reseeded_cfg))
+    outcome = promote("churn", run_id=reseeded.run_id)
+    assert not outcome.promoted, outcome.message()
+    assert "paired bootstrap lower bound" in outcome.message()
+    assert str(MlflowClient().get_model_version_by_alias("churn", CHAMPION).version) == "1"
+    with pytest.raises(PromotionError, match="unknown kind of model 'churnn'"):
+        promote("churn", kind="churnn")
+
+
 def test_a_first_champion_must_beat_the_recency_rule(mlflow_store, trained, churn_config):
     logged = log_churn_run(churn_config, trained)
     rows = pd.read_parquet(mlflow.artifacts.download_artifacts(
