@@ -17,7 +17,13 @@ from mlflow.exceptions import MlflowException
 from features.errors import ChurnError, setting
 from models.churn_model import ARTIFACT_KEY, ChurnModel
 from models.forest import CompiledForest, UnsupportedModel
-from models.registry import CHAMPION, PROPENSITY_MODEL_NAME, TEST_ARTIFACT, VALUE_MODEL_NAME
+from models.registry import (
+    CHAMPION,
+    PROPENSITY_MODEL_NAME,
+    TEST_ARTIFACT,
+    UPLIFT_MODEL_NAME,
+    VALUE_MODEL_NAME,
+)
 from models.uplift_model import ARTIFACT_KEY as UPLIFT_ARTIFACT_KEY
 from models.uplift_model import UpliftModel
 from models.value_model import ARTIFACT_KEY as VALUE_ARTIFACT_KEY
@@ -132,10 +138,20 @@ def _download(name: str, version: str, key: str, load):
         return load(Path(local) / "artifacts" / key)
 
 
+def _registered(name: str) -> bool:
+    try:
+        MlflowClient().get_registered_model(name)
+    except MlflowException:
+        return False
+    return True
+
+
 def load_uplift_champion(name: str = "uplift", arm: str | None = None,
                          check: DataCheck = DataCheck(),
                          churn_source: str | None = None) -> LoadedUplift | None:
-    """The uplift champion for scoring, or None when no uplift model holds the alias.
+    """The uplift champion for scoring, or None when no uplift model holds the alias (the
+    default name with nothing registered: scoring goes on without uplift). A name given that
+    nothing is registered under is an error, not a silent switch of the win_back rule.
 
     Scoring feeds it the feature registry's columns, so a model trained on a flat table
     (other columns) is refused with a message saying how to get one that fits; so is one
@@ -145,6 +161,10 @@ def load_uplift_champion(name: str = "uplift", arm: str | None = None,
     try:
         version = MlflowClient().get_model_version_by_alias(name, CHAMPION)
     except MlflowException:
+        if name != UPLIFT_MODEL_NAME and not _registered(name):
+            raise NoChampionError(
+                f"no uplift model is registered as '{name}' (a typo?): give the name it was "
+                f"registered under, or turn uplift off with {setting('no_uplift')}") from None
         return None
     model = _download(name, str(version.version), UPLIFT_ARTIFACT_KEY, UpliftModel.load)
     if not model.uses_registry_features():

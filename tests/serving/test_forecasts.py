@@ -14,10 +14,12 @@ import numpy as np
 import pandas as pd
 import psycopg
 import pytest
+from typer.testing import CliRunner
 
 import churn
+from churn.cli import app
 from serving.batch import ScoreJobConfig, run_score
-from serving.champion import load_champion
+from serving.champion import NoChampionError, load_champion
 from serving.policy import DEFAULT_POLICY, SegmentPolicy
 from tests.conftest import crown, migrated_store
 from training.promote import promote
@@ -129,3 +131,26 @@ def test_spend_tiers_can_follow_predicted_spend(loaded, synthetic_data, tmp_path
                                                       'source = "next_year"'))
     with pytest.raises(ValueError, match=r"spend_tier\.source must be one of"):
         SegmentPolicy.load(bad)
+
+
+def test_an_unknown_uplift_name_is_an_error_not_a_silent_switch(store, synthetic_data,
+                                                                 tmp_path, monkeypatch):
+    data, _ = synthetic_data
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(store)
+    try:
+        with pytest.raises(NoChampionError, match=r"no uplift model is registered as "
+                                                  r"'nosuch' \(a typo\?\).*no_uplift"):
+            load_champion(uplift=True, uplift_name="nosuch")
+        # The default name with no uplift model registered: scoring goes on without one.
+        assert load_champion(uplift=True).uplift is None
+    finally:
+        mlflow.set_tracking_uri(previous)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    done = CliRunner().invoke(app, ["score", "--data", str(data), "--as-of", "2025-10-01",
+                                    "--out", "s.parquet", "--uplift-model-name", "typo_uplift"],
+                              env={"COLUMNS": "200"})
+    assert done.exit_code == 1, done.output
+    assert "no uplift model is registered as 'typo_uplift'" in done.output
+    assert "--no-uplift" in done.output and not (tmp_path / "s.parquet").exists()
