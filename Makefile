@@ -1,18 +1,25 @@
-# `make demo` and `make test` each create .venv when it is missing and install the project.
+# `make demo` and `make test` each create .venv when it is missing and install the project
+# (`make test` adds the test tools).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+APP := $(VENV)/.installed-app
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test notebooks browser bench bench-value bench-churn bench-serving bench-soak bench-batch bench-uplift bench-monitor lint clean
 
-$(STAMP): pyproject.toml
+# The project alone, for the demo; the test tools on top, for the suite.
+$(APP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	touch $(APP)
+
+$(STAMP): $(APP)
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-demo: $(STAMP)
+demo: $(APP)
 	$(BIN)/churn demo
 
 # One worker per core (pytest-xdist); the tests of a file run on one worker, so a module

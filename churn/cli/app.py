@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+from typing import Annotated
+
 import typer
 
 app = typer.Typer(
     help=(
-        "Churn and spend-uplift models for marketing teams.\n\n"
+        "Churn, purchase propensity, predicted value and spend-uplift models for marketing "
+        "teams.\n\n"
         "Start with `churn demo`: it generates a synthetic customer base, builds "
         "point-in-time features, trains the churn model against its baselines and the "
         "spend-uplift model on a randomised campaign, makes both champions in the MLflow "
@@ -39,3 +43,20 @@ campaign_app = typer.Typer(help="Run a campaign as an experiment: a randomised h
                                 "the measured readout.", no_args_is_help=True)
 app.add_typer(campaign_app, name="campaign")
 # Piped or logged, rich would cut tables to 80 columns: lay them out at their full width.
+
+
+def _print_version(asked: bool) -> None:
+    if asked:
+        try:
+            version = importlib.metadata.version("churn-propensity")
+        except importlib.metadata.PackageNotFoundError:
+            version = "unknown (not installed)"
+        typer.echo(f"churn-propensity {version}")
+        raise typer.Exit()
+
+
+@app.callback()
+def options(version: Annotated[bool, typer.Option(
+        "--version", callback=_print_version, is_eager=True,
+        help="Print the package version and exit.")] = False) -> None:
+    """Options of the command itself."""

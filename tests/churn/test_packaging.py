@@ -130,3 +130,13 @@ def test_logged_models_load_without_the_project(mlflow_store, trained, churn_con
         rows.to_parquet(path)
         got = _load_in_a_clean_python(local, path, tmp_path)
         assert [v[0] for v in got["data"]] == pytest.approx(list(expected), rel=1e-12)
+
+
+def test_make_demo_installs_the_project_without_the_test_tools(tmp_path):
+    plan = subprocess.run(["make", "-n", "demo", f"VENV={tmp_path / 'venv'}"], cwd=REPO,
+                          capture_output=True, text=True, check=True).stdout
+    assert "pip install --quiet -e ." in plan
+    assert "[dev]" not in plan
+    tests = subprocess.run(["make", "-n", "test", f"VENV={tmp_path / 'venv'}"], cwd=REPO,
+                           capture_output=True, text=True, check=True).stdout
+    assert "-e '.[dev]'" in tests
