@@ -207,7 +207,8 @@ def run_monitor(cfg: MonitorConfig, progress: Progress) -> MonitorReport:
     return report
 
 
-VERDICT_STYLE = {"healthy": "bold green", "degrading": "bold yellow", "retrain": "bold red"}
+VERDICT_STYLE = {"healthy": "bold green", "unchecked": "bold blue", "drifted": "bold cyan",
+                 "degrading": "bold yellow", "retrain": "bold red"}
 
 
 def print_monitor(report: MonitorReport, console: Console) -> None:
@@ -247,11 +248,13 @@ def print_monitor(report: MonitorReport, console: Console) -> None:
             drift.add_column(column, justify="left" if column in ("column", "band") else "right")
         for name, row in report.drift.head(12).iterrows():
             drift.add_row(name, _fmt(row["psi"]), psi_band(row["psi"]), _fmt(row["spread"]),
-                          "yes" if row["moved"] else "")
+                          "yes" if row["moved"] else ("calendar" if row.get("calendar") else ""))
         console.print(drift)
         console.print("A column has moved when its PSI is 0.25 or more and at least 0.1 beyond the "
-                      "largest PSI of one training cutoff against all of them (calendar-driven "
-                      "columns move between dates anyway).", highlight=False, soft_wrap=True)
+                      "largest PSI of one training cutoff against all of them; columns that "
+                      "count days since something move with the calendar and never count as "
+                      "moved. Drift alone, with quality holding, is 'drifted', not "
+                      "'degrading'.", highlight=False, soft_wrap=True)
     elif report.drift_run is not None:
         console.print("No drift measured: the model or its scoring runs hold no profile "
                       "(trained or scored by an earlier version).", highlight=False,

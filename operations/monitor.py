@@ -4,14 +4,19 @@ For every scoring run (``operations.runlog``) whose label window [as_of, as_of +
 ended by the monitoring date, the scores are read back from where they were written and
 compared with the orders that followed: realised ROC AUC, calibration (ECE), lift in the top
 tenth, and the churn rate per segment. The newest scoring run's profile is compared with the
-model's training data (PSI per feature and of the score). A verdict sums it up:
+model's training data (PSI per feature and of the score). A verdict sums it up, the worst
+that applies:
 
 - ``retrain`` (exit 20): realised ROC AUC more than ``retrain_auc_drop`` under the model's own
-  test ROC AUC, ECE above ``retrain_ece``, or the score's PSI at or above 0.25;
+  test ROC AUC, or ECE above ``retrain_ece``;
 - ``degrading`` (exit 10): ROC AUC more than ``warn_auc_drop`` under it, ECE above
-  ``warn_ece``, ``at_risk`` customers churning no more than ``active`` ones, a feature that
-  moved (PSI at or above 0.25 and at least 0.1 beyond its spread between the training
-  cutoffs), or the score's PSI at or above 0.1;
+  ``warn_ece``, or ``at_risk`` customers churning no more than ``active`` ones;
+- ``drifted`` (exit 5): the inputs or the score moved (a feature's PSI at or above 0.25 and at
+  least 0.1 beyond its spread between the training cutoffs, or the score's PSI at or above
+  0.1) while realised quality holds, or before any outcome can say; features that count days
+  since something move with the calendar and are reported but never raise it;
+- ``unchecked`` (exit 3): no scoring run's outcomes have matured yet, so nothing says the
+  model is healthy;
 - ``healthy`` (exit 0): none of these.
 """
 
@@ -41,7 +46,13 @@ from training import plots
 from training.metrics import score_metrics
 
 MONITORING_EXPERIMENT = "monitoring"
-VERDICTS = {"healthy": 0, "degrading": 10, "retrain": 20}
+VERDICTS = {"healthy": 0, "unchecked": 3, "drifted": 5, "degrading": 10, "retrain": 20}
+
+
+def calendar_driven(name: str) -> bool:
+    """A feature that counts days since something: it grows with the calendar for every
+    customer who does nothing, so an ageing base moves it without anything going wrong."""
+    return name.startswith("days_since_") or name in ("recency_days", "tenure_days")
 
 
 @dataclass(frozen=True)
@@ -215,11 +226,13 @@ def drift_of(run: ScoringRun, models: ModelCache) -> pd.DataFrame:
     values = current.psi(reference)
     spread = pd.Series(reference.spread, dtype=float).reindex(values.index)
     moved = (values >= PSI_LARGE) & (values >= spread.fillna(0.0) + PSI_MODERATE)
-    return pd.DataFrame({"psi": values, "spread": spread, "moved": moved})
+    calendar = pd.Series([calendar_driven(str(n)) for n in values.index], index=values.index)
+    return pd.DataFrame({"psi": values, "spread": spread, "moved": moved & ~calendar,
+                         "calendar": calendar})
 
 
 def drift_of_nothing() -> pd.DataFrame:
-    return pd.DataFrame(columns=["psi", "spread", "moved"], dtype=float)
+    return pd.DataFrame(columns=["psi", "spread", "moved", "calendar"], dtype=float)
 
 
 def _segment_rate(check: RunCheck, name: str) -> float:
@@ -250,21 +263,22 @@ def judge(cfg: MonitorConfig, checks: list[RunCheck],
         if at_risk <= active:
             reasons.append(("degrading", (f"at_risk customers churned no more than active ones "
                                          f"({at_risk:.1%} against {active:.1%}) on the {when}")))
+    else:
+        reasons.append(("unchecked", (f"no scoring run's outcomes have matured by {cfg.as_of} "
+                                      "(and the data's end): nothing checks quality yet")))
     score = drift["psi"].get(SCORE, np.nan)
-    if score >= PSI_LARGE:
-        reasons.append(("retrain", f"the churn score's distribution moved (PSI {score:.2f})"))
-    elif score >= PSI_MODERATE:
-        reasons.append(("degrading", f"the churn score's distribution moved (PSI {score:.2f})"))
+    if score >= PSI_MODERATE:
+        reasons.append(("drifted", f"the churn score's distribution moved (PSI {score:.2f})"))
     features = drift.drop(SCORE, errors="ignore")
     moved = features.loc[features["moved"].astype(bool), "psi"]
     if len(moved):
         listed = ", ".join(f"{name} ({value:.2f})" for name, value in moved.head(8).items())
-        reasons.append(("degrading", (f"{len(moved)} feature(s) drifted from the training data "
+        reasons.append(("drifted", (f"{len(moved)} feature(s) drifted from the training data "
                                      f"(PSI >= {PSI_LARGE}, and {PSI_MODERATE} beyond how far "
                                      f"they moved between training cutoffs): {listed}")))
     if not reasons:
         return "healthy", []
-    order = {"retrain": 0, "degrading": 1}
+    order = {"retrain": 0, "degrading": 1, "drifted": 2, "unchecked": 3}
     reasons.sort(key=lambda r: order[r[0]])
     return reasons[0][0], [text for _, text in reasons]
 

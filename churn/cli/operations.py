@@ -57,7 +57,8 @@ def monitor_command(
 
     Prints a verdict with its reasons, logs a run under the MLflow experiment `monitoring`
     (tables and plots, linked to the model version, which gets the verdict as a tag) and
-    exits with a code a scheduler can act on: 0 healthy, 10 degrading, 20 retrain
+    exits with a code a scheduler can act on: 0 healthy, 3 unchecked (nothing matured yet),
+    5 drifted (inputs moved, quality holds), 10 degrading, 20 retrain
     (1 when it could not check).
 
     Example: churn monitor --data data/ --as-of 2026-03-01

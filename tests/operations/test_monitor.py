@@ -11,6 +11,7 @@ shifted data.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from datetime import date
@@ -22,7 +23,7 @@ from mlflow import MlflowClient
 
 from features.synthetic import GenerateConfig, generate
 from models.store import default_tracking_uri
-from tests.conftest import migrated_store, process_env
+from tests.conftest import migrated_store, process_env, shared_file
 
 SHIFT = date(2025, 1, 1)
 BEFORE, AFTER = "2024-10-01", "2025-07-01"
@@ -77,6 +78,34 @@ def test_monitor_is_healthy_before_the_shift(shifted):
     assert done.returncode == 0, done.stdout + done.stderr
     assert "verdict: healthy (exit 0)" in done.stdout
     assert BEFORE in done.stdout and AFTER not in done.stdout
+
+
+def test_monitor_with_nothing_matured_says_so_and_not_healthy(shifted):
+    done = churn("monitor", "--data", "data", "--as-of", "2024-10-15", cwd=shifted)
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "verdict: unchecked (exit 3)" in done.stdout
+    assert "no scoring run's outcomes have matured by 2024-10-15" in done.stdout
+
+
+def test_an_ageing_cohort_whose_quality_holds_is_not_degrading(tmp_path):
+    """CDNOW is one cohort that only ages: scored on its own test cutoff and monitored once
+    the outcomes are in, the realised ROC AUC is the test ROC AUC; days since the last order
+    and tenure move with the calendar. That is not a model going wrong."""
+    data = shared_file("cdnow/transactions.csv").parent
+    migrated_store(tmp_path)
+    for step in (("train", "churn", "--data", str(data), "--test-cutoff", "1998-04-01"),
+                 ("promote", "churn"),
+                 ("score", "--data", str(data), "--as-of", "1998-04-01", "--out",
+                  "s.parquet", "--no-reasons")):
+        assert churn(*step, cwd=tmp_path).returncode == 0, step
+    done = churn("monitor", "--data", str(data), "--as-of", "1998-07-01", cwd=tmp_path)
+    assert done.returncode in (0, 5), done.stdout + done.stderr
+    # Realised ROC AUC beside the test ROC AUC: the same 0.745.
+    assert re.search(r"\b0\.745\s+\S\s+0\.745\b", done.stdout), done.stdout
+    assert done.stdout.split("verdict:")[1].split()[0] in ("healthy", "drifted")
+    moved = [line for line in done.stdout.splitlines() if "drifted from the training" in line]
+    assert not any(name in line for line in moved
+                   for name in ("tenure_days", "recency_days", "days_since_"))
 
 
 def test_monitor_sees_drift_and_degradation_after_it(shifted):
