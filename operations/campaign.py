@@ -36,7 +36,7 @@ from mlflow import MlflowClient
 from scipy import stats
 
 from features.contract import ARROW_TIMESTAMP, ContractError
-from features.errors import setting
+from features.errors import ChurnError, setting
 from features.point_in_time import connect, feature_query
 from features.registry import feature_names
 from features.tables import load_tables
@@ -372,6 +372,10 @@ def campaign_outcomes(cfg: ReportConfig) -> tuple[pd.DataFrame, date]:
     return rows, end
 
 
+class NotMaturedError(ChurnError):
+    """The campaign's outcome window has not ended in the data yet: not a failure, not yet."""
+
+
 def report_campaign(cfg: ReportConfig, expected_holdout: float | None = None) -> Report:
     """Treated against holdout on every outcome, once the campaign's window has matured."""
     rows, end = campaign_outcomes(cfg)
@@ -379,9 +383,10 @@ def report_campaign(cfg: ReportConfig, expected_holdout: float | None = None) ->
     first, last = exposed.min().date(), exposed.max().date()
     matures = last + timedelta(days=cfg.horizon_days)
     if matures > end:
-        raise ContractError(
+        raise NotMaturedError(
             f"campaign {cfg.campaign!r}: its {cfg.horizon_days}-day window matures on "
-            f"{matures}, after the data ends ({end}); report once the data covers it")
+            f"{matures}, and the data's last day is {end - timedelta(days=1)}; report once "
+            f"the data covers it")
     notes = []
     kept_ready = last + timedelta(days=cfg.kept_days) <= end
     if not kept_ready:

@@ -26,6 +26,9 @@ from churn.cli.common import (
 from features.validation import OnBadRows
 from models.registry import CHURN_MODEL_NAME
 
+# `churn campaign report` before the campaign's window has ended in the data.
+NOT_YET = 4
+
 
 @app.command("monitor")
 def monitor_command(
@@ -218,6 +221,9 @@ def campaign_report_command(
     (chi-square; p below 0.001 means the assignment went wrong and the readout should not
     be trusted). Logged under the MLflow experiment `campaigns`.
 
+    Exit codes: 0 measured, 4 not yet (the window has not ended in the data; nothing is
+    logged), 1 failed.
+
     Example: churn campaign report --data data/ --campaign spring
     """
     from operations import campaign as camp
@@ -230,6 +236,9 @@ def campaign_report_command(
             camp.planned_holdout(campaign)
         report = camp.report_campaign(cfg, share)
         camp.log_report(report)
+    except camp.NotMaturedError as err:
+        out_console.print(f"not yet: {one_line(err)}", highlight=False, soft_wrap=True)
+        raise typer.Exit(NOT_YET) from None
     except user_errors() as err:
         fail(one_line(err))
     _print_report(report)

@@ -177,9 +177,12 @@ def test_report_recovers_the_generators_true_effect(demo_output):
     assert np.isclose(metrics["treated"] + metrics["held_out"], len(truth))
 
 
-def test_report_before_the_window_matures_is_refused(demo_output, tmp_path):
+def test_report_before_the_window_matures_says_not_yet(demo_output, tmp_path):
     folder, _ = demo_output
     done = churn("campaign", "report", "--data", "demo/data", "--campaign", "autumn_offer",
                  "--horizon-days", "120", cwd=folder)
-    assert done.returncode == 1
-    assert "matures on" in done.stderr and "Traceback" not in done.stderr
+    assert done.returncode == 4, done.stdout + done.stderr
+    assert done.stdout.startswith("not yet: campaign 'autumn_offer'")
+    # The data's real end: its last day, not the day after it.
+    assert "the data's last day is 2025-12-31" in done.stdout
+    assert "Traceback" not in done.stderr
