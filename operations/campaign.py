@@ -67,6 +67,42 @@ class PlanConfig:
     max_smd: float = MAX_SMD
 
 
+# A two-sided test at 5% with 80% power: the effect must be (z_0.975 + z_0.8) standard errors.
+POWER_Z = float(stats.norm.ppf(0.975) + stats.norm.ppf(0.8))
+
+
+@dataclass(frozen=True)
+class Power:
+    """Minimum detectable effects of a campaign (80% power, 5% two-sided), next to the effect
+    the uplift model predicts for the contacted customers."""
+
+    spend: float
+    conversion: float
+    predicted_spend: float | None
+
+    @property
+    def enough(self) -> bool | None:
+        """Whether the predicted effect on spend can be told from noise (None: no uplift)."""
+        return None if self.predicted_spend is None else abs(self.predicted_spend) >= self.spend
+
+    def as_dict(self) -> dict[str, object]:
+        return {"mde_spend": self.spend, "mde_conversion": self.conversion,
+                "predicted_spend_effect": self.predicted_spend, "detectable": self.enough}
+
+
+def detectable(features: pd.DataFrame, uplift: pd.Series, treatment: np.ndarray) -> Power:
+    """The minimum detectable effects for these groups. The outcome's spread is read off the
+    segment's own last 30 days (spend per customer, and whether they ordered), the campaign
+    window's length by default."""
+    n_t, n_h = int((treatment == 1).sum()), int((treatment == 0).sum())
+    scale = POWER_Z * np.sqrt(1.0 / n_t + 1.0 / n_h)
+    spend = features["spend_30d"].fillna(0.0).to_numpy(dtype=float)
+    bought = (features["orders_30d"].fillna(0.0).to_numpy() > 0).mean()
+    predicted = uplift.astype(float)
+    return Power(float(scale * spend.std(ddof=1)), float(scale * np.sqrt(bought * (1 - bought))),
+                 float(predicted.mean()) if predicted.notna().any() else None)
+
+
 @dataclass
 class Plan:
     """The drawn plan: who is contacted, who is held out, and how balanced they are."""
@@ -79,6 +115,8 @@ class Plan:
     switches: int
     balance: pd.DataFrame | None = None
     run_id: str | None = None
+    # The smallest effects the holdout can detect (``detectable``), when the data is given.
+    power: Power | None = None
 
     @property
     def max_smd(self) -> float:
@@ -94,7 +132,8 @@ class Plan:
                 "seed": self.config.seed, "stratified_by": self.stratified_by,
                 "contacted": int(counts.get(1, 0)), "held_out": int(counts.get(0, 0)),
                 "switches": self.switches, "max_abs_smd": self.max_smd,
-                "balance_bound": self.config.max_smd if self.balance is not None else None}
+                "balance_bound": self.config.max_smd if self.balance is not None else None,
+                **(self.power.as_dict() if self.power else {})}
 
 
 def read_segment(scores: str, segment: str, as_of: date | None) -> tuple[pd.DataFrame, date]:
@@ -247,17 +286,20 @@ def plan_campaign(cfg: PlanConfig) -> Plan:
     if (treatment == 0).sum() == 0 or (treatment == 1).sum() == 0:
         raise ContractError(f"segment {cfg.segment!r} has {len(frame)} contactable customers: "
                             f"too few to hold out {cfg.holdout:.0%} of each stratum")
-    switches, balance = 0, None
+    switches, balance, power = 0, None, None
     if cfg.data is not None:
-        z, names = standardised(segment_features(cfg.data, frame["customer_id"], as_of))
+        features = segment_features(cfg.data, frame["customer_id"], as_of)
+        z, names = standardised(features)
         rng = np.random.default_rng([cfg.seed, 1])
         treatment, switches = switch_for_balance(z, treatment, stratum, rng, cfg.max_smd,
                                                  cfg.max_switches)
         balance = pd.DataFrame({"feature": names, "smd": smd(z, treatment)}).sort_values(
             "smd", key=np.abs, ascending=False, ignore_index=True)
+        power = detectable(features, frame["uplift_spend"], treatment)
     exposed_at = cfg.exposed_at or as_of
     assignments = frame.assign(stratum=stratum, treatment=treatment)
-    return Plan(cfg, as_of, exposed_at, assignments, stratified_by, switches, balance)
+    return Plan(cfg, as_of, exposed_at, assignments, stratified_by, switches, balance,
+                power=power)
 
 
 def write_plan(plan: Plan) -> dict[str, Path]:

@@ -192,6 +192,20 @@ def campaign_plan_command(
             + (f" ({worst['feature']})" if worst is not None else "")
             + f" after {plan.switches:,} pair switch(es) from the random draw.",
             highlight=False, soft_wrap=True)
+    power = plan.power
+    if power is None:
+        out_console.print("Give --data to see the smallest effect this holdout can detect.",
+                          highlight=False)
+    else:
+        out_console.print(
+            f"Minimum detectable effect (80% power, 5% two-sided): spend {power.spend:+,.2f} "
+            f"per customer, conversion {power.conversion:+.1%}.", highlight=False,
+            soft_wrap=True)
+        if power.enough is False:
+            out_console.print(
+                f"[bold yellow]warning:[/] the uplift model predicts {power.predicted_spend:+,.2f} "
+                f"per contacted customer, below what this holdout can detect: hold out more "
+                f"(--holdout) or draw from a larger segment.", highlight=False, soft_wrap=True)
     for key, path in paths.items():
         out_console.print(f"  {key}: {path}", highlight=False, soft_wrap=True)
     out_console.print(f"Recorded as run {plan.run_id} (MLflow experiment 'campaigns').",

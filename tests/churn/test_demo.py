@@ -186,3 +186,20 @@ def test_report_before_the_window_matures_says_not_yet(demo_output, tmp_path):
     # The data's real end: its last day, not the day after it.
     assert "the data's last day is 2025-12-31" in done.stdout
     assert "Traceback" not in done.stderr
+
+
+def test_the_plan_says_what_effect_its_holdout_can_detect(planned):
+    folder, done = planned
+    summary = json.loads((folder / "spring" / "plan.json").read_text())
+    held, contacted = summary["held_out"], summary["contacted"]
+    # The textbook formula, from the segment's own last 30 days of spend.
+    features = build(folder / "demo" / "data", AS_OF, folder / "features-power.parquet")
+    exposures = pd.read_parquet(folder / "spring" / "exposures" / "spring.parquet")
+    spend = features.loc[exposures["customer_id"], "spend_30d"].fillna(0.0)
+    expected = 2.8016 * spend.std(ddof=1) * np.sqrt(1 / held + 1 / contacted)
+    assert summary["mde_spend"] == pytest.approx(expected, rel=1e-3)
+    assert 0 < summary["mde_conversion"] < 1
+    assert f"spend {summary['mde_spend']:+,.2f} per customer" in done.stdout
+    predicted = summary["predicted_spend_effect"]
+    assert summary["detectable"] == (abs(predicted) >= summary["mde_spend"])
+    assert ("below what this holdout can detect" in done.stdout) == (not summary["detectable"])
