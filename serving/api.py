@@ -205,7 +205,16 @@ needs `Authorization: Bearer <token>`.
 
 ERRORS = {400: "The request breaks the schema or the data contract.",
           401: "Missing or wrong bearer token.", 413: "Body over the size limit.",
-          415: "Body is not JSON.", 500: "The service failed; see its log."}
+          415: "Body is not JSON.", 500: "The service failed; see its log.",
+          503: "The service is starting (models not loaded yet) or shutting down."}
+# BentoML names request schemas after the method (``score_history__Input``): named for what
+# they are here.
+REQUEST_SCHEMAS = {"/score_features": "ScoreFeaturesRequest", "/score_table": "ScoreTableRequest",
+                   "/score_history": "ScoreHistoryRequest", "/metadata": "MetadataRequest"}
+BEARER = {"type": "http", "scheme": "bearer",
+          "description": "The token the server was started with (CHURN_API_TOKEN), sent as "
+                         "`Authorization: Bearer <token>`. Probes, metrics and the docs need "
+                         "none."}
 
 EXAMPLE_HISTORY = {
     "as_of": "2025-10-01",
@@ -248,10 +257,28 @@ INFRA_SUMMARIES = {"/healthz": "Health (deprecated: use /livez)", "/livez": "Liv
                    "/metrics": "Prometheus metrics"}
 
 
+def _name_requests(spec: dict[str, Any], schemas: dict[str, Any]) -> None:
+    """Each scoring route's request schema under its own name, referenced from the route;
+    BentoML's method-named copies and its unused IO descriptors dropped."""
+    for path, name in REQUEST_SCHEMAS.items():
+        body = spec["paths"].get(path, {}).get("post", {}).get("requestBody")
+        if body is None:
+            continue
+        content = body["content"]["application/json"]
+        schemas[name] = {**content["schema"], "title": name}
+        content["schema"] = {"$ref": REF.format(model=name)}
+        body["required"] = True
+    for stale in [k for k in schemas if k.endswith(("__Input", "IODescriptor"))
+                  or k == "TaskStatusResponse"]:
+        schemas.pop(stale)
+
+
 def customise(spec: dict[str, Any], examples: dict[str, tuple[Any, Any]],
-              versions: str) -> dict[str, Any]:
+              versions: str, token_required: bool = False) -> dict[str, Any]:
     """BentoML's generated document with this service's title, version, descriptions, one
-    error schema, ``GET /metadata`` and a worked example (request, answer) per endpoint."""
+    error schema, named request schemas, the bearer scheme (required on the scoring routes when
+    the server has a token), ``GET /metadata`` and a worked example (request, answer) per
+    endpoint."""
     spec["info"] = {"title": TITLE, "version": f"{package_version()} ({versions})",
                     "description": DESCRIPTION}
     descriptions = {"Service APIs": "Scoring, and which models answer.",
@@ -262,6 +289,8 @@ def customise(spec: dict[str, Any], examples: dict[str, tuple[Any, Any]],
     for stale in ("InvalidArgument", "NotFound", "InternalServerError"):
         schemas.pop(stale, None)
     schemas.update(_schemas(ErrorResponse, Metadata, ScoreResponse))
+    _name_requests(spec, schemas)
+    spec["components"]["securitySchemes"] = {"bearer": BEARER}
     for path, item in spec["paths"].items():
         for method, operation in item.items():
             if path in SCORING_ROUTES:
@@ -270,6 +299,8 @@ def customise(spec: dict[str, Any], examples: dict[str, tuple[Any, Any]],
                     200: {"description": "Successful Response", "content": {
                         "application/json": {"schema": {"$ref": REF.format(model=answer)}}}},
                     **_error_responses()}
+                if token_required:
+                    operation["security"] = [{"bearer": []}]
             doc = inspect.cleandoc(operation.get("description") or "").replace("``", "`")
             operation["description"] = doc
             operation["summary"] = INFRA_SUMMARIES.get(path) or (

@@ -63,6 +63,8 @@ MAX_FEATURE = 1e12
 FiniteOrNull = Annotated[float | None, Field(allow_inf_nan=False, ge=-MAX_FEATURE,
                                              le=MAX_FEATURE)]
 PRIVATE = ConfigDict(extra="forbid", hide_input_in_errors=True)
+# A contract row may carry more columns than the contract reads (the batch job ignores them).
+ROW = ConfigDict(extra="ignore", hide_input_in_errors=True)
 
 
 @dataclass(frozen=True)
@@ -118,9 +120,10 @@ FeatureRow = create_model(
 
 
 class TransactionIn(BaseModel):
-    """One row of the transactions table."""
+    """One row of the transactions table (other fields are ignored, as the batch job ignores
+    other columns)."""
 
-    model_config = PRIVATE
+    model_config = ROW
     customer_id: str = Field(min_length=1, description="The customer's id.")
     order_id: str = Field(min_length=1, description="The order's id; one row per order.")
     ordered_at: datetime = Field(description="When the order was placed (ISO 8601; UTC "
@@ -131,9 +134,9 @@ class TransactionIn(BaseModel):
 
 
 class EventIn(BaseModel):
-    """One row of the events table."""
+    """One row of the events table (other fields are ignored)."""
 
-    model_config = PRIVATE
+    model_config = ROW
     customer_id: str = Field(min_length=1, description="The customer's id.")
     occurred_at: datetime = Field(description="When it happened (ISO 8601).")
     event_type: str = Field(min_length=1, description="email_sent, email_open, email_click, "
@@ -142,9 +145,9 @@ class EventIn(BaseModel):
 
 
 class CustomerIn(BaseModel):
-    """One row of the customers table."""
+    """One row of the customers table (other fields are ignored)."""
 
-    model_config = PRIVATE
+    model_config = ROW
     customer_id: str = Field(min_length=1, description="The customer's id, once.")
     signed_up_at: datetime | None = Field(None, description="When the customer signed up.")
     profiling_consent: bool | None = Field(
@@ -462,7 +465,8 @@ class ChurnService:
         loaded = self.scorer.loaded
         if self.docs is None or self.docs[0] != loaded.label:
             spec = ChurnService.openapi_spec.asdict()
-            self.docs = (loaded.label, api.customise(spec, self._examples(), loaded.label))
+            self.docs = (loaded.label, api.customise(spec, self._examples(), loaded.label,
+                                                     self.settings.token is not None))
         return self.docs[1]
 
     def _examples(self) -> dict[str, tuple[object, object]]:

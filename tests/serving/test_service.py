@@ -276,6 +276,15 @@ def test_wrong_types_nan_inf_and_duplicates_get_400(server, features):
     assert status == 400 and "rule 'not_empty': row 1" in json.dumps(body)
 
 
+def test_history_rows_may_carry_fields_the_contract_does_not_read(server):
+    row = {"customer_id": "C9", "order_id": "o1", "ordered_at": "2025-06-02", "amount": 80,
+           "quantity": 3, "store": "Leeds"}
+    status, answer = server.call("/score_history", {"as_of": "2025-10-01",
+                                                    "transactions": [row]})
+    assert status == 200, answer
+    assert answer["scores"][0]["customer_id"] == "C9"
+
+
 def test_history_rows_meet_the_batch_contract(server):
     """What a batch file may not hold, a request may not either; transactions alone do."""
     order = {"customer_id": "C1", "order_id": "o1", "ordered_at": "2025-06-02", "amount": 80}
@@ -532,6 +541,23 @@ def test_openapi_document_is_the_services_own(server, guarded):
         200, spec["paths"]["/score_history"]["post"]["responses"]["200"]["content"][
             "application/json"]["example"])
     assert "get" in spec["paths"]["/metadata"]
+    # Request schemas named for what they are, bodies required, every answer listed.
+    assert not [name for name in schemas if "__" in name or name.endswith("IODescriptor")]
+    for path, name in (("/score_features", "ScoreFeaturesRequest"),
+                       ("/score_table", "ScoreTableRequest"),
+                       ("/score_history", "ScoreHistoryRequest")):
+        body = spec["paths"][path]["post"]["requestBody"]
+        assert body["required"] is True
+        assert body["content"]["application/json"]["schema"] == {
+            "$ref": f"#/components/schemas/{name}"}
+        assert {"400", "401", "413", "503"} <= set(spec["paths"][path]["post"]["responses"])
+    # The bearer scheme is declared; only a server with a token asks for it.
+    assert spec["components"]["securitySchemes"]["bearer"] == {
+        **spec["components"]["securitySchemes"]["bearer"], "type": "http", "scheme": "bearer"}
+    assert "security" not in spec["paths"]["/score_history"]["post"]
+    status, guarded_spec = guarded.call("/docs.json", method="GET")
+    assert guarded_spec["paths"]["/score_history"]["post"]["security"] == [{"bearer": []}]
+    assert "security" not in guarded_spec["paths"].get("/livez", {}).get("get", {})
     # The docs hold no customer data: open without the token, like the probes.
     assert guarded.call("/docs.json", method="GET")[0] == 200
     assert guarded.call("/metadata", method="GET")[0] == 401
@@ -626,7 +652,7 @@ def fuzz(server: Server, token: str | None, examples: int) -> tuple[int, list[st
     "invalid" numbers a hair past a documented bound can come back inside it once written
     as JSON, so an invalid request that is answered (as documented) is no failure either."""
     schema = schemathesis.openapi.from_url(server.url + "/docs.json")
-    headers = {"authorization": f"Bearer {token}"} if token else None
+    headers = {"Authorization": f"Bearer {token}"} if token else None
     calls, failures = [0], []
     for result in schema.get_all_operations():
         operation = result.ok()
