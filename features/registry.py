@@ -46,6 +46,23 @@ class Feature:
     label: str = ""  # a few words a marketer reads in a reason, e.g. "Days since last order"
 
 
+def unit_of(name: str) -> str:
+    """The unit a feature's value is counted in, as a reason states it."""
+    if name.endswith("_days") or name.startswith("days_since_"):
+        return "days"
+    if name.startswith(("spend_", "aov_")):
+        return "in spend"
+    if name.startswith("orders_") or name == "cart_adds_without_order_30d":
+        return "orders" if name.startswith("orders_") else "cart adds"
+    if name.startswith("channel_share_") or "_rate_" in name or name == "overdue_ratio":
+        return "(share)" if name != "overdue_ratio" else "x the usual gap"
+    if name == "unsubscribed":
+        return "(1 = yes)"
+    if name == "channels_used":
+        return "channels"
+    return "times"
+
+
 def _purchase_features() -> list[Feature]:
     feats = [
         Feature("recency_days", "Days since the last order (NaN if none).",

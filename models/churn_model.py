@@ -80,7 +80,9 @@ class ChurnModel:
                  label: ChurnLabelConfig | None = None,
                  spend_percentiles: list[float] | None = None,
                  probability_percentiles: list[float] | None = None,
-                 reference: Profile | None = None, kind: str = "churn") -> None:
+                 reference: Profile | None = None, kind: str = "churn",
+                 typical: dict[str, float] | None = None,
+                 quiet: list[str] | None = None) -> None:
         self.booster = booster
         self.calibrator = calibrator
         self.feature_set_version = feature_set_version
@@ -93,6 +95,10 @@ class ChurnModel:
         # "churn", or "propensity": the same model over every past buyer, whose complement
         # (an order within the horizon) is the purchase probability.
         self.kind = kind
+        # The median of each feature over the rows it was fitted on (what a reason compares a
+        # customer with), and the features that barely vary there (never named as a reason).
+        self.typical = typical or {}
+        self.quiet = quiet or []
 
     def in_base(self, recency_days: np.ndarray) -> np.ndarray:
         """Rows the model speaks for: an order within its base window before the cutoff."""
@@ -139,7 +145,7 @@ class ChurnModel:
         (folder / "features.json").write_text(json.dumps(
             {"feature_set_version": self.feature_set_version, "features": self.features,
              "base_days": self.label.base_days, "horizon_days": self.label.horizon_days,
-             "kind": self.kind,
+             "kind": self.kind, "typical": self.typical, "quiet": self.quiet,
              "spend_percentiles": self.spend_percentiles,
              "probability_percentiles": self.probability_percentiles,
              "reference": self.reference.to_dict() if self.reference else None}))
@@ -158,4 +164,5 @@ class ChurnModel:
                                  base_days=meta.get("base_days", 365))
         return cls(booster, Calibrator(cal["method"], cal["params"]), meta["feature_set_version"],
                    label, meta.get("spend_percentiles"), meta.get("probability_percentiles"),
-                   Profile.from_dict(meta.get("reference")), meta.get("kind", "churn"))
+                   Profile.from_dict(meta.get("reference")), meta.get("kind", "churn"),
+                   meta.get("typical"), meta.get("quiet"))

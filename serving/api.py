@@ -54,9 +54,14 @@ class Reason(BaseModel):
     feature: str = Field(description="The feature's column name (see /metadata).")
     label: str = Field(description="The feature in words, for a marketer.")
     value: float | None = Field(description="The customer's value; null when unknown.")
+    unit: str = Field(description="What the value counts: days, orders, in spend, ...")
+    typical: float | None = Field(description="The median over the rows the model was fitted "
+                                              "on; null for a model recorded without it.")
     contribution: float = Field(
         description="How much it added to the churn log-odds (LightGBM pred_contrib); the "
                     "list is ordered by it, largest first.")
+    text: str = Field(description="The reason as a sentence, e.g. 'Days since last order: "
+                                  "212 days (typical customer: 35)'.")
 
 
 class ScoredCustomer(BaseModel):

@@ -63,7 +63,8 @@ RUN_COLUMNS = {
     "segments": "jsonb", "churn_quantiles": "jsonb",
 }
 REASON = pa.struct([("feature", pa.string()), ("label", pa.string()), ("value", pa.float64()),
-                    ("contribution", pa.float64())])
+                    ("unit", pa.string()), ("typical", pa.float64()),
+                    ("contribution", pa.float64()), ("text", pa.string())])
 ARROW_SCHEMA = pa.schema([
     ("customer_id", pa.string()), ("as_of", pa.date32()), ("churn_probability", pa.float64()),
     ("churn_percentile", pa.float64()), ("risk_band", pa.string()),

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from features.errors import ChurnError, setting
-from features.registry import FEATURES_BY_NAME
+from features.registry import FEATURES_BY_NAME, unit_of
 
 ArrayLike = np.ndarray | pd.Series
 Columns = Mapping[str, ArrayLike] | pd.DataFrame
@@ -30,6 +30,7 @@ class PolicyError(ChurnError, ValueError):
 
 
 TIER_SOURCES = ("last_year", "predicted")
+RISK_BY = ("probability", "percentile")
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,11 @@ class SegmentPolicy:
     # What spend tiers cut: last year's spend, or (with a value champion) predicted spend.
     tier_source: str = "last_year"
     top_reasons: int = 3
-    risk_cuts: tuple[float, float] = (0.25, 0.5)
+    risk_cuts: tuple[float, float] = (50.0, 80.0)
+    # What risk bands cut: "percentile" (cuts are percentiles of the model's base at its test
+    # cutoff, 0-100: bands relative to the base, which never disagree with churn_percentile)
+    # or "probability" (cuts are probabilities).
+    risk_by: str = "percentile"
 
     @classmethod
     def load(cls, path: Path = DEFAULT_POLICY) -> SegmentPolicy:
@@ -71,6 +76,7 @@ class SegmentPolicy:
                 top_reasons=int(raw["reasons"]["top"]),
                 risk_cuts=tuple(float(c) for c in raw.get("risk_band", {}).get(
                     "cuts", cls.risk_cuts)),
+                risk_by=str(raw.get("risk_band", {}).get("by", cls.risk_by)),
             )
         except (OSError, tomllib.TOMLDecodeError) as err:
             raise PolicyError(f"policy {path}: {err}") from None
@@ -102,7 +108,14 @@ class SegmentPolicy:
             raise PolicyError(f"{path}: spend_tier.source must be one of "
                               f"{', '.join(TIER_SOURCES)}, not {self.tier_source!r}")
         risk = self.risk_cuts
-        if len(risk) != 2 or not 0 < risk[0] < risk[1] < 1:
+        if self.risk_by not in RISK_BY:
+            raise PolicyError(f"{path}: risk_band.by must be one of {', '.join(RISK_BY)}, not "
+                              f"{self.risk_by!r}")
+        if self.risk_by == "percentile":
+            if len(risk) != 2 or not 0 < risk[0] < risk[1] < 100:
+                raise PolicyError(f"{path}: risk_band.cuts must be two percentiles, "
+                                  f"0 < first < second < 100")
+        elif len(risk) != 2 or not 0 < risk[0] < risk[1] < 1:
             raise PolicyError(f"{path}: risk_band.cuts must be two probabilities, "
                               f"0 < first < second < 1")
         if not 0 < self.at_risk_probability < 1:
@@ -124,19 +137,39 @@ def _flag(value: object, name: str) -> bool:
 
 
 def reasons(contributions: np.ndarray, values: np.ndarray, names: list[str],
-            top: int) -> list[list[dict]]:
+            top: int, typical: dict[str, float] | None = None,
+            quiet: list[str] | None = None) -> list[list[dict]]:
     """Per row, the ``top`` features that raised the churn score most (largest positive
-    contribution first), each as ``{feature, label, value, contribution}``: the column, its
-    label in words, the customer's value (None when unknown) and the contribution to the
-    churn log-odds. Columns of both arrays are ``names``."""
-    order = np.argsort(-contributions, axis=1)[:, :top]
+    contribution first), each as ``{feature, label, value, unit, typical, contribution,
+    text}``: the column, its label in words, the customer's value (None when unknown), its
+    unit, the median over the model's training rows, the contribution to the churn log-odds,
+    and a sentence. Features in ``quiet`` (barely varying where the model was fitted) are
+    never named. Columns of both arrays are ``names``."""
+    typical, skip = typical or {}, set(quiet or ())
+    usable = np.array([name not in skip for name in names])
+    ranked = np.where(usable, contributions, -np.inf)
+    order = np.argsort(-ranked, axis=1)[:, :top]
     labels = [FEATURES_BY_NAME[name].label for name in names]
+    units = [unit_of(name) for name in names]
     out = []
     for row, picks in enumerate(order):
-        out.append([{"feature": names[j], "label": labels[j], "value": _value(values[row, j]),
-                     "contribution": round(float(contributions[row, j]), 4)}
-                    for j in picks if contributions[row, j] > 0])
+        out.append([_reason(names[j], labels[j], units[j], _value(values[row, j]),
+                            typical.get(names[j]), float(contributions[row, j]))
+                    for j in picks if np.isfinite(ranked[row, j]) and ranked[row, j] > 0])
     return out
+
+
+def _number(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 100 or float(value).is_integer() else f"{value:,.2f}"
+
+
+def _reason(feature: str, label: str, unit: str, value: float | None, typical: float | None,
+            contribution: float) -> dict:
+    said = "unknown" if value is None else f"{_number(value)} {unit}"
+    usual = "" if typical is None else f" (typical customer: {_number(typical)})"
+    return {"feature": feature, "label": label, "value": value, "unit": unit,
+            "typical": None if typical is None else round(typical, 4),
+            "contribution": round(contribution, 4), "text": f"{label}: {said}{usual}"}
 
 
 def _value(value: float) -> float | None:

@@ -131,10 +131,12 @@ def score_matrix(ids: np.ndarray, as_of: np.ndarray | None, matrix: np.ndarray,
     # Reasons (TreeSHAP, far slower than prediction) for those at risk: the ones contacted.
     if explain and policy.top_reasons and at_risk.any():
         contributions = loaded.model.contributions_matrix(matrix[at_risk])
-        chosen = reasons(contributions, matrix[at_risk], names, policy.top_reasons)
+        chosen = reasons(contributions, matrix[at_risk], names, policy.top_reasons,
+                         loaded.model.typical, loaded.model.quiet)
         for row, listed in zip(np.flatnonzero(at_risk), chosen, strict=True):
             why[row] = listed
     forecasts = value_outputs(loaded, matrix, columns, as_of)
+    percentile = np.round(loaded.model.churn_percentile(probability), 1)
     # With a value champion, the spend at risk is what the customer is forecast to spend
     # (over the policy's horizon); without one, last year's run rate.
     if loaded.value is not None:
@@ -154,8 +156,9 @@ def score_matrix(ids: np.ndarray, as_of: np.ndarray | None, matrix: np.ndarray,
         "customer_id": np.asarray(ids),
         "as_of": np.full(len(matrix), None, dtype=object) if as_of is None else as_of,
         "churn_probability": probability,
-        "churn_percentile": np.round(loaded.model.churn_percentile(probability), 1),
-        "risk_band": risk_bands(probability, policy.risk_cuts),
+        "churn_percentile": percentile,
+        "risk_band": risk_bands(percentile if policy.risk_by == "percentile" else probability,
+                                policy.risk_cuts),
         "value_at_risk": value,
         **forecasts,
         **effects,

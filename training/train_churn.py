@@ -139,6 +139,19 @@ def _refit(cfg: ChurnTrainConfig, frame: pd.DataFrame, trees: int) -> lgb.Booste
     return lgb.train(cfg.lightgbm_params(), lgb.Dataset(frame[names], frame[LABEL]), trees)
 
 
+# A feature whose most common value covers this share of the fitted rows barely varies: naming
+# it as a reason would say nothing about the customer.
+QUIET_SHARE = 0.95
+
+
+def typical_values(frame: pd.DataFrame) -> tuple[dict[str, float], list[str]]:
+    """Each feature's median over ``frame`` (NaN left out), and the features that barely vary."""
+    typical = {name: float(v) for name, v in frame.median().items() if pd.notna(v)}
+    quiet = [name for name in frame.columns
+             if frame[name].fillna(-1.0).value_counts(normalize=True).iloc[0] >= QUIET_SHARE]
+    return typical, quiet
+
+
 def resolve_plan(cfg: ChurnTrainConfig, loaded: LoadedTables) -> CutoffPlan:
     """The three roles of cutoffs for ``cfg`` on the data in ``loaded``."""
     return plan_cutoffs(cfg.labels.horizon_days, loaded.start, loaded.end, cfg.cutoffs,
@@ -203,6 +216,7 @@ def train_on_tables(cfg: ChurnTrainConfig, con: duckdb.DuckDBPyConnection,
     metrics = {MODEL: score_metrics(y, probability, is_probability=True)}
     metrics.update({name: score_metrics(y, s, p) for name, (s, p) in baselines.items()})
     model.spend_percentiles = spend_percentiles(test["spend_365d"])
+    model.typical, model.quiet = typical_values(fitted[feature_names()])
     model.probability_percentiles = np.percentile(probability, np.arange(101)).tolist() \
         if len(probability) else None
     model.reference = Profile.of(fitted, feature_names()).measure_spread(

@@ -82,13 +82,16 @@ def test_parquet_scores_follow_the_model_and_the_consent_rules(champion, synthet
     listed = scores.loc[at_risk, "reasons"]
     assert listed.map(len).gt(0).all()
     first = listed.iloc[0][0]
-    assert set(first) == {"feature", "label", "value", "contribution"}
+    assert set(first) == {"feature", "label", "value", "unit", "typical", "contribution", "text"}
     assert first["contribution"] > 0 and " " in first["label"]
+    assert first["text"].startswith(first["label"] + ": ") and "typical customer" in first["text"]
+    assert first["feature"] not in champion.model.quiet
     assert scores.loc[~at_risk, "reasons"].isna().all()
-    # Risk bands follow the policy's cuts; percentiles rise with the probability.
+    # Risk bands follow the policy's percentile cuts: band and percentile never disagree.
     scored = scores.dropna(subset=["churn_probability"])
-    assert (scored.loc[scored["churn_probability"] >= 0.5, "risk_band"] == "high").all()
-    assert (scored.loc[scored["churn_probability"] < 0.25, "risk_band"] == "low").all()
+    assert (scored.loc[scored["churn_percentile"] >= 80, "risk_band"] == "high").all()
+    assert (scored.loc[scored["churn_percentile"] < 50, "risk_band"] == "low").all()
+    assert scored["risk_band"].eq("high").mean() < 0.5
     assert scores.drop(in_base)["risk_band"].isna().all()
     ranked = scored.sort_values("churn_probability")["churn_percentile"]
     assert ranked.between(0, 100).all() and ranked.is_monotonic_increasing

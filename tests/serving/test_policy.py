@@ -112,34 +112,52 @@ def test_reasons_name_the_features_that_raise_the_score_in_words():
     names = ["recency_days", "orders_90d", "email_open_rate_90d"]
     contrib = np.array([[1.2, 0.3, -0.4], [-0.5, -0.1, 0.2]])
     values = np.array([[143.0, 0.0, np.nan], [3.0, 2.0, 0.25]])
-    got = reasons(contrib, values, names, top=3)
+    typical = {"recency_days": 35.0, "orders_90d": 1.0}
+    got = reasons(contrib, values, names, top=3, typical=typical)
     assert got[0] == [
         {"feature": "recency_days", "label": "Days since last order", "value": 143.0,
-         "contribution": 1.2},
+         "unit": "days", "typical": 35.0, "contribution": 1.2,
+         "text": "Days since last order: 143 days (typical customer: 35)"},
         {"feature": "orders_90d", "label": "Orders in the last 3 months", "value": 0.0,
-         "contribution": 0.3}]
+         "unit": "orders", "typical": 1.0, "contribution": 0.3,
+         "text": "Orders in the last 3 months: 0 orders (typical customer: 1)"}]
     assert got[1] == [{"feature": "email_open_rate_90d",
                        "label": "E-mail open rate, last 3 months", "value": 0.25,
-                       "contribution": 0.2}]
+                       "unit": "(share)", "typical": None, "contribution": 0.2,
+                       "text": "E-mail open rate, last 3 months: 0.25 (share)"}]
     assert reasons(contrib, values, names, top=1)[0][0]["feature"] == "recency_days"
+    # A feature that barely varied where the model was fitted is never a reason.
+    quiet = reasons(contrib, values, names, top=3, quiet=["recency_days"])
+    assert [r["feature"] for r in quiet[0]] == ["orders_90d"]
 
 
 def test_risk_bands_cut_at_the_policy_and_leave_the_unscored_out(tmp_path: Path):
     probability = np.array([0.1, 0.25, 0.49, 0.5, 0.9, np.nan])
-    assert risk_bands(probability, SegmentPolicy().risk_cuts).tolist() == [
+    assert risk_bands(probability, (0.25, 0.5)).tolist() == [
+        "low", "medium", "medium", "high", "high", None]
+    # The packaged policy cuts at percentiles of the model's base: 50 and 80.
+    packaged = SegmentPolicy.load(DEFAULT_POLICY)
+    assert (packaged.risk_by, packaged.risk_cuts) == ("percentile", (50.0, 80.0))
+    percentile = np.array([10.0, 50.0, 79.9, 80.0, 99.0, np.nan])
+    assert risk_bands(percentile, packaged.risk_cuts).tolist() == [
         "low", "medium", "medium", "high", "high", None]
     own = tmp_path / "p.toml"
-    own.write_text(DEFAULT_POLICY.read_text().replace("cuts = [0.25, 0.5]", "cuts = [0.4, 0.8]"))
+    by_probability = DEFAULT_POLICY.read_text().replace('by = "percentile"',
+                                                        'by = "probability"')
+    own.write_text(by_probability.replace("cuts = [50, 80]", "cuts = [0.4, 0.8]"))
     assert risk_bands(probability, SegmentPolicy.load(own).risk_cuts).tolist() == [
         "low", "low", "medium", "medium", "high", None]
-    own.write_text(DEFAULT_POLICY.read_text().replace("cuts = [0.25, 0.5]", "cuts = [0.8, 0.4]"))
+    own.write_text(by_probability.replace("cuts = [50, 80]", "cuts = [0.8, 0.4]"))
     with pytest.raises(PolicyError, match=r"risk_band\.cuts must be two probabilities"):
+        SegmentPolicy.load(own)
+    own.write_text(DEFAULT_POLICY.read_text().replace("cuts = [50, 80]", "cuts = [50, 180]"))
+    with pytest.raises(PolicyError, match=r"risk_band\.cuts must be two percentiles"):
         SegmentPolicy.load(own)
     # A policy file written before risk bands existed keeps working with the defaults.
     older = tmp_path / "older.toml"
     text = DEFAULT_POLICY.read_text()
     older.write_text(text[:text.index("[risk_band]")] + text[text.index("[reasons]"):])
-    assert SegmentPolicy.load(older).risk_cuts == (0.25, 0.5)
+    assert SegmentPolicy.load(older).risk_cuts == (50.0, 80.0)
 
 
 def test_churn_percentile_reads_the_recorded_base():
