@@ -156,23 +156,29 @@ def score(cfg: ScoreJobConfig, progress: Progress, compiled: bool = True) -> Sco
                            uplift_arm=cfg.policy.uplift_arm or None, compiled=compiled,
                            uplift_name=cfg.uplift_model_name,
                            check=DataCheck(cfg.data, cfg.allow_data_mismatch))
-    run_id = runlog.open_run(cfg, loaded)
+    opened: list[str] = []
     with progress as bar:
         task = bar.add_task(f"Scoring with {loaded.label}", total=None)
+
+        def on_start() -> None:
+            # Only once the arguments have held: a mistake in them leaves no run behind.
+            opened.append(runlog.open_run(cfg, loaded))
 
         def on_rows(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
 
         def on_commit(destination: Destination, result: ScoreJobResult) -> None:
-            runlog.record_in_destination(run_id, cfg, loaded, destination, result)
+            runlog.record_in_destination(opened[0], cfg, loaded, destination, result)
 
         try:
-            result = run_score(cfg, loaded, on_rows=on_rows, on_commit=on_commit)
+            result = run_score(cfg, loaded, on_rows=on_rows, on_commit=on_commit,
+                               on_start=on_start)
         except BaseException:
-            runlog.fail_run(run_id)
+            if opened:
+                runlog.fail_run(opened[0])
             raise
-    runlog.close_run(run_id, cfg, loaded, result)
-    result.run_id = run_id
+    runlog.close_run(opened[0], cfg, loaded, result)
+    result.run_id = opened[0]
     return result
 
 

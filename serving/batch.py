@@ -358,12 +358,15 @@ def score_frame(cfg: ScoreJobConfig, loaded: LoadedModel,
 
 def run_score(cfg: ScoreJobConfig, loaded: LoadedModel, progress: Progress | None = None,
               on_rows: Callable[[int, int], None] | None = None,
-              on_commit: Callable[[Destination, ScoreJobResult], None] | None = None
-              ) -> ScoreJobResult:
+              on_commit: Callable[[Destination, ScoreJobResult], None] | None = None,
+              on_start: Callable[[], None] | None = None) -> ScoreJobResult:
     """Score every consenting customer as of ``cfg.as_of`` and write them to ``cfg.out``.
 
-    ``on_commit`` is called with the destination and the result just before the rows are made
-    visible (the run log adds its row to a PostgreSQL destination's transaction there)."""
+    ``on_start`` is called once the data, the as-of and the destination have been checked,
+    before any row is scored (the run log opens its run there, so a mistake in the arguments
+    leaves no run behind); ``on_commit`` with the destination and the result just before the
+    rows are made visible (the run log adds its row to a PostgreSQL destination's
+    transaction there)."""
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="churn-score-") as work, \
             connect(cfg.memory_limit, Path(work) / "spill") as con:
@@ -374,6 +377,8 @@ def run_score(cfg: ScoreJobConfig, loaded: LoadedModel, progress: Progress | Non
         destination = destination_for(cfg.out, cfg.as_of, extra_columns(loaded))
         totals, probabilities, done = [], [], 0
         try:
+            if on_start:
+                on_start()
             for chunk in _chunks(con, "SELECT * FROM scoring ORDER BY customer_id"):
                 scores = score_features(chunk, chunk["contactable"], loaded, cfg.policy, cuts,
                                         cfg.reasons)

@@ -154,3 +154,19 @@ def test_an_unknown_uplift_name_is_an_error_not_a_silent_switch(store, synthetic
     assert done.exit_code == 1, done.output
     assert "no uplift model is registered as 'typo_uplift'" in done.output
     assert "--no-uplift" in done.output and not (tmp_path / "s.parquet").exists()
+
+
+def test_scoring_with_a_mistaken_argument_leaves_no_failed_run(store, synthetic_data, tmp_path,
+                                                               monkeypatch):
+    data, _ = synthetic_data
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    for mistake in (("--as-of", "2030-01-01", "--out", "s.parquet"),
+                    ("--as-of", "2025-10-01", "--out", "s.csv")):
+        done = CliRunner().invoke(app, ["score", "--data", str(data), "--no-uplift", *mistake],
+                                  env={"COLUMNS": "200"})
+        assert done.exit_code == 1, done.output
+    client = mlflow.MlflowClient(store)
+    scoring = client.get_experiment_by_name("scoring")
+    runs = client.search_runs([scoring.experiment_id]) if scoring else []
+    assert [r.info.status for r in runs if r.info.status != "FINISHED"] == []
