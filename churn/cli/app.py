@@ -59,5 +59,12 @@ def _print_version(asked: bool) -> None:
 @app.callback()
 def options(version: Annotated[bool, typer.Option(
         "--version", callback=_print_version, is_eager=True,
-        help="Print the package version and exit.")] = False) -> None:
+        help="Print the package version and exit.")] = False,
+            verbose: Annotated[bool, typer.Option(
+        "--verbose", help="Write every step of long work (loading, features, training, "
+                          "scoring) as a line with its time, for logs: churn --verbose train "
+                          "churn ...")] = False) -> None:
     """Options of the command itself."""
+    from churn.cli.common import VERBOSE
+
+    VERBOSE["on"] = verbose

@@ -32,7 +32,7 @@ PIPED_WIDTH = 240
 def console_for(stderr: bool = False) -> Console:
     stream = sys.stderr if stderr else sys.stdout
     wide = None if stream.isatty() or os.environ.get("COLUMNS") else PIPED_WIDTH
-    return Console(stderr=stderr, width=wide)
+    return Console(stderr=stderr, width=wide, log_path=False)
 
 
 out_console = console_for()
@@ -92,10 +92,30 @@ def fail(message: str) -> None:
     raise typer.Exit(1)
 
 
+class StepLog(Progress):
+    """A progress bar that also writes each new step as a line with its time (``--verbose``):
+    what a log file or a scheduler's output keeps, where a spinner leaves nothing."""
+
+    def update(self, task_id, **changes) -> None:  # type: ignore[override]
+        text = changes.get("description")
+        if text and text != self._tasks[task_id].description:
+            self.console.log(text, highlight=False)
+        super().update(task_id, **changes)
+
+    def add_task(self, description: str, *args, **kwargs):  # type: ignore[override]
+        self.console.log(description, highlight=False)
+        return super().add_task(description, *args, **kwargs)
+
+
+# Set by `churn --verbose`: every step of long work is written as a line.
+VERBOSE = {"on": False}
+
+
 def progress_bar() -> Progress:
-    return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                    TaskProgressColumn(), TimeElapsedColumn(), console=err_console,
-                    transient=True)
+    kind = StepLog if VERBOSE["on"] else Progress
+    return kind(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                TaskProgressColumn(), TimeElapsedColumn(), console=err_console,
+                transient=True)
 
 
 

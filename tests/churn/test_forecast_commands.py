@@ -3,6 +3,8 @@ data, as a user runs them: no traceback, and the scores gain the forecast column
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 from typer.testing import CliRunner
 
@@ -26,7 +28,8 @@ def test_propensity_and_value_train_promote_backtest_and_score(synthetic_data, t
     migrated_store(tmp_path)
     steps = [("train", "churn", "--data", str(data), "--cutoffs", "3", "--max-trees", "80"),
              ("promote", "churn", "--min-gain", "-1"),
-             ("train", "propensity", "--data", str(data), "--cutoffs", "3", "--max-trees", "80"),
+             ("--verbose", "train", "propensity", "--data", str(data), "--cutoffs", "3",
+              "--max-trees", "80"),
              ("promote", "propensity"),
              ("train", "value", "--data", str(data), "--cutoffs", "3", "--horizon-days", "90",
               "--max-trees", "200"),
@@ -36,8 +39,12 @@ def test_propensity_and_value_train_promote_backtest_and_score(synthetic_data, t
         done = churn(*step)
         assert done.exit_code == 0, (step, done.output)
         outputs[step[:2]] = done.output
-    assert "Propensity (an order within 30 days) vs baselines" in outputs[("train", "propensity")]
-    assert "BG/NBD P(any order)" in outputs[("train", "propensity")]
+    trained = outputs[("--verbose", "train")]
+    assert "Propensity (an order within 30 days) vs baselines" in trained
+    assert "BG/NBD P(any order)" in trained
+    # --verbose: every step of the training as a line.
+    assert "LightGBM with early stopping on the validation cutoff" in trained
+    assert re.search(r"features and labels at \d{4}-\d{2}-01", trained)
     assert "<- kept" in outputs[("train", "value")]
     assert "BG/NBD x Gamma-Gamma" in outputs[("train", "value")]
     assert "is the first champion" in outputs[("promote", "value")]
