@@ -143,9 +143,14 @@ def print_backtest(result: BacktestResult, console: Console, rate: str = "churne
 
 def where_to_look(uri: str, logged: LoggedRun, console: Console,
                   name: str = CHURN_MODEL_NAME) -> None:
-    """Where the run is and how to open it."""
-    ui = (f"mlflow ui --backend-store-uri {uri}" if uri.startswith("sqlite:")
-          else f"open {uri}")
+    """Where the run is and how to open it, as a model training experiment (MLflow 3's UI
+    opens an experiment as GenAI unless the address asks for machine learning)."""
+    page = f"#/experiments/{logged.experiment_id}?workflowType=machine_learning"
+    if uri.startswith("sqlite:"):
+        ui = (f"mlflow ui --backend-store-uri {uri}, then open "
+              f"http://127.0.0.1:5000/{page}")
+    else:
+        ui = f"open {uri.rstrip('/')}/{page}"
     console.print(f"Run {logged.run_id} registered as {name} v{logged.model_version}. "
                   f"See it with: {ui}", highlight=False, soft_wrap=True)
 

@@ -53,6 +53,16 @@ def shared_file(relative: str) -> Path:
     return path
 
 
+def chromium() -> str:
+    path = shutil.which("chromium")
+    if path:
+        return path
+    if os.environ.get("CI") == "true":
+        pytest.fail("chromium is missing: `make browser` (run by `make test`) installs it")
+    pytest.skip("needs Debian's chromium for the browser test: apt-get install chromium "
+                "(`make test` as root installs it)")
+
+
 def process_env(**extra: str) -> dict[str, str]:
     """This environment without MLflow settings (an earlier test's leak in), plus ``extra``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}

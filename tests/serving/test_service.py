@@ -7,7 +7,6 @@ import json
 import math
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -36,7 +35,15 @@ from features.registry import feature_names
 from serving.batch import ScoreJobConfig, run_score
 from serving.champion import load_champion
 from serving.scoring import output_columns
-from tests.conftest import build, crown, free_port, migrated_store, process_env, wait_until_up
+from tests.conftest import (
+    build,
+    chromium,
+    crown,
+    free_port,
+    migrated_store,
+    process_env,
+    wait_until_up,
+)
 from training.promote import promote
 from training.tracking import log_churn_run
 from training.uplift_tracking import log_uplift_run
@@ -561,16 +568,6 @@ def test_openapi_document_is_the_services_own(server, guarded):
     # The docs hold no customer data: open without the token, like the probes.
     assert guarded.call("/docs.json", method="GET")[0] == 200
     assert guarded.call("/metadata", method="GET")[0] == 401
-
-
-def chromium() -> str:
-    path = shutil.which("chromium")
-    if path:
-        return path
-    if os.environ.get("CI") == "true":
-        pytest.fail("chromium is missing: `make browser` (run by `make test`) installs it")
-    pytest.skip("needs Debian's chromium for the browser test: apt-get install chromium "
-                "(`make test` as root installs it)")
 
 
 def test_docs_page_opens_in_a_browser_with_a_worked_example(server, tmp_path):

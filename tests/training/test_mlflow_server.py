@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,9 +12,10 @@ import mlflow
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
+from playwright.sync_api import sync_playwright
 
 from models.registry import CHAMPION
-from tests.conftest import free_port, process_env, wait_until_up
+from tests.conftest import chromium, free_port, process_env, wait_until_up
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -71,3 +73,16 @@ def test_train_and_promote_against_a_tracking_server(mlflow_server, synthetic_da
         dst_path=str(tmp_path / "download"), tracking_uri=mlflow_server))
     assert len(rows) == int(run.data.params["test_rows"])
     assert (tmp_path / "artifacts").exists()
+    # The address the command prints opens the experiment as model training in MLflow's UI
+    # (without asking, MLflow 3 opens it as a GenAI experiment: traces, no runs table).
+    page = re.search(r"See it with: open (\S+)", trained.stdout).group(1)
+    assert page.endswith("?workflowType=machine_learning")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium(), args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        tab = browser.new_page()
+        tab.goto(page)
+        tab.wait_for_selector("text=Run Name", timeout=60_000)
+        shown = tab.inner_text("body")
+        browser.close()
+    assert "churn-synthetic" in shown and "Detect Issues" not in shown
