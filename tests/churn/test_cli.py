@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import subprocess
 import sys
 import time
@@ -164,3 +165,10 @@ def test_help_teaches_the_first_steps(tmp_path):
     train_help = run("train", "churn", "--help", cwd=tmp_path).stdout
     for option in ("--cutoffs", "--validation-cutoff", "--test-cutoff", "--horizon-days"):
         assert option in train_help
+
+
+def test_version_names_the_package(tmp_path):
+    done = run("--version", cwd=tmp_path)
+    assert done.returncode == 0
+    version = importlib.metadata.version("churn-propensity")
+    assert done.stdout.strip() == f"churn-propensity {version}"

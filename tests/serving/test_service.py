@@ -283,6 +283,13 @@ def test_wrong_types_nan_inf_and_duplicates_get_400(server, features):
     assert status == 400 and "rule 'not_empty': row 1" in json.dumps(body)
 
 
+def test_the_server_log_holds_no_download_progress_bars(server):
+    # Loading the champions downloads their files; the log is for requests, not for bars.
+    log = server.log.read_text()
+    assert "Downloading artifacts" not in log and "it/s]" not in log
+    assert "Service churn initialized" in log
+
+
 def test_history_rows_may_carry_fields_the_contract_does_not_read(server):
     row = {"customer_id": "C9", "order_id": "o1", "ordered_at": "2025-06-02", "amount": 80,
            "quantity": 3, "store": "Leeds"}
