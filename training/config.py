@@ -78,22 +78,22 @@ class BaseParams:
                 "deterministic": True, "verbose": -1, **self.extra}
 
 
-@dataclass(frozen=True)
-class ChurnTrainConfig:
-    """Everything a churn training run needs, built from CLI flags or MLproject parameters."""
+@dataclass(frozen=True, kw_only=True)
+class CutoffTrainConfig:
+    """What every model trained on cutoffs of the data shares: the data, the three roles of
+    cutoffs (training, validation, test; a horizon apart), the LightGBM settings they all
+    use, and how the job runs."""
 
     data: Path
     cutoffs: tuple[date, ...] | None = None
     validation_cutoff: date | None = None
     test_cutoff: date | None = None
     train_cutoff_count: int = DEFAULT_TRAIN_CUTOFFS
-    labels: ChurnLabelConfig = field(default_factory=ChurnLabelConfig)
     learning_rate: float = 0.03
     num_leaves: int = 7
     min_data_in_leaf: int = 200
     max_trees: int = 3000
     early_stopping_rounds: int | None = 100
-    min_class_rows: int = 50
     seed: int = 7
     on_bad_rows: OnBadRows = OnBadRows.stop
     memory_limit: str | None = "4GB"
@@ -105,11 +105,21 @@ class ChurnTrainConfig:
     def data_source(self) -> str:
         return self.source or str(self.data.resolve())
 
-    def lightgbm_params(self) -> dict[str, object]:
-        return {"objective": "binary", "learning_rate": self.learning_rate,
+    def lightgbm_params(self, objective: str = "binary") -> dict[str, object]:
+        return {"objective": objective, "learning_rate": self.learning_rate,
                 "num_leaves": self.num_leaves, "min_data_in_leaf": self.min_data_in_leaf,
                 "feature_fraction": 0.8, "bagging_fraction": 0.8, "bagging_freq": 1,
-                "lambda_l2": 1.0, "seed": self.seed, "num_threads": self.threads, "verbose": -1}
+                "lambda_l2": 1.0, "seed": self.seed, "num_threads": self.threads,
+                "verbose": -1}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChurnTrainConfig(CutoffTrainConfig):
+    """Everything a churn (or propensity) training run needs, built from CLI flags or
+    MLproject parameters."""
+
+    labels: ChurnLabelConfig = field(default_factory=ChurnLabelConfig)
+    min_class_rows: int = 50
 
 
 @dataclass(frozen=True)
@@ -173,39 +183,16 @@ def propensity_labels(horizon_days: int = PROPENSITY_HORIZON_DAYS) -> ChurnLabel
     return ChurnLabelConfig(horizon_days=horizon_days, base_days=ALL_HISTORY_DAYS)
 
 
-@dataclass(frozen=True)
-class ValueTrainConfig:
+@dataclass(frozen=True, kw_only=True)
+class ValueTrainConfig(CutoffTrainConfig):
     """Everything a value training run needs: expected spend and orders over a horizon."""
 
-    data: Path
-    cutoffs: tuple[date, ...] | None = None
-    validation_cutoff: date | None = None
-    test_cutoff: date | None = None
-    train_cutoff_count: int = DEFAULT_TRAIN_CUTOFFS
     # Klaviyo's predicted-CLV horizon.
     horizon_days: int = 365
     # The spend forms compared on the validation cutoff (``models.value_model.SPEND_FORMS``).
     forms: tuple[str, ...] = ("tweedie", "two_part", "ziln")
-    learning_rate: float = 0.03
     num_leaves: int = 15
     min_data_in_leaf: int = 100
-    max_trees: int = 3000
-    early_stopping_rounds: int = 100
-    seed: int = 7
-    on_bad_rows: OnBadRows = OnBadRows.stop
-    memory_limit: str | None = "4GB"
-    threads: int = 0
-    source: str | None = None
-
-    def data_source(self) -> str:
-        return self.source or str(self.data.resolve())
-
-    def lightgbm_params(self, objective: str) -> dict[str, object]:
-        return {"objective": objective, "learning_rate": self.learning_rate,
-                "num_leaves": self.num_leaves, "min_data_in_leaf": self.min_data_in_leaf,
-                "feature_fraction": 0.8, "bagging_fraction": 0.8, "bagging_freq": 1,
-                "lambda_l2": 1.0, "seed": self.seed, "num_threads": self.threads,
-                "verbose": -1}
 
 
 LABELS = ChurnLabelConfig()

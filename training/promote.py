@@ -131,6 +131,13 @@ def _model_predictions(version: ModelVersion, rows: pd.DataFrame) -> pd.DataFram
     return model.predict(rows[columns])
 
 
+def _test_rows(client: MlflowClient, candidate: ModelVersion) -> tuple[pd.DataFrame, str]:
+    """The rows of the candidate's test cutoff, which it was not fitted on, and their name."""
+    rows = _logged_rows(candidate.run_id, TEST_ARTIFACT, "test rows")
+    cutoff = _run_params(client, candidate)["test_cutoff"]
+    return rows, f"the candidate's test cutoff {cutoff} ({len(rows):,} customers)"
+
+
 class Judge(ABC):
     """How one kind of model is compared: on which rows, by what, against which bar.
 
@@ -185,9 +192,7 @@ class ChurnJudge(Judge):
     bar_name = "the recency rule"
 
     def rows(self, client, candidate):
-        rows = _logged_rows(candidate.run_id, TEST_ARTIFACT, "test rows")
-        cutoff = _run_params(client, candidate)["test_cutoff"]
-        return rows, f"the candidate's test cutoff {cutoff} ({len(rows):,} customers)"
+        return _test_rows(client, candidate)
 
     def score(self, rows, scores):
         return score_metrics(rows[LABEL].to_numpy(), scores, True).roc_auc
@@ -287,9 +292,7 @@ class ValueJudge(Judge):
     bar_name = "last period's spend repeated"
 
     def rows(self, client, candidate):
-        rows = _logged_rows(candidate.run_id, TEST_ARTIFACT, "test rows")
-        cutoff = _run_params(client, candidate)["test_cutoff"]
-        return rows, f"the candidate's test cutoff {cutoff} ({len(rows):,} customers)"
+        return _test_rows(client, candidate)
 
     def score(self, rows, scores):
         return normalised_gini(rows["future_spend"].to_numpy(), np.asarray(scores, float))

