@@ -145,7 +145,7 @@ def test_scores_from_the_api_equal_the_batch_job(synthetic_data, trained, churn_
     with_reasons = api["reasons"].notna()
     assert with_reasons.any()
     first = api.loc[with_reasons, "reasons"].iloc[0][0]
-    assert set(first) == {"feature", "label", "value", "contribution"}
+    assert set(first) == {"feature", "label", "value", "unit", "typical", "contribution", "text"}
 
 
 def test_uplift_on_a_hillstrom_dataframe(mlflow_store):
