@@ -185,6 +185,21 @@ def fitted_through(params: dict[str, str]) -> date | None:
     return None
 
 
+def check_unseen(champion: ModelVersion, own: dict[str, str], theirs: dict[str, str]) -> None:
+    """Refuse when the champion was fitted on data after the candidate's test cutoff: it would
+    be judged on customers whose outcomes it learned from."""
+    seen = fitted_through(theirs)
+    test = date.fromisoformat(own["test_cutoff"])
+    if seen is None or seen > test:
+        when = seen.isoformat() if seen else "an unrecorded date"
+        raise PromotionError(
+            f"v{champion.version} was fitted on data up to {when}, after the candidate's test "
+            f"cutoff {test}: it would be judged on customers whose outcomes it learned from. "
+            f"For a fair comparison train the candidate with {setting('test_cutoff')} on or "
+            f"after {when}, or retrain the champion's configuration with "
+            f"{setting('test_cutoff')} {test}")
+
+
 class ChurnJudge(Judge):
     """ROC AUC on the candidate's test cutoff."""
 
@@ -214,16 +229,7 @@ class ChurnJudge(Judge):
                     f"the same rows; train the candidate with the champion's "
                     f"{setting('horizon_days')} and "
                     f"{setting('base_days')}, or register it under another model name")
-        seen = fitted_through(theirs)
-        test = date.fromisoformat(own["test_cutoff"])
-        if seen is None or seen > test:
-            when = seen.isoformat() if seen else "an unrecorded date"
-            raise PromotionError(
-                f"v{champion.version} was fitted on data up to {when}, after the candidate's test "
-                f"cutoff {test}: it would be judged on customers whose outcomes it learned from. "
-                f"For a fair comparison train the candidate with {setting('test_cutoff')} on or "
-                f"after {when}, or retrain the champion's configuration with "
-                f"{setting('test_cutoff')} {test}")
+        check_unseen(champion, own, theirs)
         self.champion_rows_ = _model_predictions(champion, rows)["churn_probability"].to_numpy()
         return self.score(rows, self.champion_rows_)
 
@@ -310,13 +316,7 @@ class ValueJudge(Judge):
                 f"v{champion.version} forecasts {theirs.get('horizon_days')} days, the candidate "
                 f"{own.get('horizon_days')}: train the candidate with the champion's "
                 f"{setting('horizon_days')}, or register it under another model name")
-        seen = fitted_through(theirs)
-        test = date.fromisoformat(own["test_cutoff"])
-        if seen is None or seen > test:
-            raise PromotionError(
-                f"v{champion.version} was fitted on data up to {seen or 'an unrecorded date'}, "
-                f"after the candidate's test cutoff {test}: train the candidate with "
-                f"{setting('test_cutoff')} on or after it")
+        check_unseen(champion, own, theirs)
         self.champion_rows_ = _model_predictions(champion, rows)["predicted_spend"].to_numpy()
         return self.score(rows, self.champion_rows_)
 
