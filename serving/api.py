@@ -13,6 +13,7 @@ import inspect
 import json
 import logging
 import re
+from collections import Counter
 from collections.abc import Callable
 from datetime import date
 from typing import Any, Literal
@@ -200,17 +201,19 @@ same features column-wise, the fastest way for large batches.
 champion is picked up without a restart (see `GET /metadata`).
 
 **Errors** always look like `{"error": "...", "detail": [{"loc": [...], "msg": "..."}]}`:
-400 for a request that breaks the schema or the data contract (values are never echoed),
-401 for a missing or wrong bearer token, 404 / 405 for a wrong path or method, 413 for a body
-over the limit, 415 for a body that is not JSON.
+400 for a request that breaks the schema or the data contract (values are never echoed) or
+sends a header such as `Content-Type` twice, 401 for a missing or wrong bearer token,
+404 / 405 for a wrong path or method, 408 for a body that does not arrive in time, 413 for a
+body over the limit, 415 for a body that is not JSON or is compressed.
 
 **Auth.** With `CHURN_API_TOKEN` set, every call but the probes, `/metrics` and these docs
 needs `Authorization: Bearer <token>`.
 """
 
 ERRORS = {400: "The request breaks the schema or the data contract.",
-          401: "Missing or wrong bearer token.", 413: "Body over the size limit.",
-          415: "Body is not JSON.", 500: "The service failed; see its log.",
+          401: "Missing or wrong bearer token.", 408: "The body did not arrive in time.",
+          413: "Body over the size limit.", 415: "Body is not JSON, or is compressed.",
+          500: "The service failed; see its log.",
           503: "The service is starting (models not loaded yet) or shutting down."}
 # BentoML names request schemas after the method (``score_history__Input``): named for what
 # they are here.
@@ -404,6 +407,14 @@ class ApiSurface:
             return
         scope = restore_path(scope)
         method, path = scope["method"], scope["path"]
+        refused = header_problem(scope.get("headers", []))
+        if refused is not None:
+            await reply_error(send, *refused)
+            return
+        if method == "OPTIONS" and path in KNOWN_PATHS:
+            await send_body(send, 204, b"", b"text/plain",
+                            [(b"allow", allowed_methods(path).encode())])
+            return
         if method == "GET" and path == "/docs":
             await send_body(send, 200, docs_page(), b"text/html; charset=utf-8")
             return
@@ -425,6 +436,33 @@ class ApiSurface:
                                          "application/json)")
             return
         await self.app(scope, receive, _ErrorShaper(send, method, path))
+
+
+# Headers a request may carry once: two of them (say, two content types) are read one way by
+# one layer and another way by the next.
+SINGLE_HEADERS = (b"content-type", b"content-length", b"content-encoding",
+                  b"transfer-encoding", b"authorization", b"host")
+
+
+def header_problem(headers: list[tuple[bytes, bytes]]) -> tuple[int, str] | None:
+    """(status, message) for headers no answer can be trusted on: one of ``SINGLE_HEADERS``
+    sent twice (400), or a body encoding the service does not decode (415). None when fine."""
+    counts = Counter(name.lower() for name, _ in headers)
+    for name in SINGLE_HEADERS:
+        if counts[name] > 1:
+            return 400, f"header {name.decode()} sent {counts[name]} times; send it once"
+    encoding = dict(headers).get(b"content-encoding", b"").strip().lower()
+    if encoding not in (b"", b"identity"):
+        return 415, (f"content-encoding {encoding.decode(errors='replace')[:40]!r} is not "
+                     f"accepted; send the body uncompressed")
+    return None
+
+
+def allowed_methods(path: str) -> str:
+    """The methods a known path answers, for ``Allow``."""
+    if path == "/metadata":
+        return "GET, POST, OPTIONS"
+    return "POST, OPTIONS" if path in SCORING_ROUTES else "GET, OPTIONS"
 
 
 def _is_json(scope: Scope) -> bool:
@@ -473,8 +511,12 @@ class _ErrorShaper:
             return
         headers = dict(self.start.get("headers", []))
         allow = headers.get(b"allow", b"").decode() or None
+        if self.start["status"] == 405 and self.path in KNOWN_PATHS:
+            allow = allowed_methods(self.path)
         body = json.dumps(error_body(self.start["status"], b"".join(self.chunks), self.method,
                                      self.path, allow)).encode()
         kept = [(k, v) for k, v in self.start.get("headers", [])
-                if k.lower() not in (b"content-type", b"content-length")]
+                if k.lower() not in (b"content-type", b"content-length", b"allow")]
+        if allow:
+            kept.append((b"allow", allow.encode()))
         await send_body(self.send, self.start["status"], body, headers=kept)

@@ -60,15 +60,18 @@ class BearerTokenMiddleware:
 
     def __init__(self, app: App, token: str | None) -> None:
         self.app = app
-        self.expected = f"Bearer {token}".encode() if token else None
+        self.expected = token.encode() if token else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.expected is None or scope["type"] != "http" or scope["path"] in OPEN_PATHS \
                 or scope["path"].startswith(OPEN_PREFIXES):
             await self.app(scope, receive, send)
             return
-        given = dict(scope.get("headers", [])).get(b"authorization", b"")
-        if not secrets.compare_digest(given, self.expected):
+        scheme, _, given = dict(scope.get("headers", [])).get(b"authorization", b"").strip() \
+            .partition(b" ")
+        # The scheme's case does not matter (RFC 9110); the token's does.
+        if scheme.lower() != b"bearer" or not secrets.compare_digest(given.strip(),
+                                                                      self.expected):
             await reply_error(send, 401, "missing or wrong bearer token",
                          [(b"www-authenticate", b"Bearer")])
             return
@@ -77,15 +80,18 @@ class BearerTokenMiddleware:
 
 class BodySizeLimitMiddleware:
     """413 for a request body over ``max_bytes``, declared or streamed; 503 (try again) when
-    the bodies being read or answered at once would hold over ``max_in_flight`` bytes.
+    the bodies being read or answered at once would hold over ``max_in_flight`` bytes; 408
+    when the whole body has not arrived ``body_seconds`` after the headers.
 
     It sits behind the token check, so a caller without the token never gets a body read.
     """
 
-    def __init__(self, app: App, max_bytes: int, max_in_flight: int | None = None) -> None:
+    def __init__(self, app: App, max_bytes: int, max_in_flight: int | None = None,
+                 body_seconds: float = 30.0) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.max_in_flight = max_in_flight or 4 * max_bytes
+        self.body_seconds = body_seconds
         self.in_flight = 0  # one event loop per worker: no lock needed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -97,9 +103,16 @@ class BodySizeLimitMiddleware:
             await self._too_large(send)
             return
         chunks, size, more = [], 0, True
+        deadline = asyncio.get_running_loop().time() + self.body_seconds
         try:
             while more:
-                message = await receive()
+                try:
+                    message = await asyncio.wait_for(
+                        receive(), deadline - asyncio.get_running_loop().time())
+                except TimeoutError:
+                    await reply_error(send, 408, f"the request body did not arrive within "
+                                                 f"{self.body_seconds:g} seconds")
+                    return
                 if message["type"] != "http.request":
                     break
                 chunk = message.get("body", b"")

@@ -20,7 +20,7 @@ import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -81,6 +81,7 @@ class ServiceSettings:
     max_request_bytes: int
     max_in_flight_bytes: int
     stalled_seconds: float
+    body_seconds: float
     compiled: bool
     bundle: Path | None
     watch_seconds: float
@@ -99,6 +100,7 @@ class ServiceSettings:
             max_request_bytes=int(os.environ.get("CHURN_MAX_REQUEST_BYTES", str(8 * 1024 * 1024))),
             max_in_flight_bytes=int(os.environ.get("CHURN_MAX_IN_FLIGHT_BYTES", "0")),
             stalled_seconds=float(os.environ.get("CHURN_STALLED_SECONDS", "20")),
+            body_seconds=float(os.environ.get("CHURN_BODY_SECONDS", "30")),
             compiled=os.environ.get("CHURN_COMPILED_FOREST", "1") != "0",
             bundle=BUNDLE if BUNDLE.is_dir() else None,
             watch_seconds=float(os.environ.get("CHURN_WATCH_SECONDS", "60")),
@@ -198,6 +200,24 @@ def history_features(as_of: date, transactions: list[TransactionIn], events: lis
     # Without a customers row, a customer is contactable (consent handled upstream).
     features["contactable"] = [bool(consent.get(c, True)) for c in features["customer_id"]]
     return features
+
+
+def check_history_size(transactions: list[TransactionIn], events: list[EventIn],
+                       customers: list[CustomerIn]) -> None:
+    """Hold a history request to the work of one on the other endpoints: at most
+    ``MAX_CUSTOMERS`` customers over all its tables, ``MAX_HISTORY_ROWS`` rows in all."""
+    rows = len(transactions) + len(events) + len(customers)
+    if rows > MAX_HISTORY_ROWS:
+        raise InvalidArgument(f"transactions, events, customers: {rows:,} rows in all; at "
+                              f"most {MAX_HISTORY_ROWS:,} per request")
+    ids: set[str] = set()
+    for where, rows in (("transactions", transactions), ("events", events),
+                        ("customers", customers)):
+        ids.update(row.customer_id for row in rows)
+        if len(ids) > MAX_CUSTOMERS:
+            raise InvalidArgument(f"{where}: rows of {len(ids):,} customers in this and the "
+                                  f"tables before it; at most {MAX_CUSTOMERS:,} per request "
+                                  f"(counting every table), as on every endpoint")
 
 
 def check_customer_ids(ids: list[str], field: str) -> None:
@@ -383,7 +403,7 @@ class ChurnService:
     def score_history(
         self,
         as_of: Annotated[date, Field(description="The day to score as of: only rows before it "
-                                                  "count. Not in the future.")],
+                                                  "count. Not after today (UTC).")],
         transactions: Annotated[list[TransactionIn], Field(
             max_length=MAX_HISTORY_ROWS, description="The customers' orders (all you have, "
                                                      "or at least the last year's).")],
@@ -410,13 +430,12 @@ class ChurnService:
     def _score_history(self, as_of: date, transactions: list[TransactionIn],
                        events: list[EventIn], customers: list[CustomerIn],
                        customer_ids: list[str] | None, explain: bool) -> Response:
-        if as_of > datetime.now(UTC).date() + timedelta(days=1):
-            raise InvalidArgument(f"as_of: {as_of} is in the future; scores describe customers "
-                                  f"as of a day that has happened")
-        customers_sent = len({t.customer_id for t in transactions})
-        if customers_sent > MAX_CUSTOMERS:
-            raise InvalidArgument(f"transactions: rows of {customers_sent:,} customers; at most "
-                                  f"{MAX_CUSTOMERS:,} per request, as on every endpoint")
+        if as_of > datetime.now(UTC).date():
+            raise InvalidArgument(f"as_of: {as_of} is in the future (after today, UTC); scores "
+                                  f"describe customers as of a day that has happened")
+        check_history_size(transactions, events, customers)
+        if customer_ids:
+            check_customer_ids(list(dict.fromkeys(customer_ids)), "customer_ids")
         features = history_features(as_of, transactions, events, customers)
         wanted = list(dict.fromkeys(customer_ids)) if customer_ids else list(
             features["customer_id"])
@@ -514,4 +533,5 @@ close_stalled_connections(_settings.stalled_seconds)
 ChurnService.add_asgi_middleware(api.ApiSurface, document=_document)
 ChurnService.add_asgi_middleware(BearerTokenMiddleware, token=_settings.token)
 ChurnService.add_asgi_middleware(BodySizeLimitMiddleware, max_bytes=_settings.max_request_bytes,
-                                 max_in_flight=_settings.max_in_flight_bytes)
+                                 max_in_flight=_settings.max_in_flight_bytes,
+                                 body_seconds=_settings.body_seconds)

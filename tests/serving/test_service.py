@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import importlib.metadata
 import json
 import math
@@ -14,7 +15,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import replace
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import hypothesis
@@ -35,6 +36,7 @@ from features.registry import feature_names
 from serving.batch import ScoreJobConfig, run_score
 from serving.champion import load_champion
 from serving.scoring import output_columns
+from serving.service import MAX_HISTORY_ROWS, EventIn, TransactionIn, check_history_size
 from tests.conftest import (
     build,
     chromium,
@@ -133,7 +135,8 @@ def server(store, tmp_path_factory):
 @pytest.fixture(scope="module")
 def guarded(store, tmp_path_factory):
     running = start_server(store, tmp_path_factory.mktemp("serve-auth"),
-                           CHURN_API_TOKEN=TOKEN, max_bytes="20000", CHURN_STALLED_SECONDS="2")
+                           CHURN_API_TOKEN=TOKEN, max_bytes="20000", CHURN_STALLED_SECONDS="2",
+                           CHURN_BODY_SECONDS="5")
     yield running
     stop(running)
 
@@ -494,6 +497,112 @@ def test_a_future_as_of_gets_400(server):
     assert status == 400 and "as_of: 2099-01-01 is in the future" in json.dumps(answer)
 
 
+def test_the_customer_limit_counts_every_table_of_a_history(server):
+    order = {"customer_id": "C0", "order_id": "o0", "ordered_at": "2025-06-02", "amount": 1}
+    events = [{"customer_id": f"E{i}", "occurred_at": "2025-06-02", "event_type": "site_visit"}
+              for i in range(10_000)]
+    status, answer = server.call("/score_history", {"as_of": "2025-10-01",
+                                                    "transactions": [order], "events": events})
+    assert status == 400, answer
+    assert ("rows of 10,001 customers in this and the tables before it; at most 10,000 per "
+            "request") in answer["error"]
+    assert answer["detail"][0]["loc"] == ["events"]
+
+
+def test_a_history_is_held_to_its_rows_in_all():
+    order = TransactionIn.model_construct(customer_id="C0")
+    event = EventIn.model_construct(customer_id="C0")
+    half = MAX_HISTORY_ROWS // 2
+    check_history_size([order] * half, [event] * half, [])
+    with pytest.raises(Exception, match=f"{MAX_HISTORY_ROWS + 1:,} rows in all"):
+        check_history_size([order] * half, [event] * (half + 1), [])
+
+
+def test_a_blank_id_to_answer_for_gets_400(server):
+    order = {"customer_id": "C1", "order_id": "o1", "ordered_at": "2025-06-02", "amount": 80}
+    status, answer = server.call("/score_history", {"as_of": "2025-10-01", "transactions": [
+        order], "customer_ids": ["C1", " "]})
+    assert status == 400 and answer["detail"][0]["loc"] == ["customer_ids"], answer
+    status, answer = server.call("/score_history", {"as_of": "2025-10-01", "transactions": [
+        {**order, "customer_id": ""}]})
+    assert status == 400, answer
+
+
+def test_as_of_tomorrow_gets_400(server):
+    tomorrow = (datetime.now(UTC).date() + timedelta(days=1)).isoformat()
+    order = {"customer_id": "C1", "order_id": "o1", "ordered_at": "2025-06-02", "amount": 80}
+    status, answer = server.call("/score_history", {"as_of": tomorrow, "transactions": [order]})
+    assert status == 400 and "is in the future" in answer["error"], answer
+
+
+def raw_request(server: Server, path: str, headers: list[tuple[str, str]],
+                body: bytes = b"{}", method: str = "POST") -> tuple[int, dict, dict]:
+    """A request with headers exactly as given, repeated ones included."""
+    host, port = server.url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:
+        conn.putrequest(method, path)
+        for name, value in [*headers, ("content-length", str(len(body)))]:
+            conn.putheader(name, value)
+        conn.endheaders(body)
+        response = conn.getresponse()
+        text = response.read()
+        answer = json.loads(text) if text else {}
+        return response.status, answer, dict(response.getheaders())
+    finally:
+        conn.close()
+
+
+HEADER_ATTACKS = [
+    [("content-type", "multipart/form-data"), ("content-type", "application/json")],
+    [("content-type", "application/json"), ("content-type", "application/json")],
+    [("content-type", "application/json"), ("content-encoding", "gzip")],
+    [("content-type", "application/json"), ("content-encoding", "identity"),
+     ("content-encoding", "gzip")],
+]
+
+
+@pytest.mark.parametrize("path", ["/score_features", "/score_table", "/score_history",
+                                  "/metadata"])
+def test_repeated_or_conflicting_headers_get_4xx_with_no_token_needed(server, path):
+    for headers in HEADER_ATTACKS:
+        status, answer, _ = raw_request(server, path, headers)
+        assert status in (400, 415), (headers, status, answer)
+        assert_error_shape(status, answer, status)
+
+
+def test_a_repeated_token_or_a_lowercase_scheme(guarded):
+    json_type = [("content-type", "application/json")]
+    status, answer, _ = raw_request(guarded, "/metadata", [*json_type, (
+        "authorization", f"Bearer {TOKEN}"), ("authorization", "Bearer wrong")])
+    assert status == 400 and "authorization sent 2 times" in answer["error"]
+    status, answer, _ = raw_request(guarded, "/metadata", [*json_type, (
+        "authorization", f"bearer {TOKEN}")])
+    assert status == 200, answer
+    status, _, _ = raw_request(guarded, "/metadata", [*json_type, (
+        "authorization", f"bearer {TOKEN.upper()}")])
+    assert status == 401
+
+
+def test_options_lists_the_methods_a_route_answers(server):
+    status, _, headers = raw_request(server, "/metadata", [], b"", method="OPTIONS")
+    assert status == 204 and headers["allow"] == "GET, POST, OPTIONS"
+    status, _, headers = raw_request(server, "/score_history", [], b"", method="OPTIONS")
+    assert status == 204 and headers["allow"] == "POST, OPTIONS"
+    status, answer, headers = raw_request(server, "/metadata", [], b"", method="PUT")
+    assert status == 405 and headers["allow"] == "GET, POST, OPTIONS", answer
+
+
+def test_a_body_that_does_not_arrive_gets_408(guarded):
+    conn = open_upload(guarded, 5_000, 100, TOKEN)
+    try:
+        started = time.monotonic()
+        assert status_of(conn) == 408
+        assert 3 < time.monotonic() - started < 15
+    finally:
+        conn.close()
+
+
 # ---- the API's surface: one error shape, GET /metadata, the OpenAPI document ------------
 
 
@@ -648,6 +757,20 @@ def test_a_new_champion_is_served_without_a_restart(churn_config, trained, tmp_p
 # ---- fuzzing the service's own OpenAPI document ----------------------------------------
 
 
+def mutate_headers(server: Server, case: object, token: str | None) -> int:
+    """The case's body again under each of ``HEADER_ATTACKS``: a 4xx each time, never a 5xx.
+    Returns how many requests were sent."""
+    try:
+        body = json.dumps(case.body).encode()
+    except TypeError:  # no body, or one JSON cannot hold
+        body = b"{}"
+    auth = [("authorization", f"Bearer {token}")] if token else []
+    for headers in HEADER_ATTACKS:
+        status, answer, _ = raw_request(server, case.path, [*headers, *auth], body)
+        assert status in (400, 415), f"{case.path} {headers}: {status} {answer}"
+    return len(HEADER_ATTACKS)
+
+
 def fuzz(server: Server, token: str | None, examples: int) -> tuple[int, list[str]]:
     """Schemathesis cases for every operation, valid and invalid, against a running server:
     (requests made, failures). Checks: no 5xx, and status, content type and body as the
@@ -673,6 +796,8 @@ def fuzz(server: Server, token: str | None, examples: int) -> tuple[int, list[st
                 case.call_and_validate(base_url=server.url, headers=headers, timeout=60,
                                        excluded_checks=[positive_data_acceptance,
                                                         negative_data_rejection])
+                if case.method.upper() == "POST":
+                    calls[0] += mutate_headers(server, case, token)
             try:
                 run()
             except Exception as err:  # collected, reported together
