@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import bentoml
 import duckdb
@@ -36,6 +36,7 @@ from starlette.responses import Response
 
 import serving.api as api
 from features.contract import MAX_ORDER_AMOUNT, TABLES
+from features.errors import ChurnError
 from features.point_in_time import feature_query
 from features.registry import FEATURE_SET_VERSION, FEATURES, feature_names
 from features.validation import frame_problems, id_problems
@@ -264,6 +265,22 @@ def json_response(columns: dict[str, np.ndarray], loaded: LoadedModel,
                     headers={"x-model-version": loaded.version})
 
 
+def start_failed(err: Exception) -> NoReturn:
+    """End a worker that cannot load what it serves: one line in the log (and in the file
+    ``CHURN_START_FAILURE`` names, which `churn serve` watches to stop instead of letting
+    BentoML start the worker again and again), no traceback."""
+    text = str(err).strip().splitlines()
+    line = f"the server cannot start: {text[0] if text else type(err).__name__}"
+    if not isinstance(err, ChurnError):
+        line = f"the server cannot start: {type(err).__name__}: {text[0] if text else ''}"
+    failure = os.environ.get("CHURN_START_FAILURE")
+    if failure:
+        Path(failure).write_text(line + "\n")
+    LOG.error(line)
+    logging.shutdown()
+    os._exit(3)
+
+
 @dataclass(frozen=True)
 class Scorer:
     """What answers a request: the models and the spend tier cuts read off them. Replaced
@@ -283,10 +300,13 @@ class ChurnService:
         if settings.tracking_uri:
             mlflow.set_tracking_uri(settings.tracking_uri)
         self.settings = settings
-        self.policy = SegmentPolicy.load(settings.policy)
-        # A bento built by `churn build` carries its champions; otherwise ask the registry.
-        self.scorer = self._ready(read_bundle(settings.bundle, settings.compiled)
-                                  if settings.bundle else self._load())
+        try:
+            self.policy = SegmentPolicy.load(settings.policy)
+            # A bento built by `churn build` carries its champions; otherwise ask the registry.
+            self.scorer = self._ready(read_bundle(settings.bundle, settings.compiled)
+                                      if settings.bundle else self._load())
+        except Exception as err:  # any failure here ends the worker
+            start_failed(err)
         self.docs: tuple[str, dict] | None = None
         _SERVICE["instance"] = self
         self.watching = settings.bundle is None and settings.watch_seconds > 0

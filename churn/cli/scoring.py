@@ -16,6 +16,7 @@ from churn.cli.common import (
     NoUpliftOption,
     UpliftNameOption,
     champion_or_fail,
+    err_console,
     fail,
     iso_date,
     one_line,
@@ -135,8 +136,36 @@ def serve_command(
     bentoml = Path(sys.executable).with_name("bentoml")
     command = [str(bentoml), "serve", "serving.service:ChurnService", "--port", str(port),
                "--host", host]
-    # Become the server, so signals (Ctrl+C, a supervisor's SIGTERM) reach it directly.
-    os.execve(bentoml, command, env)
+    raise typer.Exit(run_server(command, env))
+
+
+def run_server(command: list[str], env: dict[str, str]) -> int:
+    """Run the server, passing signals on; returns its exit code. A worker that cannot load
+    the champions writes why to a file and exits, and BentoML would start it again forever:
+    seeing the file, stop the server and exit 3 with that one line."""
+    import signal
+    import subprocess
+    import tempfile
+    import time
+
+    with tempfile.TemporaryDirectory(prefix="churn-serve-") as tmp:
+        failure = Path(tmp) / "start-failure"
+        server = subprocess.Popen(command, env={**env, "CHURN_START_FAILURE": str(failure)})
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, lambda sig, _frame: server.send_signal(sig))
+        while server.poll() is None:
+            if failure.exists() and failure.read_text().strip():
+                server.terminate()
+                try:
+                    server.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    server.kill()
+                fail_line = failure.read_text().strip().splitlines()[0]
+                err_console.print(f"[bold red]error:[/] {fail_line}", highlight=False,
+                                  soft_wrap=True)
+                return 3
+            time.sleep(0.2)
+        return server.returncode
 
 
 @app.command("build")

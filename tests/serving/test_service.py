@@ -754,6 +754,37 @@ def test_a_new_champion_is_served_without_a_restart(churn_config, trained, tmp_p
         stop(running)
 
 
+def test_a_champion_that_cannot_load_ends_the_server_in_one_line(churn_config, trained,
+                                                                  tmp_path):
+    """The registry has a champion (the pre-flight passes) but its files are broken: the
+    server stops with exit 3 and says why once, instead of starting workers forever."""
+    uri, previous, cwd = migrated_store(tmp_path), mlflow.get_tracking_uri(), Path.cwd()
+    os.chdir(tmp_path)
+    mlflow.set_tracking_uri(uri)
+    try:
+        log_churn_run(churn_config, trained)
+        crown("churn", "1")
+    finally:
+        mlflow.set_tracking_uri(previous)
+        os.chdir(cwd)
+    broken = list(tmp_path.rglob("features.json"))
+    assert broken
+    for path in broken:
+        path.unlink()
+    started = time.monotonic()
+    done = subprocess.run(
+        [str(BIN / "churn"), "serve", "--port", str(free_port()), "--no-uplift"],
+        env=process_env(MLFLOW_TRACKING_URI=uri, BENTOML_HOME=str(tmp_path / "bentoml"),
+                        PATH=f"{BIN}:{os.environ['PATH']}"),
+        cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 3, done.stderr[-2000:]
+    assert time.monotonic() - started < 60
+    assert "error: the server cannot start: " in done.stderr
+    assert "features.json" in done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+    assert done.stderr.count("the server cannot start") <= 2, done.stderr
+
+
 # ---- fuzzing the service's own OpenAPI document ----------------------------------------
 
 
