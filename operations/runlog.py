@@ -12,10 +12,11 @@ scores themselves stay where they were written.
 from __future__ import annotations
 
 import json
+import os
+import socket
 import tempfile
 from datetime import date, timedelta
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
 
 import mlflow
 import pandas as pd
@@ -28,8 +29,8 @@ from serving.batch import (
     PostgresDestination,
     ScoreJobConfig,
     ScoreJobResult,
+    destination_label,
     parse_postgres_url,
-    safe_url,
 )
 from serving.champion import LoadedModel
 
@@ -38,25 +39,44 @@ PROFILE_ARTIFACT = "profile.json"
 QUANTILES = (1, 5, 10, 25, 50, 75, 90, 95, 99)
 
 
-def destination_label(out: str) -> str:
-    """Where the scores went, as recorded: an absolute Parquet path, or the PostgreSQL URL
-    with its table and without a password (PGPASSWORD supplies it when read back)."""
-    if out.startswith(("postgresql://", "postgres://")):
-        table = parse_qs(urlsplit(out).query).get("table", [""])[0]
-        return f"{safe_url(out).replace(':***@', '@')}?table={table}"
-    return str(Path(out).resolve())
+def fail_abandoned_runs(experiment_id: str) -> list[str]:
+    """Mark FAILED the scoring runs this machine left RUNNING in a process that is gone (a
+    run killed before it could say so); returns their ids."""
+    client, host, failed = MlflowClient(), socket.gethostname(), []
+    for run in client.search_runs([experiment_id], "attributes.status = 'RUNNING'",
+                                  max_results=1000):
+        tags = run.data.tags
+        if tags.get("host") != host or not tags.get("pid", "").isdigit():
+            continue
+        if not process_alive(int(tags["pid"])):
+            client.set_terminated(run.info.run_id, "FAILED")
+            failed.append(run.info.run_id)
+    return failed
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def open_run(cfg: ScoreJobConfig, loaded: LoadedModel) -> str:
-    """Start the run that records this scoring; returns its id."""
+    """Start the run that records this scoring (after marking runs killed earlier on this
+    machine FAILED); returns its id."""
     exp = use_experiment(SCORING_EXPERIMENT, "Batch scoring runs: what each `churn score` said "
                                              "(segments, score quantiles, drift profile), for "
                                              "`churn monitor` to check against outcomes.")
     tags = {"kind": "scoring", "churn_model": loaded.name, "churn_version": loaded.version,
             "churn_run_id": loaded.run_id, "as_of": cfg.as_of.isoformat(),
             "destination": destination_label(cfg.out), "model_versions": loaded.label,
+            "host": socket.gethostname(), "pid": str(os.getpid()),
             "mlflow.note.content": f"Scores as of {cfg.as_of} of {cfg.data.resolve()} by "
                                    f"{loaded.label}, written to {destination_label(cfg.out)}."}
+    fail_abandoned_runs(exp.experiment_id)
     if loaded.uplift is not None:
         tags.update({"uplift_model": loaded.uplift.name, "uplift_version": loaded.uplift.version})
     run = MlflowClient().create_run(exp.experiment_id, run_name=run_name(

@@ -209,6 +209,15 @@ def safe_url(url: str) -> str:
     return f"{parts.scheme}://{login}{host}{parts.path}"
 
 
+def destination_label(out: str) -> str:
+    """Where scores go, as printed and recorded: an absolute Parquet path, or the PostgreSQL
+    URL with its table and without a password (PGPASSWORD supplies it when read back)."""
+    if out.startswith(("postgresql://", "postgres://")):
+        table = parse_qs(urlsplit(out).query).get("table", [""])[0]
+        return f"{safe_url(out).replace(':***@', '@')}?table={table}"
+    return str(Path(out).resolve())
+
+
 def parse_postgres_url(url: str) -> tuple[str, str]:
     """``postgresql://HOST/DB?table=T`` -> (connection URL without ``table``, table)."""
     parts = urlsplit(url)
@@ -393,7 +402,8 @@ def run_score(cfg: ScoreJobConfig, loaded: LoadedModel, progress: Progress | Non
                     on_rows(done, total)
             scored = np.concatenate(probabilities) if probabilities else np.array([])
             result = ScoreJobResult(
-                done, cfg.out, segment_summary(totals), 0.0, [stale] if stale else [], profile,
+                done, destination_label(cfg.out), segment_summary(totals), 0.0,
+                [stale] if stale else [], profile,
                 np.percentile(scored, np.arange(101)).tolist() if len(scored) else None, span,
                 len(scored))
             if on_commit:

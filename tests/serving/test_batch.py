@@ -190,13 +190,43 @@ def test_killed_run_leaves_the_earlier_parquet(champion, synthetic_data, mlflow_
     def writing() -> bool:
         return any(tmp_path.glob(f".{out.name}.*.tmp"))
 
-    kill_when(start_scoring(str(out), data, tmp_path, mlflow_store), writing)
+    def writing_and_recorded() -> bool:
+        experiment = MlflowClient().get_experiment_by_name("scoring")
+        return writing() and experiment is not None and bool(
+            MlflowClient().search_runs([experiment.experiment_id]))
+
+    kill_when(start_scoring(str(out), data, tmp_path, mlflow_store), writing_and_recorded)
     assert out.read_bytes() == before
     assert writing()  # the killed run's temporary file is left behind ...
-    # ... until the next run, which finishes, replaces the output and clears it away.
-    score_to(str(out), data, champion, date(2025, 9, 1))
+    scoring = MlflowClient().get_experiment_by_name("scoring").experiment_id
+    [killed] = MlflowClient().search_runs([scoring])
+    assert killed.info.status == "RUNNING"
+    # ... until the next run, which finishes, replaces the output and clears it away, and
+    # marks the killed run FAILED.
+    assert start_scoring(str(out), data, tmp_path, mlflow_store).wait(timeout=300) == 0
     assert set(pd.read_parquet(out)["as_of"].astype(str)) == {"2025-09-01"}
     assert not writing()
+    statuses = {r.info.run_id: r.info.status for r in MlflowClient().search_runs([scoring])}
+    assert statuses.pop(killed.info.run_id) == "FAILED"
+    assert list(statuses.values()) == ["FINISHED"]
+
+
+def test_the_database_password_is_never_printed_or_recorded(champion, synthetic_data,
+                                                             postgres_database, mlflow_store,
+                                                             tmp_path):
+    data, _ = synthetic_data
+    url = postgres_database.replace("://postgres@", "://postgres:hunter2@") + "?table=masked"
+    assert "hunter2" in url
+    done = subprocess.run([str(BIN / "churn"), "score", "--data", str(data), "--as-of",
+                           "2025-09-01", "--out", url], cwd=tmp_path, capture_output=True,
+                          check=False, text=True, env=process_env(MLFLOW_TRACKING_URI=mlflow_store,
+                                                     COLUMNS="300"), timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "hunter2" not in done.stdout + done.stderr
+    assert "postgres@127.0.0.1" in done.stdout
+    [run] = MlflowClient().search_runs(
+        [MlflowClient().get_experiment_by_name("scoring").experiment_id])
+    assert "hunter2" not in str(run.data.tags) + str(run.data.params)
 
 
 def test_a_second_writer_of_the_same_parquet_is_refused(champion, synthetic_data, tmp_path):
