@@ -90,8 +90,8 @@ def score_weeks(work: Path, data: Path, weeks: int) -> float:
         pq.write_table(table.set_column(table.schema.get_field_index("as_of"), "as_of", column),
                        out)
         copy = dataclasses.replace(cfg, as_of=as_of, out=str(out))
-        run_id = runlog.open_run(copy, loaded)
-        runlog.close_run(run_id, copy, loaded, result)
+        run_id = runlog.open_run(copy, loaded, mlflow.MlflowClient())
+        runlog.close_run(run_id, copy, loaded, result, mlflow.MlflowClient())
     return seconds
 
 

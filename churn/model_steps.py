@@ -162,28 +162,32 @@ def score(cfg: ScoreJobConfig, progress: Progress, compiled: bool = True) -> Sco
                            uplift_name=cfg.uplift_model_name,
                            check=DataCheck(cfg.data, cfg.allow_data_mismatch))
     opened: list[str] = []
+    client = runlog.run_log_client(cfg)
     with progress as bar:
         task = bar.add_task(f"Scoring with {loaded.label}", total=None)
 
         def on_start() -> None:
             # Only once the arguments have held: a mistake in them leaves no run behind.
-            opened.append(runlog.open_run(cfg, loaded))
+            if client is not None:
+                opened.append(runlog.open_run(cfg, loaded, client))
 
         def on_rows(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
 
         def on_commit(destination: Destination, result: ScoreJobResult) -> None:
-            runlog.record_in_destination(opened[0], cfg, loaded, destination, result)
+            if opened:
+                runlog.record_in_destination(opened[0], cfg, loaded, destination, result)
 
         try:
             result = run_score(cfg, loaded, on_rows=on_rows, on_commit=on_commit,
                                on_start=on_start)
         except BaseException:
             if opened:
-                runlog.fail_run(opened[0])
+                runlog.fail_run(opened[0], client)
             raise
-    runlog.close_run(opened[0], cfg, loaded, result)
-    result.run_id = opened[0]
+    if opened:
+        runlog.close_run(opened[0], cfg, loaded, result, client)
+        result.run_id = opened[0]
     return result
 
 

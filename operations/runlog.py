@@ -23,7 +23,7 @@ import pandas as pd
 import psycopg
 from mlflow import MlflowClient
 
-from models.store import run_name, use_experiment
+from models.store import EXPERIMENT_KIND, run_name
 from serving.batch import (
     Destination,
     PostgresDestination,
@@ -39,10 +39,33 @@ PROFILE_ARTIFACT = "profile.json"
 QUANTILES = (1, 5, 10, 25, 50, 75, 90, 95, 99)
 
 
-def fail_abandoned_runs(experiment_id: str) -> list[str]:
+RUN_LOG_OFF = "off"
+
+
+def run_log_client(cfg: ScoreJobConfig) -> MlflowClient | None:
+    """The client of the store the run is recorded in (``cfg.run_log``), None when off."""
+    if cfg.run_log == RUN_LOG_OFF:
+        return None
+    return MlflowClient(cfg.run_log) if cfg.run_log else MlflowClient()
+
+
+def scoring_experiment(client: MlflowClient) -> str:
+    """The id of the ``scoring`` experiment in the client's store, made if missing."""
+    found = client.get_experiment_by_name(SCORING_EXPERIMENT)
+    if found is not None:
+        return found.experiment_id
+    experiment_id = client.create_experiment(SCORING_EXPERIMENT, tags={
+        "mlflow.experimentKind": EXPERIMENT_KIND,
+        "mlflow.note.content": "Batch scoring runs: what each `churn score` said (segments, "
+                               "score quantiles, drift profile), for `churn monitor` to check "
+                               "against outcomes."})
+    return experiment_id
+
+
+def fail_abandoned_runs(client: MlflowClient, experiment_id: str) -> list[str]:
     """Mark FAILED the scoring runs this machine left RUNNING in a process that is gone (a
     run killed before it could say so); returns their ids."""
-    client, host, failed = MlflowClient(), socket.gethostname(), []
+    host, failed = socket.gethostname(), []
     for run in client.search_runs([experiment_id], "attributes.status = 'RUNNING'",
                                   max_results=1000):
         tags = run.data.tags
@@ -64,22 +87,20 @@ def process_alive(pid: int) -> bool:
     return True
 
 
-def open_run(cfg: ScoreJobConfig, loaded: LoadedModel) -> str:
+def open_run(cfg: ScoreJobConfig, loaded: LoadedModel, client: MlflowClient) -> str:
     """Start the run that records this scoring (after marking runs killed earlier on this
     machine FAILED); returns its id."""
-    exp = use_experiment(SCORING_EXPERIMENT, "Batch scoring runs: what each `churn score` said "
-                                             "(segments, score quantiles, drift profile), for "
-                                             "`churn monitor` to check against outcomes.")
+    experiment_id = scoring_experiment(client)
     tags = {"kind": "scoring", "churn_model": loaded.name, "churn_version": loaded.version,
             "churn_run_id": loaded.run_id, "as_of": cfg.as_of.isoformat(),
             "destination": destination_label(cfg.out), "model_versions": loaded.label,
             "host": socket.gethostname(), "pid": str(os.getpid()),
             "mlflow.note.content": f"Scores as of {cfg.as_of} of {cfg.data.resolve()} by "
                                    f"{loaded.label}, written to {destination_label(cfg.out)}."}
-    fail_abandoned_runs(exp.experiment_id)
+    fail_abandoned_runs(client, experiment_id)
     if loaded.uplift is not None:
         tags.update({"uplift_model": loaded.uplift.name, "uplift_version": loaded.uplift.version})
-    run = MlflowClient().create_run(exp.experiment_id, run_name=run_name(
+    run = client.create_run(experiment_id, run_name=run_name(
         "score", cfg.data, cfg.as_of.isoformat()), tags=tags)
     return run.info.run_id
 
@@ -105,9 +126,8 @@ def record_in_destination(run_id: str, cfg: ScoreJobConfig, loaded: LoadedModel,
 
 
 def close_run(run_id: str, cfg: ScoreJobConfig, loaded: LoadedModel,
-              result: ScoreJobResult) -> None:
+              result: ScoreJobResult, client: MlflowClient) -> None:
     """Log what the run said and mark it FINISHED."""
-    client = MlflowClient()
     start, end = result.data_span or (None, None)
     params = {"as_of": cfg.as_of.isoformat(), "data_source": str(cfg.data.resolve()),
               "data_start": start.isoformat() if start else "",
@@ -133,10 +153,10 @@ def close_run(run_id: str, cfg: ScoreJobConfig, loaded: LoadedModel,
     client.set_terminated(run_id, "FINISHED")
 
 
-def fail_run(run_id: str) -> None:
+def fail_run(run_id: str, client: MlflowClient) -> None:
     """Mark a run whose scoring did not finish (nothing of it was written)."""
     try:
-        MlflowClient().set_terminated(run_id, "FAILED")
+        client.set_terminated(run_id, "FAILED")
     except mlflow.exceptions.MlflowException:
         pass
 

@@ -91,6 +91,9 @@ class ScoreJobConfig:
     uplift_model_name: str = "uplift"
     uplift: bool = True
     allow_data_mismatch: bool = False
+    # Where the run is recorded: None for the tracking store, an MLflow store URI for
+    # another one, "off" for nowhere.
+    run_log: str | None = None
 
 
 @dataclass

@@ -132,7 +132,7 @@ def backtest_churn_command(
 def promote_or_fail(kind: str, name: str, run: str | None, min_gain: float = 0.0) -> None:
     from churn import model_steps as steps
 
-    use_store(read_only=True)
+    use_store(read_only=True, writes=True)  # the alias is written to the registry
     try:
         outcome = steps.promote(name or kind, run, min_gain, kind)
     except steps.USER_ERRORS as err:

@@ -53,14 +53,17 @@ def iso_date(text: str) -> date:
         raise typer.BadParameter(f"'{text}' is not an ISO date such as 2026-06-01") from None
 
 
-def use_store(read_only: bool = False) -> str:
-    """The MLflow store to use, checked; a store that cannot be used ends the command."""
-    from models.store import StoreError, use_tracking_store
+def use_store(read_only: bool = False, writes: bool | None = None,
+              read_only_hint: str = "") -> str:
+    """The MLflow store to use, checked; a store that cannot be used ends the command
+    (``read_only_hint`` is added when it is read-only and the command writes)."""
+    from models.store import ReadOnlyStoreError, StoreError, use_tracking_store
 
     try:
-        return use_tracking_store(read_only)
+        return use_tracking_store(read_only, writes)
     except StoreError as err:
-        fail(one_line(err))
+        hint = read_only_hint if isinstance(err, ReadOnlyStoreError) else ""
+        fail(one_line(err) + hint)
         raise
 
 

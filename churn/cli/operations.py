@@ -68,7 +68,7 @@ def monitor_command(
     """
     from churn import model_steps as steps
 
-    use_store(read_only=True)
+    use_store(read_only=True, writes=True)  # the monitoring run is recorded there
     try:
         cfg = steps.MonitorConfig(
             data=data, as_of=iso_date(as_of), model_name=model_name,

@@ -52,6 +52,11 @@ def score_command(
     uplift_model_name: UpliftNameOption = UPLIFT_MODEL_NAME,
     no_uplift: NoUpliftOption = False,
     allow_data_mismatch: MismatchOption = False,
+    run_log: Annotated[str, typer.Option(
+        envvar="CHURN_RUN_LOG",
+        help="Where the run is recorded for `churn monitor`: 'store' (the MLflow store the "
+             "champion comes from), another MLflow store's URI (e.g. sqlite:///runs.db, for a "
+             "read-only registry), or 'off'.")] = "store",
 ) -> None:
     """Score every customer with the champion churn model and assign segments.
 
@@ -70,20 +75,38 @@ def score_command(
     """
     from churn import model_steps as steps
 
-    use_store(read_only=True)
+    use_store(read_only=True, writes=run_log == "store",
+              read_only_hint="; score with --run-log off, or record the run elsewhere with "
+                             "--run-log sqlite:///runs.db")
+    if run_log not in ("store", "off"):
+        check_run_log(run_log)
     try:
         cfg = steps.ScoreJobConfig(
             data=data, as_of=iso_date(as_of), out=out,
             policy=steps.SegmentPolicy.load(policy or steps.DEFAULT_POLICY),
             on_bad_rows=on_bad_rows, reasons=reasons, model_name=model_name,
             uplift_model_name=uplift_model_name, uplift=not no_uplift,
-            allow_data_mismatch=allow_data_mismatch)
+            allow_data_mismatch=allow_data_mismatch,
+            run_log=None if run_log == "store" else run_log)
         result = steps.score(cfg, progress_bar(), compiled)
     except steps.USER_ERRORS as err:
         fail(one_line(err))
     steps.print_segments(result, out_console)
 
 
+
+
+def check_run_log(uri: str) -> None:
+    """Another store for the run log must be usable and writable (it may be created)."""
+    from models.store import StoreError, check_store
+
+    if "://" not in uri:
+        fail(f"--run-log {uri}: use 'store', 'off' or an MLflow store URI such as "
+             f"sqlite:///runs.db")
+    try:
+        check_store(uri, writes=True)
+    except StoreError as err:
+        fail(f"--run-log: {one_line(err)}")
 
 
 @app.command("serve")

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import http.server
 import importlib.metadata
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 
+import mlflow
 import pandas as pd
+import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import migrated_store, process_env
+from tests.conftest import crown, migrated_store, process_env
+from training.tracking import log_churn_run
 
 CHURN = [sys.executable, "-m", "churn"]
 
@@ -130,6 +138,122 @@ def test_a_store_that_cannot_be_used_fails_fast_in_one_line(tmp_path):
         assert process.returncode == 1 and message in stderr, (args, env, stderr)
         assert "Traceback" not in stderr
     assert not (tmp_path / "mlflow.db").exists()
+
+
+class HalfDownServer(http.server.BaseHTTPRequestHandler):
+    """A tracking server's proxy whose /health answers while the API behind it fails (503)
+    or hangs, as the class attribute ``api`` says."""
+
+    api = "503"
+
+    def do_GET(self) -> None:
+        if self.path == "/health":
+            self._answer(200, b"OK")
+        elif self.api == "hang":
+            time.sleep(60)
+        else:
+            self._answer(503, b"Service Unavailable")
+
+    do_POST = do_GET
+
+    def _answer(self, status: int, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_tracking_server_whose_api_fails_is_named_within_seconds(tmp_path):
+    for api, message in (("503", "fails: its API answered HTTP 503"),
+                         ("hang", "no answer from its API within 5 s")):
+        handler = type(f"Half{api}", (HalfDownServer,), {"api": api})
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        uri = f"http://127.0.0.1:{server.server_address[1]}"
+        try:
+            commands = [("score", "--data", ".", "--as-of", "2025-01-01", "--out", "s.parquet"),
+                        ("promote", "churn"), ("train", "churn", "--data", ".")]
+            started = time.monotonic()
+            running = [(args, subprocess.Popen(
+                [*CHURN, *args], cwd=tmp_path, text=True, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, env=process_env(COLUMNS="300", MLFLOW_TRACKING_URI=uri)))
+                for args in commands]
+            for args, process in running:
+                _, stderr = process.communicate(timeout=120)
+                assert time.monotonic() - started < 45, args  # three at once, imports included
+                assert process.returncode == 1, (args, stderr)
+                assert f"the MLflow tracking server at {uri}" in stderr and message in stderr, (
+                    args, stderr)
+                assert "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1, (
+                    args, stderr)
+        finally:
+            server.shutdown()
+
+
+def as_nobody(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    """The command as a user who may read the store but not write it (tests run as root,
+    whom file permissions do not stop)."""
+    return subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                           *CHURN, *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300, check=False,
+                          env=process_env(COLUMNS="300", HOME=str(cwd), **env))
+
+
+def test_a_read_only_store_is_one_line_and_scoring_can_record_elsewhere(
+        tmp_path_factory, trained, churn_config, synthetic_data):
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root and setpriv to run a command as another user")
+    data, _ = synthetic_data
+    # A folder others may read but not write, outside pytest's private temporary folders.
+    shared = Path(tempfile.mkdtemp(prefix="churn-read-only-"))
+    try:
+        shared.chmod(0o755)
+        previous, cwd = mlflow.get_tracking_uri(), Path.cwd()
+        os.chdir(shared)
+        uri = migrated_store(shared)
+        mlflow.set_tracking_uri(uri)
+        try:
+            log_churn_run(churn_config, trained)
+            crown("churn", "1")
+        finally:
+            mlflow.set_tracking_uri(previous)
+            os.chdir(cwd)
+        shutil.copytree(data, shared / "data")
+        out = shared / "out"
+        out.mkdir(mode=0o777)
+        out.chmod(0o777)
+        for path in shared.rglob("*"):
+            if path != out:
+                path.chmod(0o755 if path.is_dir() else 0o644)
+        score = ("score", "--data", str(shared / "data"), "--as-of", "2025-10-01",
+                 "--allow-data-mismatch")  # a copy of the data it was trained on
+        cases = [((*score, "--out", str(out / "a.parquet")), "--run-log off"),
+                 (("promote", "churn"), "writes to it"),
+                 (("train", "churn", "--data", str(shared / "data")), "writes to it"),
+                 (("monitor", "--data", str(shared / "data"), "--as-of", "2025-10-01"),
+                  "writes to it")]
+        for args, hint in cases:
+            done = as_nobody(*args, cwd=out, MLFLOW_TRACKING_URI=uri)
+            assert done.returncode == 1, (args, done.stdout, done.stderr)
+            assert f"the MLflow store {uri} is read-only" in done.stderr and hint in done.stderr
+            assert len(done.stderr.strip().splitlines()) == 1, (args, done.stderr)
+        done = as_nobody(*score, "--out", str(out / "b.parquet"), "--run-log", "off", cwd=out,
+                         MLFLOW_TRACKING_URI=uri)
+        assert done.returncode == 0, done.stderr
+        assert len(pd.read_parquet(out / "b.parquet")) > 0
+        runs = f"sqlite:///{out / 'runs.db'}"
+        done = as_nobody(*score, "--out", str(out / "c.parquet"), "--run-log", runs, cwd=out,
+                         MLFLOW_TRACKING_URI=uri)
+        assert done.returncode == 0, done.stderr
+        logged = MlflowClient(runs)
+        [run] = logged.search_runs([logged.get_experiment_by_name("scoring").experiment_id])
+        assert run.info.status == "FINISHED" and run.data.tags["churn_version"] == "1"
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
 
 
 def test_serve_without_a_champion_stops_at_once(tmp_path, mlflow_store):
