@@ -5,6 +5,7 @@ Thresholds come from one TOML file (serving/segments.toml holds the documented d
 
 from __future__ import annotations
 
+import difflib
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -60,6 +61,17 @@ class SegmentPolicy:
     def load(cls, path: Path = DEFAULT_POLICY) -> SegmentPolicy:
         try:
             raw = tomllib.loads(path.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as err:
+            raise PolicyError(f"policy {path}: {err}") from None
+        if "lapsed_after_days" in raw.get("segments", {}):
+            raise PolicyError(
+                f"policy {path}: segments.lapsed_after_days is no longer read: lapsed now means "
+                f"outside the churn model's own base (its {setting('base_days')}); "
+                f"remove the line")
+        problem = settings_problem(raw)
+        if problem:
+            raise PolicyError(f"policy {path}: {problem}")
+        try:
             policy = cls(
                 new_within_days=float(raw["segments"]["new_within_days"]),
                 at_risk_probability=float(raw["segments"]["at_risk_probability"]),
@@ -78,15 +90,8 @@ class SegmentPolicy:
                     "cuts", cls.risk_cuts)),
                 risk_by=str(raw.get("risk_band", {}).get("by", cls.risk_by)),
             )
-        except (OSError, tomllib.TOMLDecodeError) as err:
-            raise PolicyError(f"policy {path}: {err}") from None
         except (KeyError, TypeError, ValueError) as err:
             raise PolicyError(f"policy {path}: missing or malformed setting {err}") from None
-        if "lapsed_after_days" in raw.get("segments", {}):
-            raise PolicyError(
-                f"policy {path}: segments.lapsed_after_days is no longer read: lapsed now means "
-                f"outside the churn model's own base (its {setting('base_days')}); "
-                f"remove the line")
         policy.check(path)
         return policy
 
@@ -100,6 +105,9 @@ class SegmentPolicy:
             if not np.isfinite(value) or value < 0:
                 raise PolicyError(f"{path}: {name} must be a finite number, 0 or more "
                                   f"(got {value})")
+        if self.horizon_days <= 0:
+            raise PolicyError(f"{path}: value.horizon_days must be more than 0 days (got "
+                              f"{self.horizon_days:g}): value at risk is spend over it")
         cuts = self.tier_quantiles
         if len(cuts) != 2 or not 0 < cuts[0] < cuts[1] < 1:
             raise PolicyError(f"{path}: spend_tier.quantiles must be two numbers, "
@@ -128,6 +136,59 @@ class SegmentPolicy:
                               f"(got {self.margin_rate})")
         if self.top_reasons < 0:
             raise PolicyError(f"{path}: reasons.top must be 0 or more")
+
+
+# Every setting a policy file may hold, by section, and the kind of value it takes.
+SETTINGS: dict[str, dict[str, str]] = {
+    "segments": {"new_within_days": "number", "at_risk_probability": "number"},
+    "win_back": {"uses_uplift": "true or false", "contact_cost": "number",
+                 "margin_rate": "number", "redemption_cost": "number", "uplift_arm": "text",
+                 "min_value_at_risk": "number"},
+    "value": {"horizon_days": "number"},
+    "spend_tier": {"quantiles": "list of numbers", "source": "text"},
+    "risk_band": {"by": "text", "cuts": "list of numbers"},
+    "reasons": {"top": "whole number"},
+}
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+KINDS = {
+    "number": _is_number,
+    "whole number": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "true or false": lambda v: isinstance(v, bool),
+    "text": lambda v: isinstance(v, str),
+    "list of numbers": lambda v: isinstance(v, list) and all(_is_number(x) for x in v),
+}
+
+
+SAYS = {"number": "a number, without quotes", "whole number": "a whole number, without quotes",
+        "true or false": "true or false, without quotes", "text": "text in quotes",
+        "list of numbers": "a list of numbers, e.g. [0.5, 0.8]"}
+
+
+def settings_problem(raw: dict) -> str | None:
+    """The first unknown section or setting (with the known one it looks like) or value of
+    the wrong kind (a quoted number, say) in a parsed policy file; None when all are known."""
+    for section, values in raw.items():
+        known = SETTINGS.get(section)
+        if known is None or not isinstance(values, dict):
+            return f"unknown section [{section}]{_did_you_mean(section, SETTINGS)}"
+        for key, value in values.items():
+            if key not in known:
+                return (f"unknown setting {section}.{key}"
+                        f"{_did_you_mean(key, known, section + '.')}")
+            if not KINDS[known[key]](value):
+                return f"{section}.{key} must be {SAYS[known[key]]} (got {value!r})"
+    return None
+
+
+def _did_you_mean(name: str, known: dict, prefix: str = "") -> str:
+    close = difflib.get_close_matches(name, list(known), n=1)
+    listed = ", ".join(prefix + k for k in known)
+    return f" (did you mean {prefix}{close[0]}?)" if close else f" (known: {listed})"
 
 
 def _flag(value: object, name: str) -> bool:

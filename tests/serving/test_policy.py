@@ -189,6 +189,14 @@ def test_a_bad_policy_file_is_named(tmp_path: Path):
     ("min_value_at_risk = 50.0", "min_value_at_risk = -5", r"min_value_at_risk must be a"),
     ("new_within_days = 90", "new_within_days = inf", r"new_within_days must be a finite"),
     ("at_risk_probability = 0.5", "at_risk_probability = nan", r"at_risk_probability must"),
+    ("contact_cost = 2.0", "contact_cots = 2.0",
+     r"unknown setting win_back\.contact_cots \(did you mean win_back\.contact_cost\?\)"),
+    ("at_risk_probability = 0.5", 'at_risk_probability = "0.5"',
+     r"segments\.at_risk_probability must be a number, without quotes \(got '0\.5'\)"),
+    ("horizon_days = 90", "horizon_days = 0", r"value\.horizon_days must be more than 0 days"),
+    ("top = 3", "top = 2.5", r"reasons\.top must be a whole number"),
+    ("[reasons]", "[reason]", r"unknown section \[reason\] \(did you mean reasons\?\)"),
+    ("cuts = [50, 80]", 'cuts = ["50", 80]', r"risk_band\.cuts must be a list of numbers"),
 ])
 def test_a_policy_value_of_the_wrong_kind_is_refused(tmp_path: Path, old, new, message):
     policy = tmp_path / "p.toml"
