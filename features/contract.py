@@ -84,6 +84,9 @@ class TableSpec:
     required: bool
     time_column: str
     unique_key: tuple[str, ...] = ()
+    # Whether two rows equal in every column are a finding (the same order line loaded twice
+    # would count its spend twice).
+    distinct_rows: bool = False
     # SQL values for optional columns that a file does not have at all.
     absent_defaults: tuple[tuple[str, str], ...] = ()
 
@@ -111,6 +114,7 @@ TRANSACTIONS = TableSpec(
     ),
     required=True,
     time_column="ordered_at",
+    distinct_rows=True,
 )
 
 EVENTS = TableSpec(

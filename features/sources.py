@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,24 +57,60 @@ def _quote(text: str) -> str:
 
 
 def _files_in(folder: Path) -> tuple[list[Path], str]:
-    """The folder's files of one format; a link counts once, wherever it points, and a
-    folder (or a link to one) is never read into the table."""
+    """The folder's files of one format; a link (symbolic or hard) counts once, wherever it
+    points, hidden files (``.name``) and folders are never read into the table, and two files
+    with the same bytes (a copy) are refused."""
     by_format = {fmt: _distinct_files(folder.glob(f"*.{fmt}")) for fmt in FORMATS}
     found = [fmt for fmt in FORMATS if by_format[fmt]]
     if len(found) != 1:
         kinds = "both .parquet and .csv files" if found else "no .parquet or .csv files"
         raise ContractError(f"{folder}: holds {kinds}; a table folder needs files of one format")
-    return by_format[found[0]], found[0]
+    files = by_format[found[0]]
+    _refuse_copies(folder, files)
+    return files, found[0]
 
 
 def _distinct_files(paths: Iterable[Path]) -> list[Path]:
     seen, files = set(), []
     for path in sorted(paths):
-        target = path.resolve()
-        if path.is_file() and target not in seen:
-            seen.add(target)
+        if path.name.startswith("."):
+            continue
+        if path.exists() and not path.is_file():
+            if stat.S_ISFIFO(path.stat().st_mode):
+                raise ContractError(f"{path}: a pipe (FIFO), not a file: table folders hold "
+                                    f"files only")
+            continue
+        if not path.exists():
+            continue
+        info = path.stat()  # follows links: a link and its target share device and inode
+        if (info.st_dev, info.st_ino) not in seen:
+            seen.add((info.st_dev, info.st_ino))
             files.append(path)
     return files
+
+
+def _refuse_copies(folder: Path, files: list[Path]) -> None:
+    """Two files of the same size and bytes would count every row twice."""
+    by_size: dict[int, list[Path]] = {}
+    for path in files:
+        by_size.setdefault(path.stat().st_size, []).append(path)
+    for same_size in (group for group in by_size.values() if len(group) > 1):
+        digests: dict[str, Path] = {}
+        for path in same_size:
+            digest = _digest(path)
+            if digest in digests:
+                raise ContractError(
+                    f"{folder}: {digests[digest].name} and {path.name} hold the same bytes, so "
+                    f"every row would count twice; keep one")
+            digests[digest] = path
+
+
+def _digest(path: Path) -> str:
+    hasher = hashlib.blake2b(digest_size=16)
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            hasher.update(block)
+    return hasher.hexdigest()
 
 
 def find_table(data_dir: Path, spec: TableSpec) -> TableSource | None:
@@ -90,6 +128,9 @@ def find_table(data_dir: Path, spec: TableSpec) -> TableSource | None:
             )
         return None
     path = present[0]
+    if not path.is_dir() and not path.is_file():
+        raise ContractError(f"{path}: not a regular file (a pipe or a device?); tables are "
+                            f"files, or folders of files")
     if path.is_dir():
         files, fmt = _files_in(path)
         return TableSource(spec, tuple(files), fmt)

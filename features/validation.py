@@ -163,12 +163,43 @@ def _duplicate_failures(
     return [(int(pos), spec.unique_key[-1], rule, key) for pos, key in keys[duplicate].items()]
 
 
+class SeenRows:
+    """64-bit hashes of the rows read so far, sorted: 8 bytes a row, to find a row that
+    repeats an earlier one in any batch."""
+
+    def __init__(self) -> None:
+        self.hashes = np.empty(0, dtype=np.uint64)
+
+    def repeats(self, df: pd.DataFrame) -> np.ndarray:
+        """Which rows of ``df`` equal an earlier row (of this or an earlier batch)."""
+        hashes = pd.util.hash_pandas_object(df, index=False).to_numpy()
+        place = np.searchsorted(self.hashes, hashes).clip(max=max(len(self.hashes) - 1, 0))
+        before = (self.hashes[place] == hashes) if len(self.hashes) else np.zeros(
+            len(hashes), dtype=bool)
+        repeated = before | pd.Series(hashes).duplicated().to_numpy()
+        self.hashes = np.union1d(self.hashes, hashes)
+        return repeated
+
+
+REPEATED_ROW = "unique row (every column equal to an earlier row)"
+
+
+def _repeated_row_failures(df: pd.DataFrame, spec: TableSpec,
+                           seen: SeenRows | None) -> list[tuple[int, str, str, object]]:
+    if not spec.distinct_rows or seen is None:
+        return []
+    repeated = seen.repeats(df[spec.columns])
+    key = spec.columns[1]  # the id after customer_id: order_id
+    return [(int(pos), key, REPEATED_ROW, df[key].iat[pos]) for pos in np.flatnonzero(repeated)]
+
+
 def row_failures(
-    df: pd.DataFrame, spec: TableSpec, seen_keys: set[str]
+    df: pd.DataFrame, spec: TableSpec, seen_keys: set[str], seen_rows: SeenRows | None = None
 ) -> pd.DataFrame:
     """One row per (row position, column) that breaks a rule; parse failures take precedence."""
     failures = _parse_failures(df, spec) + _schema_failures(df, spec)
     failures += _duplicate_failures(df, spec, seen_keys)
+    failures += _repeated_row_failures(df, spec, seen_rows)
     frame = pd.DataFrame(failures, columns=["pos", "column", "rule", "value"])
     # A value that did not parse is also null and of the wrong type: report only the parse.
     return frame.drop_duplicates(subset=["pos", "column"], keep="first")
@@ -246,7 +277,7 @@ def validate_table(
     spec = source.spec
     present = present_columns(con, source)
     report = TableReport(spec.name)
-    labels, seen_keys = _RowLabels(), set()
+    labels, seen_keys, seen_rows = _RowLabels(), set(), SeenRows()
     quarantine = None
     if on_bad_rows is OnBadRows.quarantine:
         rejects_dir = rejects_dir or staging_dir
@@ -264,7 +295,8 @@ def validate_table(
             break
         except (duckdb.Error, OSError) as err:  # DuckDB's read errors arrive as OSError here
             raise _unreadable(source, err) from None
-        _check_batch(batch, spec, report, labels, seen_keys, quarantine, progress)
+        _check_batch(batch, spec, report, labels, (seen_keys, seen_rows), quarantine,
+                     progress)
     if quarantine is not None:
         quarantine.close()
     if report.bad_rows and quarantine is None:
@@ -285,11 +317,11 @@ def _unreadable(source: TableSource, err: Exception) -> ContractError:
 
 
 def _check_batch(batch: pyarrow.RecordBatch, spec: TableSpec, report: TableReport,
-                 labels: _RowLabels, seen_keys: set, quarantine: _Quarantine | None,
-                 progress: Progress | None) -> None:
+                 labels: _RowLabels, seen: tuple[set, SeenRows],
+                 quarantine: _Quarantine | None, progress: Progress | None) -> None:
     """The contract's rules on one batch of rows: counted, reported, set aside if asked."""
     df = batch.to_pandas(types_mapper={pyarrow.bool_(): pd.BooleanDtype()}.get)
-    failures = row_failures(df, spec, seen_keys)
+    failures = row_failures(df, spec, *seen)
     where = labels.labels(df, failures["pos"])
     for row in failures.itertuples():
         report.add(row.column, row.rule, where[row.pos], row.value)
@@ -356,7 +388,7 @@ def frame_problems(frame: pd.DataFrame, spec: TableSpec) -> list[str]:
             typed[name] = typed[name].astype("boolean")
         elif kind.startswith("str"):
             typed[name] = typed[name].astype("str")
-    failures = row_failures(typed, spec, set())
+    failures = row_failures(typed, spec, set(), SeenRows())
     return [_problem_line(spec.name, column, rule, part["pos"])
             for (column, rule), part in failures.groupby(["column", "rule"], sort=False)]
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from datetime import date
 
 import pandas as pd
@@ -171,6 +173,52 @@ def test_links_in_a_table_folder_are_read_once_and_folders_never(tmp_path):
                                                    target_is_directory=True)
     features = build(tmp_path / "data", AS_OF)
     assert features["orders_total"].to_dict() == {"a": 1, "b": 1, "c": 1}
+
+
+def test_hard_links_count_once_and_hidden_files_are_skipped(tmp_path):
+    folder = tmp_path / "data" / "transactions"
+    write_table(folder, "part-1", transactions())
+    os.link(folder / "part-1.csv", folder / "hard-link.csv")
+    write_table(folder, ".part-2", transactions(order_id=["7", "8", "9"]))  # an editor's
+    features = build(tmp_path / "data", AS_OF)
+    assert features["orders_total"].to_dict() == {"a": 1, "b": 1, "c": 1}
+    assert features["spend_total"].to_dict() == {"a": 10.0, "b": 20.0, "c": 30.0}
+
+
+def test_a_copied_file_in_a_table_folder_is_refused(tmp_path):
+    folder = tmp_path / "data" / "transactions"
+    write_table(folder, "part-1", transactions())
+    shutil.copy(folder / "part-1.csv", folder / "part-1 (copy).csv")
+    with pytest.raises(ContractError, match=r"part-1 \(copy\).csv and part-1.csv hold the "
+                                            r"same bytes, so every row would count twice"):
+        build(tmp_path / "data", AS_OF)
+
+
+def test_repeated_rows_are_a_finding_stopped_or_quarantined(tmp_path):
+    data = tmp_path / "data"
+    doubled = pd.concat([transactions(), transactions()], ignore_index=True)
+    write_table(data, "transactions", doubled)
+    with pytest.raises(ContractError) as err:
+        build(data, AS_OF)
+    assert "transactions: 3 rows of 6 break the contract" in str(err.value)
+    assert ("column 'order_id', rule 'unique row (every column equal to an earlier row)': "
+            "3 rows, e.g. row 4: '1'") in str(err.value)
+    features = build(data, AS_OF, on_bad_rows=OnBadRows.quarantine, rejects=tmp_path / "r")
+    assert features["spend_total"].to_dict() == {"a": 10.0, "b": 20.0, "c": 30.0}
+    rejected = pd.read_csv(tmp_path / "r" / "transactions.rejects.csv", dtype=str)
+    assert list(rejected["_where"]) == ["row 4", "row 5", "row 6"]
+    # Two lines of one order that differ in any column are two lines, not a repeat.
+    write_table(data, "transactions", transactions(order_id=["1", "1", "1"],
+                                                   customer_id=["a", "a", "a"]))
+    assert build(data, AS_OF)["spend_total"].to_dict() == {"a": 60.0}
+
+
+def test_a_pipe_in_a_table_folder_is_refused_not_waited_on(tmp_path):
+    folder = tmp_path / "data" / "transactions"
+    write_table(folder, "part-1", transactions())
+    os.mkfifo(folder / "part-2.csv")
+    with pytest.raises(ContractError, match=r"part-2.csv: a pipe \(FIFO\), not a file"):
+        build(tmp_path / "data", AS_OF)
 
 
 @pytest.mark.parametrize("when", ["2099-06-01", "9999-12-31", "0001-01-01", "1899-12-31"])
