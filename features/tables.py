@@ -77,6 +77,78 @@ def load_tables(con: duckdb.DuckDBPyConnection, data_dir: Path, work_dir: Path,
         source = validated[name].relation if name in validated else empty_relation_sql(spec)
         con.sql(f"CREATE OR REPLACE TEMP TABLE contract_{name} AS SELECT * FROM {source}")
         relations[name] = f"contract_{name}"
+    reports = [t.report for t in validated.values()]
+    stray = stray_orders(con, relations["transactions"])
+    if stray is not None:
+        set_aside_stray(con, relations["transactions"], stray, on_bad_rows, rejects, reports)
     start, end = data_span(con, relations["transactions"])
-    return LoadedTables(relations, [t.report for t in validated.values()], end, start,
-                        frozenset(validated))
+    return LoadedTables(relations, reports, end, start, frozenset(validated))
+
+
+# Orders after a gap of more than STRAY_GAP_DAYS with no order, and together at most
+# STRAY_SHARE of all rows, lie "far past the rest of the data": a mistyped date or a test
+# row. Left in, such a row would move the data's end and make label windows that run past
+# the real data look matured.
+STRAY_GAP_DAYS = 30
+STRAY_SHARE = 0.001
+
+
+@dataclass(frozen=True)
+class StrayOrders:
+    """Rows dated far past the rest of the transactions."""
+
+    rows: int
+    first_day: date
+    last_regular_day: date
+
+    @property
+    def gap_days(self) -> int:
+        return (self.first_day - self.last_regular_day).days
+
+    def describe(self) -> str:
+        rows = "1 row" if self.rows == 1 else f"{self.rows:,} rows"
+        return (f"transactions: {rows} dated from {self.first_day} on, {self.gap_days:,} days "
+                f"after the rest of the data (which ends {self.last_regular_day}): a date "
+                f"far past the data would make label windows beyond its real end look "
+                f"matured")
+
+
+def stray_orders(con: duckdb.DuckDBPyConnection, transactions: str) -> StrayOrders | None:
+    """The rows after the latest gap of over ``STRAY_GAP_DAYS`` days, when they are at most
+    ``STRAY_SHARE`` of the table; None when the data runs on to its last row."""
+    found = con.sql(f"""
+        WITH days AS (SELECT CAST(ordered_at AS DATE) AS day, count(*) AS n
+                      FROM {transactions} GROUP BY ALL),
+        spans AS (SELECT day, lag(day) OVER (ORDER BY day) AS before,
+                         sum(n) OVER (ORDER BY day DESC) AS from_here,
+                         sum(n) OVER () AS total FROM days)
+        SELECT from_here, day, before FROM spans
+        WHERE date_diff('day', before, day) > {STRAY_GAP_DAYS}
+          AND from_here <= {STRAY_SHARE} * total
+        ORDER BY day LIMIT 1""").fetchall()
+    if not found:
+        return None
+    rows, first, before = found[0]
+    return StrayOrders(int(rows), first, before)
+
+
+def set_aside_stray(con: duckdb.DuckDBPyConnection, transactions: str, stray: StrayOrders,
+                    on_bad_rows: OnBadRows, rejects: Path, reports: list[TableReport]) -> None:
+    """Stop on stray rows, or (quarantine) move them to the rejects file and go on."""
+    if on_bad_rows is OnBadRows.stop:
+        raise ContractError(f"{stray.describe()}. Nothing was written. Fix or remove them, or "
+                            f"rerun with {setting('on_bad_rows')} quarantine to set them aside "
+                            f"and go on.")
+    after = f"CAST(ordered_at AS DATE) >= DATE '{stray.first_day}'"
+    rows = con.sql(f"SELECT * FROM {transactions} WHERE {after}").df().astype("string")
+    rows["_where"] = f"dated {stray.gap_days:,} days after the rest of the data"
+    rows["_reason"] = "column 'ordered_at': far past the rest of the data"
+    path = rejects / "transactions.rejects.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows.to_csv(path, mode="a", header=not path.exists(), index=False)
+    con.execute(f"DELETE FROM {transactions} WHERE {after}")
+    report = next((r for r in reports if r.table == "transactions"), None)
+    if report is not None:
+        report.bad_rows += stray.rows
+        report.rejects_file = path
+        report.add("ordered_at", "far past the rest of the data", "first", str(stray.first_day))
