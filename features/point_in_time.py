@@ -16,6 +16,7 @@ from pathlib import Path
 import duckdb
 
 from features.contract import KNOWN_EVENT_TYPES, TABLES
+from features.output import output_path
 from features.registry import (
     CHANNELS,
     EVENT_WINDOWS,
@@ -245,6 +246,7 @@ def query_progress(con: duckdb.DuckDBPyConnection,
 def write_features(con: duckdb.DuckDBPyConnection, query: str, out: Path, as_of: date,
                    progress: Callable[[float], None] | None = None) -> int:
     """Write the feature table to Parquet or CSV (by suffix) atomically; return its rows."""
+    out = output_path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     if out.suffix == ".csv":

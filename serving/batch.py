@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 
 from features.contract import ContractError
 from features.errors import setting
+from features.output import output_path, with_default_permissions
 from features.point_in_time import connect, feature_query
 from features.tables import load_tables
 from features.validation import OnBadRows, Progress
@@ -160,6 +161,7 @@ class ParquetDestination:
         if path.suffix != ".parquet":
             raise ContractError(f"{setting('out')} {path}: use a .parquet file or a postgresql:// "
                                 "URL")
+        path = output_path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.lock = _hold_lock(path.with_name(f".{path.name}.lock"), path)
@@ -168,6 +170,7 @@ class ParquetDestination:
         handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.close(handle)
         self.tmp = Path(name)
+        with_default_permissions(self.tmp)
         self.schema = arrow_schema(extras or {})
         self.writer = pq.ParquetWriter(self.tmp, self.schema)
 

@@ -20,6 +20,7 @@ from rich.progress import Progress
 
 from churn.model_steps import score
 from features.contract import ContractError
+from features.job import FeaturesJobConfig, run_features
 from features.labels import ChurnLabelConfig
 from features.synthetic import GenerateConfig, generate
 from operations.campaign import PlanConfig, plan_campaign, write_plan
@@ -141,6 +142,22 @@ def test_postgres_rows_carry_reasons_as_json_and_an_older_table_is_refused(
     with pytest.raises(ContractError, match=r"old_scores has other columns.*missing "
                                             r"\[.*'risk_band'.*\?table=NAME"):
         score_to(f"{postgres_database}?table=old_scores", data, champion)
+
+
+def test_scores_get_the_features_permissions_and_a_linked_out_stays_a_link(
+        champion, synthetic_data, tmp_path):
+    data, _ = synthetic_data
+    features = run_features(FeaturesJobConfig(data=data, as_of=AS_OF,
+                                              out=tmp_path / "features.parquet"))
+    score_to(str(tmp_path / "scores.parquet"), data, champion)
+    mode = (tmp_path / "features.parquet").stat().st_mode & 0o777
+    assert features.rows > 0 and mode & 0o044  # others may read, by the umask
+    assert (tmp_path / "scores.parquet").stat().st_mode & 0o777 == mode
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "latest.parquet").symlink_to(tmp_path / "shared" / "scores.parquet")
+    score_to(str(tmp_path / "latest.parquet"), data, champion)
+    assert (tmp_path / "latest.parquet").is_symlink()
+    assert len(pd.read_parquet(tmp_path / "shared" / "scores.parquet")) == features.rows
 
 
 def start_scoring(out: str, data: Path, cwd: Path, store: str,
