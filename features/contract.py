@@ -41,6 +41,15 @@ def _non_empty() -> pa.Check:
     return pa.Check(non_empty, name="not_empty")
 
 
+def no_nul(values: pd.Series) -> pd.Series:
+    """Text without NUL characters, which databases (PostgreSQL) cannot store."""
+    return ~values.str.contains("\x00", regex=False).fillna(False).astype(bool)
+
+
+def _no_nul() -> pa.Check:
+    return pa.Check(no_nul, name="no NUL character")
+
+
 def _finite() -> pa.Check:
     # Nulls are the nullable rule's business; this one rejects inf and -inf.
     return pa.Check(lambda s: s.isna() | np.isfinite(s), name="finite")
@@ -57,7 +66,7 @@ def _plausible_amount() -> pa.Check:
 
 
 def _key() -> pa.Column:
-    return pa.Column(str, _non_empty(), nullable=False)
+    return pa.Column(str, [_non_empty(), _no_nul()], nullable=False)
 
 
 # Times outside these are mistakes (a placeholder year, a unit error), and one in the future
@@ -108,7 +117,7 @@ TRANSACTIONS = TableSpec(
             "ordered_at": _timestamp(),
             # Negative amounts are returns: they net off spend but are not orders.
             "amount": pa.Column(float, [_finite(), _plausible_amount()], nullable=False),
-            "channel": pa.Column(str, nullable=True, required=False),
+            "channel": pa.Column(str, _no_nul(), nullable=True, required=False),
         },
         name="transactions",
     ),
@@ -123,7 +132,7 @@ EVENTS = TableSpec(
         {
             "customer_id": _key(),
             "occurred_at": _timestamp(),
-            "event_type": pa.Column(str, _non_empty(), nullable=False),
+            "event_type": pa.Column(str, [_non_empty(), _no_nul()], nullable=False),
         },
         name="events",
     ),
@@ -154,7 +163,7 @@ EXPOSURES = TableSpec(
     schema=pa.DataFrameSchema(
         {
             "customer_id": _key(),
-            "campaign_id": pa.Column(str, _non_empty(), nullable=False),
+            "campaign_id": pa.Column(str, [_non_empty(), _no_nul()], nullable=False),
             "exposed_at": _timestamp(),
             "treatment": pa.Column(float, pa.Check.isin([0.0, 1.0]), nullable=False),
         },

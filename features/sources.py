@@ -40,16 +40,60 @@ class TableSource:
         return f"read_parquet({paths}, union_by_name = true{filename})"
 
 
-def duckdb_error_line(err: Exception) -> str:
-    """DuckDB's error in one line: its first, and the line of the file it names, if any."""
+def duckdb_error_line(err: Exception, path: Path | None = None) -> str:
+    """DuckDB's error in one line: its first, the cause it gives further down, and the line
+    of the file it names. For a CSV file DuckDB could not parse, the file is scanned for the
+    usual causes (a line over DuckDB's size limit, mixed line endings) to name the line."""
     text = str(err).strip()
     first = text.splitlines()[0] if text else type(err).__name__
+    named = re.search(r"^\s*file = (.+)$", text, re.MULTILINE)
+    if named and path is not None and path.is_dir():
+        path = path / Path(named.group(1).strip()).name
+    if path is not None and path.suffix == ".csv" and path.is_file():
+        found = csv_problem(path)
+        if found:
+            return found
     if "not utf-8 encoded" in text:
         first += " The file is not UTF-8: save it as UTF-8."
     elif "sniffing" in first:
         first += " Tables must be UTF-8 CSV with a header row, commas and \" quotes."
+    cause = next((line.strip() for line in text.splitlines()[1:] if CAUSES.search(line)), None)
+    if cause:
+        first = f"{first}: {cause}"
     where = re.search(r"\b[Ll]ine:? (\d+)", text)
     return f"{first} (line {where.group(1)})" if where and where.group(0) not in first else first
+
+
+# What DuckDB says of a CSV line's real problem, below its first line.
+CAUSES = re.compile(r"Maximum line size|Expected Number of Columns|unterminated quote|"
+                    r"Invalid unicode", re.IGNORECASE)
+MAX_LINE_BYTES = 2_000_000  # DuckDB's max_line_size
+
+
+def csv_problem(path: Path) -> str | None:
+    """The first line of a CSV file that is over DuckDB's line size limit, or whose ending
+    differs from the first line's (CRLF, LF or a bare CR), named with its line number."""
+    first_ending, number = None, 0
+    with path.open("rb") as handle:
+        for raw in handle:
+            number += 1
+            line = raw.rstrip(b"\n")
+            if len(line) > MAX_LINE_BYTES:
+                return (f"{path}: line {number} is {len(line):,} bytes, over the "
+                        f"{MAX_LINE_BYTES:,} a CSV line may hold (a missing line ending or "
+                        f"quote?)")
+            if b"\r" in line[:-1]:
+                return (f"{path}: line {number} holds a bare carriage return (\\r), an old "
+                        f"line ending: save the file with one kind of line ending (\\n or "
+                        f"\\r\\n)")
+            if not raw.endswith(b"\n"):
+                continue
+            ending = "\\r\\n" if line.endswith(b"\r") else "\\n"
+            first_ending = first_ending or ending
+            if ending != first_ending:
+                return (f"{path}: line {number} ends with {ending} but line 1 with "
+                        f"{first_ending}: mixed line endings; save the file with one kind")
+    return None
 
 
 def _quote(text: str) -> str:
@@ -151,7 +195,7 @@ def present_columns(con: duckdb.DuckDBPyConnection, source: TableSource) -> list
         described = con.sql(f"DESCRIBE SELECT * FROM {source.raw_scan()}").fetchall()
     except duckdb.Error as err:
         raise ContractError(f"{source.label}: cannot read {source.files[0]}: "
-                            f"{duckdb_error_line(err)}") from None
+                            f"{duckdb_error_line(err, source.files[0])}") from None
     columns = [row[0] for row in described]
     missing = [c for c in source.spec.required_columns if c not in columns]
     if missing:

@@ -313,7 +313,8 @@ def validate_table(
 
 def _unreadable(source: TableSource, err: Exception) -> ContractError:
     where = source.files[0] if len(source.files) == 1 else source.files[0].parent
-    return ContractError(f"{source.spec.name}: cannot read {where}: {duckdb_error_line(err)}")
+    return ContractError(f"{source.spec.name}: cannot read {where}: "
+                         f"{duckdb_error_line(err, where)}")
 
 
 def _check_batch(batch: pyarrow.RecordBatch, spec: TableSpec, report: TableReport,
@@ -410,6 +411,9 @@ def id_problems(ids: list[str], spec: TableSpec) -> list[str]:
     blank = [i for i, value in enumerate(ids) if not value.strip()]
     if blank:
         lines.append(_problem_line(spec.name, "customer_id", "not_empty", blank))
+    nul = [i for i, value in enumerate(ids) if "\x00" in value]
+    if nul:
+        lines.append(_problem_line(spec.name, "customer_id", "no NUL character", nul))
     if spec.unique_key == ("customer_id",) and len(set(ids)) != len(ids):
         seen: set[str] = set()
         repeated = [i for i, value in enumerate(ids) if value in seen or seen.add(value)]

@@ -232,6 +232,10 @@ def parse_postgres_url(url: str) -> tuple[str, str]:
     if len(tables) != 1 or not TABLE_NAME.match(tables[0]):
         raise ContractError(f"{setting('out')} {safe_url(url)}: add ?table=NAME (letters, digits, "
                             "_; optionally schema.name)")
+    if tables[0] != tables[0].lower():
+        raise ContractError(f"{setting('out')} {safe_url(url)}: table={tables[0]} has capitals, "
+                            f"which PostgreSQL folds to lowercase in plain SQL; use "
+                            f"table={tables[0].lower()}")
     clean = urlunsplit(parts._replace(query=urlencode(query, doseq=True)))
     return clean, tables[0]
 

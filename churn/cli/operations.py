@@ -105,7 +105,8 @@ def retrain_command(
     """
     from churn import model_steps as steps
 
-    uri = use_store()
+    # Retraining needs a champion, so the store must exist: a mistyped path creates nothing.
+    uri = use_store(read_only=True, writes=True)
     try:
         outcome = steps.run_retrain(data, model_name, experiment, on_bad_rows, progress_bar())
     except steps.USER_ERRORS as err:

@@ -24,8 +24,8 @@ from training.tracking import log_churn_run
 CHURN = [sys.executable, "-m", "churn"]
 
 
-def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = process_env(COLUMNS="200")
+def run(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    env = process_env(COLUMNS="200", **env)
     return subprocess.run([*CHURN, *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=300, check=False)
 
@@ -254,6 +254,13 @@ def test_a_read_only_store_is_one_line_and_scoring_can_record_elsewhere(
         assert run.info.status == "FINISHED" and run.data.tags["churn_version"] == "1"
     finally:
         shutil.rmtree(shared, ignore_errors=True)
+
+
+def test_retrain_on_a_mistyped_store_creates_nothing(tmp_path):
+    typo = tmp_path / "mlfow.db"
+    done = run("retrain", "--data", ".", cwd=tmp_path, MLFLOW_TRACKING_URI=f"sqlite:///{typo}")
+    assert done.returncode == 1 and f"no MLflow store at {typo}" in done.stderr, done.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_serve_without_a_champion_stops_at_once(tmp_path, mlflow_store):

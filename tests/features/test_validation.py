@@ -250,6 +250,12 @@ def test_a_quoted_id_far_down_the_file_is_read(tmp_path):
 @pytest.mark.parametrize(("last", "message"), [
     (b"c\xff,o-x,1997-02-01,5", "CSV Error on Line: 25002 The file is not UTF-8"),
     (b'"unclosed,o-x,1997-02-01,5', "cannot read"),
+    (b"c-long,o-x,1997-02-01," + b"9" * 2_100_000,
+     "line 25002 is 2,100,022 bytes, over the 2,000,000 a CSV line may hold"),
+    (b"c-cr,o-x,1997-02-01,5\r", r"line 25002 ends with \r\n but line 1 with \n: mixed line "
+                                 r"endings"),
+    (b"c-mac,o-x,1997-02-01,5\rc-2,o-y,1997-02-01,5",
+     r"line 25002 holds a bare carriage return (\r)"),
 ])
 def test_an_unreadable_csv_is_one_line_naming_file_and_line(tmp_path, last, message):
     rows = [f"c{i},o{i},1997-01-01,10".encode() for i in range(25_000)]
@@ -269,9 +275,17 @@ def test_mixed_formats_in_a_folder_are_refused(tmp_path):
         build(tmp_path / "data", AS_OF)
 
 
+def test_a_nul_character_in_an_id_is_refused_at_the_contract(tmp_path):
+    write_table(tmp_path / "data", "transactions",
+                transactions(customer_id=["a", "b\x00", "c"]), fmt="parquet")
+    with pytest.raises(ContractError, match=r"'customer_id', rule 'no NUL character': 1 row, "
+                                            r"e.g. row 2"):
+        build(tmp_path / "data", AS_OF)
+
+
 def test_request_ids_meet_the_same_rules_as_files():
     """The quick id check of online requests gives what the contract's own rules give."""
-    ids = ["a", " ", "", "\t\n", "\u00a0", "b", "a", "\u2003x", "b", "ok"]
+    ids = ["a", " ", "", "\t\n", "\u00a0", "b", "a", "\u2003x", "b", "ok", "n\x00ul", "\x00"]
     assert id_problems(ids, TABLES["customers"]) == frame_problems(
         pd.DataFrame({"customer_id": ids}), TABLES["customers"])
     assert id_problems(ids, TABLES["transactions"]) == frame_problems(

@@ -346,6 +346,8 @@ def test_a_postgres_password_never_reaches_a_message():
 def test_postgres_url_needs_a_plain_table_name():
     assert parse_postgres_url("postgresql://u@h:5432/db?table=s.scores&sslmode=disable") == (
         "postgresql://u@h:5432/db?sslmode=disable", "s.scores")
+    with pytest.raises(ContractError, match=r"table=Scores has capitals.*use table=scores"):
+        parse_postgres_url("postgresql://h/db?table=Scores")
     for bad in ("postgresql://h/db", "postgresql://h/db?table=x;drop", "postgresql://h/db?table="):
         with pytest.raises(ContractError, match=r"add \?table=NAME"):
             parse_postgres_url(bad)
