@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 APP := $(VENV)/.installed-app
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test notebooks browser bench bench-value bench-churn bench-serving bench-soak bench-batch bench-uplift bench-monitor lint clean
+.PHONY: demo test notebooks browser bench bench-value bench-churn bench-serving bench-soak bench-batch bench-uplift bench-uplift-suite bench-monitor lint clean
 
 # The project alone, for the demo; the test tools on top, for the suite.
 $(APP): pyproject.toml
@@ -70,6 +70,11 @@ bench-value: $(STAMP)
 
 bench-uplift: $(STAMP)
 	$(BIN)/python bench/uplift_hillstrom.py
+
+# Every uplift learner and the default on the suite of experiments (needs the bench extra).
+bench-uplift-suite: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python bench/uplift_suite.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

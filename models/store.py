@@ -85,9 +85,10 @@ def _check_server(uri: str, timeout: float) -> None:
             with urllib.request.urlopen(url, timeout=timeout):
                 pass
         except urllib.error.HTTPError as err:
-            if err.code >= 500:
-                raise StoreError(f"the MLflow tracking server at {uri} fails: {what} answered "
-                                 f"HTTP {err.code} (MLFLOW_TRACKING_URI)") from None
+            # /health must answer 200; the API may refuse the probe (4xx) but not fail (5xx).
+            if err.code >= 500 or what == "/health":
+                raise StoreError(f"cannot reach the MLflow tracking server at {uri}: {what} "
+                                 f"answered HTTP {err.code} (MLFLOW_TRACKING_URI)") from None
         except (urllib.error.URLError, OSError) as err:
             reason = getattr(err, "reason", err)
             if isinstance(reason, TimeoutError) or "timed out" in str(reason):

@@ -46,6 +46,40 @@ class Effect:
             return np.full(len(X), np.nan)
         return predict_terms(self.parts[part], X, cache)
 
+    def predict_all(self, X: pd.DataFrame, cache: dict | None = None) -> dict[str, np.ndarray]:
+        """The effect (``spend``), its ``conversion`` and ``order_value`` parts reconciled
+        with it (see ``reconcile``; as fitted for a model saved without what that needs),
+        and ``buy_if_contacted``."""
+        cache = {} if cache is None else cache
+        spend = self.predict(X, cache)
+        parts = {part: self.predict_part(X, part, cache) for part in
+                 (*PARTS, "buy_if_contacted", "order_value_control")}
+        if "order_value_control" in self.parts:
+            parts["conversion"], parts["order_value"] = reconcile(
+                spend, parts["conversion"], parts["order_value"], parts["buy_if_contacted"],
+                parts["order_value_control"])
+        return {"spend": spend, **parts}
+
+
+def reconcile(spend: np.ndarray, conversion: np.ndarray, order_value: np.ndarray,
+              buy_treated: np.ndarray, value_control: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Conversion and order-value effects that add up to the spend effect.
+
+    With buying probabilities p and spend among buyers v in each group, spend changes by
+    p_t v_t - p_c v_c = dp * v_mean + p_mean * dv exactly. The two-part model estimates dp
+    and dv on its own; the spend effect comes from the whole ensemble. The gap between
+    the two is split evenly between the parts in spend units, so the identity holds for the
+    ensemble's effect: a spend effect can no longer have the opposite sign to both parts.
+    """
+    buy_control = np.clip(buy_treated - conversion, 0.0, 1.0)
+    value_treated = value_control + order_value
+    p_mean = np.maximum((buy_treated + buy_control) / 2.0, 0.01)
+    floor = max(float(np.nanmean(np.abs(value_control))) * 0.01, 1e-9)
+    v_mean = np.maximum((value_treated + value_control) / 2.0, floor)
+    gap = spend - (conversion * v_mean + p_mean * order_value)
+    return conversion + gap / (2.0 * v_mean), order_value + gap / (2.0 * p_mean)
+
 
 def _save_booster(booster: lgb.Booster, folder: Path, name: str, saved: dict[int, str]) -> str:
     """The file holding ``booster``: written once, however many terms share it."""
@@ -131,9 +165,10 @@ class UpliftModel:
         X = self.frame(rows)
         columns, cache = {}, {}
         for arm, effect in self.learners.items():
-            columns[f"uplift_{arm}"] = effect.predict(X, cache)
+            answers = effect.predict_all(X, cache)
+            columns[f"uplift_{arm}"] = answers["spend"]
             for part in PARTS if effect.parts else ():
-                columns[f"uplift_{part}_{arm}"] = effect.predict_part(X, part, cache)
+                columns[f"uplift_{part}_{arm}"] = answers[part]
         return pd.DataFrame(columns, index=rows.index)
 
     def predict_arm(self, matrix: np.ndarray, arm: str | None = None) -> np.ndarray:
@@ -148,10 +183,10 @@ class UpliftModel:
         matrix of ``features`` (the parts NaN when the model has none)."""
         effect = self.learners[arm or self.arms[0]]
         X = self.frame(pd.DataFrame(matrix, columns=self.features))
-        cache: dict = {}  # the two-part boosters serve the effect and its parts
-        return {"uplift_spend": effect.predict(X, cache),
-                **{f"uplift_{part}": effect.predict_part(X, part, cache) for part in PARTS},
-                "buy_if_contacted": effect.predict_part(X, "buy_if_contacted", cache)}
+        answers = effect.predict_all(X)  # the two-part boosters serve the effect and parts
+        return {"uplift_spend": answers["spend"],
+                **{f"uplift_{part}": answers[part] for part in PARTS},
+                "buy_if_contacted": answers["buy_if_contacted"]}
 
     def save(self, folder: Path) -> Path:
         folder.mkdir(parents=True, exist_ok=True)

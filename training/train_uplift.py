@@ -24,7 +24,6 @@ from features.cores import job_threads
 from features.errors import setting
 from features.tables import load_tables
 from models.uplift_model import PARTS, Effect, UpliftModel
-from models.uplift_terms import predict_terms
 from training.config import AUTO, BaseParams, ExperimentError, UpliftTrainConfig
 from training.uplift_data import (
     CONTROL,
@@ -368,13 +367,13 @@ def evaluate_arm(part: Experiment, cfg: UpliftTrainConfig, folds: int, repeat: i
             estimates.setdefault(name, np.full(len(y), np.nan))[held] = member.predict(X_held)
             scores.setdefault(name, np.full(len(y), np.nan))[held] = fold_rank(
                 estimates[name][held])
-        for name, terms in (getattr(learner, "parts_", None) or {}).items():
-            if name not in PARTS:
-                continue
-            parts.setdefault(f"uplift_{name}", np.full(len(y), np.nan))[held] = predict_terms(
-                terms, X_held)
-            parts.setdefault(f"part_score_{name}", np.full(len(y), np.nan))[held] = fold_rank(
-                parts[f"uplift_{name}"][held])
+        if getattr(learner, "parts_", None):  # the parts as the saved model gives them
+            answers = Effect(learner.terms_, learner.parts_).predict_all(X_held)
+            for name in PARTS:
+                parts.setdefault(f"uplift_{name}", np.full(len(y), np.nan))[held] = answers[
+                    name]
+                parts.setdefault(f"part_score_{name}", np.full(len(y), np.nan))[
+                    held] = fold_rank(answers[name])
         for name, scorer in (scorers or {}).items():
             estimates[name][held] = scorer(X_fit, y[fit], t[fit], X_held)
             scores[name][held] = fold_rank(estimates[name][held])

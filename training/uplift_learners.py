@@ -225,7 +225,8 @@ class TwoPartLearner(UpliftLearner):
         self.parts_ = {"conversion": [(1.0, parts["treated"][0]), (-1.0, parts["control"][0])],
                        "buy_if_contacted": [(1.0, parts["treated"][0])],
                        "order_value": [(1.0, parts["treated"][1]),
-                                       (-1.0, parts["control"][1])]}
+                                       (-1.0, parts["control"][1])],
+                       "order_value_control": [(1.0, parts["control"][1])]}
         return self
 
 
@@ -412,10 +413,185 @@ class DistilledEnsembleLearner(EnsembleLearner):
         return {**self.fitted_, "ensemble": self.average_}
 
 
+def _averaged(fold_terms: list[list[Term]]) -> list[Term]:
+    """One model from the same learner fitted on each inner fold: the mean of their terms."""
+    share = 1.0 / len(fold_terms)
+    return [(share * weight, model) for terms in fold_terms for weight, model in terms]
+
+
+class AdaptiveLearner(EnsembleLearner):
+    """The ensemble's members, weighted by what the experiment's own held-out rows show.
+
+    Fitting, on two folds inside the fitted rows (each learner fitted on one fold scores the
+    other, and the model kept is the mean of its two fold fits, so nothing is fitted twice):
+
+    1. Shared nuisances: per fold, one outcome model per group. The T-learner is their
+       difference; the X-learner imputes effects from them; the DR pseudo-outcome (and the
+       ridge DR) uses their out-of-fold predictions. The transformed outcome needs none; the
+       two-part model has its own (it models buying and spend among buyers).
+    2. Skill: each member's held-out R-loss (Nie and Wager) against a constant effect, each
+       estimate with its own best scale and constant. A member that does not beat the
+       constant effect on rows it never saw gets no weight.
+    3. Weights: the skilled members' standardised mean (the plain ensemble's rule), unless
+       R-loss weights, themselves fitted on one fold and judged on the other, beat that mean
+       by more than one standard error of the per-row gain. With no skilled member the
+       model is the average effect: no ranking is claimed that the data cannot support.
+    4. Calibration: the combination's held-out R-loss gives its scale (shrunk toward the
+       average effect, never stretched: at most 1) and constant, so effects are no wider
+       than the experiment supports. Scaling does not change the ranking.
+
+    ``parts_`` are the two-part member's (fold mean), for the conversion and order-value
+    split, which ``models.uplift_model`` reconciles with the effect.
+    """
+
+    name = "adaptive"
+    standard_errors = 1.0
+    weighting = "stack_gate"
+
+    def fit(self, X: pd.DataFrame, y: np.ndarray, treatment: np.ndarray) -> AdaptiveLearner:
+        t, c, share = _split(treatment)
+        y = np.asarray(y, dtype=float)
+        fold = inner_folds(t.astype(int), self.base_params.seed)
+        nuisance, mu_t, mu_c = self._nuisances(X, y, t, c, fold)
+        residual_y = y - (share * mu_t + (1.0 - share) * mu_c)
+        residual_t = t - share
+        pseudo = mu_t - mu_c + t * (y - mu_t) / share - c * (y - mu_c) / (1.0 - share)
+        fold_terms, held_out = self._members(X, y, t, c, share, fold, nuisance, pseudo)
+        self.fitted_ = {name: _Fitted(_averaged(terms)) for name, terms in fold_terms.items()}
+        self.skill_ = {name: r_loss_gain(estimate, np.zeros(len(y)), residual_y, residual_t)
+                       for name, estimate in held_out.items()}
+        skilled = [name for name, (gain, _) in self.skill_.items() if gain > 0]
+        self.weights_ = dict.fromkeys(held_out, 0.0)
+        if not skilled:
+            self.rule_, self.scale_ = "none skilled", 0.0
+            self.terms_ = [(1.0, Constant(float(np.mean(pseudo))))]
+        else:
+            weights, constant = self._weights(skilled, held_out, fold, residual_y, residual_t)
+            combined = constant + sum(w * held_out[n] for n, w in zip(skilled, weights,
+                                                                        strict=True))
+            (scale,), offset = r_loss_weights([combined], residual_y, residual_t)
+            self.scale_ = min(scale, 1.0)
+            if scale > 1.0:  # never stretched: the constant follows the mean effect
+                offset = float(np.mean(pseudo) - self.scale_ * np.mean(combined))
+            self.weights_.update(zip(skilled, weights, strict=True))
+            self.terms_ = [(self.scale_ * w * weight, model)
+                           for name, w in zip(skilled, weights, strict=True)
+                           for weight, model in self.fitted_[name].terms_] + [
+                (1.0, Constant(self.scale_ * constant + offset))]
+        self.parts_ = ({part: _averaged(terms) for part, terms in self.two_part_.items()}
+                       if self.two_part_ else {})
+        return self
+
+    def _nuisances(self, X: pd.DataFrame, y: np.ndarray, t: np.ndarray, c: np.ndarray,
+                   fold: np.ndarray) -> tuple[list, np.ndarray, np.ndarray]:
+        """Per fold, the outcome models of each group fitted on the other fold; and every
+        row's out-of-fold predictions of both."""
+        models, mu_t, mu_c = [], np.empty(len(y)), np.empty(len(y))
+        for k in (0, 1):
+            fit, out = fold != k, fold == k
+            pair = (fit_regressor(X[fit & t], y[fit & t], self.base_params),
+                    fit_regressor(X[fit & c], y[fit & c], self.base_params))
+            mu_t[out], mu_c[out] = pair[0].predict(X[out]), pair[1].predict(X[out])
+            models.append(pair)
+        return models, mu_t, mu_c
+
+    def _members(self, X: pd.DataFrame, y: np.ndarray, t: np.ndarray, c: np.ndarray,
+                 share: float, fold: np.ndarray, nuisance: list, pseudo: np.ndarray
+                 ) -> tuple[dict[str, list[list[Term]]], dict[str, np.ndarray]]:
+        """Each member fitted on each fold (its terms), and its estimates of the rows of the
+        fold it was not fitted on."""
+        z = y * (t - share) / (share * (1.0 - share))
+        fold_terms: dict[str, list[list[Term]]] = {}
+        held_out: dict[str, np.ndarray] = {}
+        two_part: dict[str, list[list[Term]]] | None = {}
+        for k in (0, 1):
+            fit, out = fold != k, fold == k
+            treated_model, control_model = nuisance[k]  # fitted on the fold != k rows
+            members = {
+                "t_learner": [(1.0, treated_model), (-1.0, control_model)],
+                "x_learner": [
+                    (share, fit_regressor(X[fit & c], treated_model.predict(X[fit & c])
+                                          - y[fit & c], self.base_params)),
+                    (1.0 - share, fit_regressor(X[fit & t], y[fit & t]
+                                                - control_model.predict(X[fit & t]),
+                                                self.base_params))],
+                "dr_learner": [(1.0, fit_regressor(X[fit], pseudo[fit], self.base_params))],
+                "dr_linear": [(1.0, fit_linear(X[fit], pseudo[fit]))],
+                "transformed_outcome": [(1.0, fit_regressor(X[fit], z[fit],
+                                                            self.base_params))]}
+            if two_part is not None:
+                try:
+                    hurdle = TwoPartLearner(self.params).fit(X[fit], y[fit], t[fit])
+                    members["two_part"] = hurdle.terms_
+                    for part, terms in hurdle.parts_.items():
+                        two_part.setdefault(part, []).append(terms)
+                except ValueError:  # too few buyers (or non-buyers) in a group for a hurdle
+                    two_part = None
+            for name, terms in members.items():
+                fold_terms.setdefault(name, []).append(terms)
+                held_out.setdefault(name, np.zeros(len(y)))[out] = predict_terms(terms, X[out])
+        if two_part is None and "two_part" in fold_terms:  # fitted on one fold only
+            fold_terms.pop("two_part")
+            held_out.pop("two_part")
+        self.two_part_ = two_part or {}
+        return fold_terms, held_out
+
+    def _weights(self, skilled: list[str], held_out: dict[str, np.ndarray], fold: np.ndarray,
+                 residual_y: np.ndarray, residual_t: np.ndarray) -> tuple[list[float], float]:
+        """The skilled members' standardised mean, or R-loss weights when those, fitted on
+        one fold, beat it on the other by more than ``standard_errors``."""
+        estimates = [held_out[name] for name in skilled]
+        equal = standardised_mean(estimates)
+        if self.weighting == "gain":
+            gains = np.array([self.skill_[name][0] for name in skilled])
+            shares = gains / gains.sum()
+            spread = np.array([max(float(np.std(e)), 1e-12) for e in estimates])
+            weights = shares * spread.mean() / spread
+            means = np.array([float(np.mean(e)) for e in estimates])
+            self.rule_ = "held-out gain weights"
+            return weights.tolist(), float(means @ shares - weights @ means)
+        if len(skilled) == 1:
+            self.rule_ = "one skilled member"
+            return equal
+        stacked = np.zeros(len(residual_y))
+        for k in (0, 1):
+            fit, out = fold != k, fold == k
+            weights, constant = r_loss_weights([e[fit] for e in estimates], residual_y[fit],
+                                               residual_t[fit])
+            stacked[out] = constant + sum(w * e[out] for w, e in zip(weights, estimates,
+                                                                   strict=True))
+        averaged = equal[1] + sum(w * e for w, e in zip(equal[0], estimates, strict=True))
+        self.stacking_gain_ = r_loss_gain(stacked, averaged, residual_y, residual_t)
+        mean, error = self.stacking_gain_
+        if mean > self.standard_errors * error:
+            self.rule_ = "held-out R-loss weights"
+            return r_loss_weights(estimates, residual_y, residual_t)
+        self.rule_ = "standardised mean of the skilled"
+        return equal
+
+    def combination(self) -> str:
+        weights = ", ".join(f"{name} {w:.3g}" for name, w in self.weights_.items())
+        return (f"{self.rule_}: {weights}; shrunk by {self.scale_:.3g} to the held-out "
+                f"effect scale")
+
+    def compared(self) -> dict[str, Regressor]:
+        return dict(self.fitted_)
+
+
+class _Fitted:
+    """A member kept as its (fold-averaged) terms: what ``compared`` and the weights use."""
+
+    def __init__(self, terms: list[Term]) -> None:
+        self.terms_ = terms
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        return predict_terms(self.terms_, X)
+
+
 LEARNERS: dict[str, type[UpliftLearner]] = {
     cls.name: cls for cls in (TLearner, XLearner, DRLearner, LinearDRLearner,
                                TransformedOutcome, TwoPartLearner, EnsembleLearner,
-                               StackedLearner, DistilledEnsembleLearner)}
+                               StackedLearner, DistilledEnsembleLearner, AdaptiveLearner)}
 
 
 def make_learner(name: str, params: BaseParams | None = None, seed: int | None = None

@@ -167,7 +167,7 @@ class HalfDownServer(http.server.BaseHTTPRequestHandler):
 
 
 def test_a_tracking_server_whose_api_fails_is_named_within_seconds(tmp_path):
-    for api, message in (("503", "fails: its API answered HTTP 503"),
+    for api, message in (("503", "its API answered HTTP 503"),
                          ("hang", "no answer from its API within 5 s")):
         handler = type(f"Half{api}", (HalfDownServer,), {"api": api})
         server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)

@@ -1,0 +1,235 @@
+"""Every uplift learner and the default on a suite of experiments, on the same folds.
+
+The suite: Hillstrom (each e-mail arm against no e-mail, on spend and on conversion), the
+synthetic campaign of `churn generate`, Nie and Wager's set-ups A-D from `causalml.dataset`
+at 2,000, 10,000 and 50,000 rows, and three of our own: an effect linear in two features,
+no effect at all, and an effect confined to 5% of customers. The causalml set-ups keep their
+features, baseline b(x) and effect tau(x) and randomise the treatment (p = 0.5, as in the
+experiments this project learns from): y = b + (w - 0.5) tau + noise.
+
+Each set: 5 folds stratified by group (the same for every learner); every learner is fitted
+on four folds and scores the fifth; the Qini area of each held-out fold (the area between
+the Qini curve and random targeting, per treated customer, in % of the set's outcome
+standard deviation; 0 = random), averaged, with its standard error over the folds. The
+usual Qini coefficient divides that area by the fold's total increment, which is noise
+where the average effect is near 0 (no effect, set-up D) and flips sign with it; it is
+printed too, for Hillstrom and the synthetic campaign, where earlier tables used it.
+The target for the default: at least the best single learner's Qini minus that learner's
+standard error, and not below random (its mean plus its standard error at least 0). Also
+the default's fitting time against the plain ensemble's (both fitted on the same folds).
+
+    python bench/uplift_suite.py [--sets hillstrom synthetic nie_wager own] [--folds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent]
+
+import lightgbm as lgb  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from features.synthetic import GenerateConfig, generate  # noqa: E402
+from training.config import BaseParams, UpliftTrainConfig  # noqa: E402
+from training.train_uplift import _folds, load_experiment  # noqa: E402
+from training.uplift_learners import (  # noqa: E402
+    EnsembleLearner,
+    make_learner,
+    standardised_mean,
+)
+from training.uplift_metrics import UpliftMetrics, _area, qini_curve  # noqa: E402
+
+HILLSTROM = (Path(__file__).resolve().parents[2] / "shared" / "data" / "hillstrom"
+             / "hillstrom.csv")
+SINGLES = EnsembleLearner.members
+DEFAULT = "adaptive"
+SIZES = (2_000, 10_000, 50_000)
+
+
+def hillstrom_sets() -> Iterator[tuple[str, pd.DataFrame, np.ndarray, np.ndarray]]:
+    for outcome in ("spend", "conversion"):
+        other = "conversion" if outcome == "spend" else "spend"
+        cfg = UpliftTrainConfig(table=HILLSTROM, treatments=("segment=Womens E-Mail",
+                                                             "segment=Mens E-Mail"),
+                                control="segment=No E-Mail", outcome=outcome,
+                                ignore=("visit", other))
+        experiment = load_experiment(cfg)
+        for arm in experiment.arms:
+            part = experiment.arm(arm)
+            name = f"Hillstrom {arm.removeprefix('segment=').removesuffix(' E-Mail')} {outcome}"
+            yield name, part.features, part.outcome(), part.treated()
+
+
+def synthetic_sets() -> Iterator[tuple[str, pd.DataFrame, np.ndarray, np.ndarray]]:
+    with tempfile.TemporaryDirectory(prefix="churn-uplift-suite-") as tmp:
+        generate(GenerateConfig(customers=20_000, seed=7), Path(tmp) / "data")
+        experiment = load_experiment(UpliftTrainConfig(data=Path(tmp) / "data"))
+        part = experiment.arm(experiment.arms[0])
+        yield "synthetic campaign spend", part.features, part.outcome(), part.treated()
+
+
+def randomised(X: np.ndarray, b: np.ndarray, tau: np.ndarray, seed: int, sigma: float = 1.0
+               ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    w = rng.integers(0, 2, len(b))
+    y = b + (w - 0.5) * tau + sigma * rng.normal(size=len(b))
+    return pd.DataFrame(X, columns=[f"x{i}" for i in range(X.shape[1])]), y, w
+
+
+def nie_wager_sets() -> Iterator[tuple[str, pd.DataFrame, np.ndarray, np.ndarray]]:
+    from causalml.dataset import synthetic_data  # noqa: PLC0415 - the bench extra only
+
+    for mode, setup in zip((1, 2, 3, 4), "ABCD", strict=True):
+        for n in SIZES:
+            np.random.seed(mode * 100 + n % 97)  # causalml draws from numpy's global state
+            _, X, _, tau, b, _ = synthetic_data(mode=mode, n=n, p=6, sigma=1.0)
+            features, y, w = randomised(X, b, tau, seed=n + mode)
+            yield f"Nie-Wager {setup} n={n:,}", features, y, w
+
+
+def own_sets(n: int = 20_000) -> Iterator[tuple[str, pd.DataFrame, np.ndarray, np.ndarray]]:
+    rng = np.random.default_rng(11)
+    X = rng.normal(size=(n, 6))
+    baseline = 2 * np.sin(X[:, 2]) + X[:, 3] ** 2 + X[:, 4]
+    effects = {"linear effect": 1.0 + 0.5 * X[:, 0] + 0.3 * X[:, 1],
+               "no effect": np.zeros(n),
+               "effect in 5% only": np.where(X[:, 0] > 1.645, 2.0, 0.0)}
+    for seed, (name, tau) in enumerate(effects.items()):
+        features, y, w = randomised(X, baseline, tau, seed=seed)
+        yield f"{name} n={n:,}", features, y, w
+
+
+SETS = {"hillstrom": hillstrom_sets, "synthetic": synthetic_sets,
+        "nie_wager": nie_wager_sets, "own": own_sets}
+
+
+def qini_area(y: np.ndarray, t: np.ndarray, score: np.ndarray, scale: float) -> float:
+    """Area between the Qini curve and random targeting, per treated customer, in % of
+    ``scale`` (the set's outcome standard deviation)."""
+    curve = qini_curve(y, t, score)
+    total = float(curve["incremental"].iloc[-1])
+    area = _area(curve["fraction"].to_numpy(), curve["incremental"].to_numpy()) - total / 2
+    return 100.0 * area / (float(np.sum(t)) * scale)
+
+
+def fold_qini(X: pd.DataFrame, y: np.ndarray, t: np.ndarray, folds: int, extra: list[str],
+              params: BaseParams) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """Per learner, the Qini of each held-out fold; and seconds spent fitting the plain
+    ensemble (its six members) and each extra learner."""
+    qini: dict[str, list[float]] = {}
+    coefficient: dict[str, list[float]] = {}
+    spread = float(np.std(y))
+    seconds = dict.fromkeys(["ensemble", *extra], 0.0)
+    for fit, held in _folds(t, folds, 0):
+        X_fit, X_held = X.iloc[fit], X.iloc[held]
+        estimates, fitted = {}, {}
+        started = time.perf_counter()
+        for name in SINGLES:
+            try:
+                learner = make_learner(name, params).fit(X_fit, y[fit], t[fit])
+            except ValueError:  # a two-part model on an outcome with no zeros
+                continue
+            estimates[name] = learner.predict(X_held)
+            fitted[name] = learner.predict(X_fit)
+        seconds["ensemble"] += time.perf_counter() - started
+        scale, constant = standardised_mean(list(fitted.values()))
+        estimates["ensemble"] = np.asarray(scale) @ np.asarray(list(estimates.values())) \
+            + constant
+        for name in extra:
+            started = time.perf_counter()
+            learner = make_learner(name, params).fit(X_fit, y[fit], t[fit])
+            seconds[name] += time.perf_counter() - started
+            estimates[name] = learner.predict(X_held)
+        for name, estimate in estimates.items():
+            qini.setdefault(name, []).append(qini_area(y[held], t[held], estimate, spread))
+            coefficient.setdefault(name, []).append(
+                UpliftMetrics.of(y[held], t[held], estimate).qini)
+    return qini, coefficient, seconds
+
+
+def summarise(name: str, qini: dict[str, list[float]], coefficient: dict[str, list[float]],
+              seconds: dict[str, float]) -> dict:
+    mean = {k: float(np.mean(v)) for k, v in qini.items()}
+    classic = {k: float(np.mean(v)) for k, v in coefficient.items()}
+    error = {k: float(np.std(v, ddof=1) / np.sqrt(len(v))) for k, v in qini.items()}
+    singles = [k for k in SINGLES if k in mean]
+    best = max(singles, key=lambda k: mean[k])
+    floor = mean[best] - error[best]
+    return {"set": name, "best single": best, "best": mean[best], "best se": error[best],
+            "ensemble": mean["ensemble"], "default": mean[DEFAULT],
+            "default se": error[DEFAULT],
+            "meets best - se": mean[DEFAULT] >= floor,
+            "not below random": mean[DEFAULT] + error[DEFAULT] >= 0,
+            "cost vs ensemble": seconds[DEFAULT] / seconds["ensemble"],
+            "coefficient default": classic[DEFAULT], "coefficient ensemble": classic["ensemble"],
+            "coefficient best single": max(classic[k] for k in singles),
+            **{f"qini {k}": v for k, v in mean.items()},
+            **{f"se {k}": v for k, v in error.items()}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sets", nargs="+", choices=list(SETS), default=list(SETS))
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--also", nargs="*", default=[],
+                        help="other learners to fit beside the default (e.g. "
+                             "ensemble_or_distilled)")
+    parser.add_argument("--out", type=Path, default=None, help="also write the rows as CSV")
+    args = parser.parse_args()
+    started = time.time()
+    params = BaseParams(threads=os.cpu_count() or 1)
+    rows = []
+    for group in args.sets:
+        for name, X, y, t in SETS[group]():
+            qini, coefficient, seconds = fold_qini(X, y, t, args.folds, [DEFAULT, *args.also],
+                                                   params)
+            rows.append(summarise(name, qini, coefficient, seconds))
+            row = rows[-1]
+            print(f"[{time.time() - started:5.0f} s] {name} ({len(y):,} rows): default "
+                  f"{row['default']:.3f} ± {row['default se']:.3f}, best single "
+                  f"{row['best single']} {row['best']:.3f} ± {row['best se']:.3f}, ensemble "
+                  f"{row['ensemble']:.3f}; cost {row['cost vs ensemble']:.2f}x", flush=True)
+    frame = pd.DataFrame(rows)
+    if args.out:
+        frame.to_csv(args.out, index=False)
+    print(f"\n# Uplift suite, {date.today()}, {platform.machine()}, {os.cpu_count()} cores, "
+          f"python {platform.python_version()}, lightgbm {lgb.__version__}, {args.folds} "
+          f"folds, {time.time() - started:.0f} s\n")
+    print("| set | best single (Qini ± se) | ensemble | default (Qini ± se) | >= best - se | "
+          "not below random | default's fit / ensemble's |")
+    print("|---|---|---:|---:|---|---|---:|")
+    for r in rows:
+        print(f"| {r['set']} | {r['best single']} {r['best']:.3f} ± {r['best se']:.3f} | "
+              f"{r['ensemble']:.3f} | {r['default']:.3f} ± {r['default se']:.3f} | "
+              f"{'yes' if r['meets best - se'] else 'NO'} | "
+              f"{'yes' if r['not below random'] else 'NO'} | {r['cost vs ensemble']:.2f}x |")
+    learners = [c.removeprefix("qini ") for c in frame.columns if c.startswith("qini ")]
+    print("\nEvery learner's mean Qini over the folds:\n")
+    print("| set | " + " | ".join(learners) + " |")
+    print("|---|" + "---:|" * len(learners))
+    for r in rows:
+        print(f"| {r['set']} | " + " | ".join(f"{r.get('qini ' + k, np.nan):.3f}"
+                                              for k in learners) + " |")
+    print("\nQini coefficient (mean over folds) where earlier tables used it:\n")
+    print("| set | best single | ensemble | default |\n|---|---:|---:|---:|")
+    for r in rows:
+        if r["set"].startswith(("Hillstrom", "synthetic")):
+            print(f"| {r['set']} | {r['coefficient best single']:.3f} | "
+                  f"{r['coefficient ensemble']:.3f} | {r['coefficient default']:.3f} |")
+    print(f"\nTarget met on {int((frame['meets best - se'] & frame['not below random']).sum())}"
+          f" of {len(frame)} sets; default's fitting time {frame['cost vs ensemble'].median():.2f}x"
+          f" the ensemble's (median over sets).")
+
+
+if __name__ == "__main__":
+    main()
