@@ -413,10 +413,8 @@ class DistilledEnsembleLearner(EnsembleLearner):
         return {**self.fitted_, "ensemble": self.average_}
 
 
-def _averaged(fold_terms: list[list[Term]]) -> list[Term]:
-    """One model from the same learner fitted on each inner fold: the mean of their terms."""
-    share = 1.0 / len(fold_terms)
-    return [(share * weight, model) for terms in fold_terms for weight, model in terms]
+# The members that share the outcome models and the pseudo-outcome.
+SHARED = ("t_learner", "x_learner", "dr_learner", "dr_linear", "transformed_outcome")
 
 
 class AdaptiveLearner(EnsembleLearner):
@@ -447,23 +445,27 @@ class AdaptiveLearner(EnsembleLearner):
     name = "adaptive"
     standard_errors = 1.0
     weighting = "stack_gate"
+    skill_errors = 0.0
 
     def fit(self, X: pd.DataFrame, y: np.ndarray, treatment: np.ndarray) -> AdaptiveLearner:
         t, c, share = _split(treatment)
         y = np.asarray(y, dtype=float)
+        self._failed: list[str] = []
         fold = inner_folds(t.astype(int), self.base_params.seed)
         nuisance, mu_t, mu_c = self._nuisances(X, y, t, c, fold)
         residual_y = y - (share * mu_t + (1.0 - share) * mu_c)
         residual_t = t - share
         pseudo = mu_t - mu_c + t * (y - mu_t) / share - c * (y - mu_c) / (1.0 - share)
-        fold_terms, held_out = self._members(X, y, t, c, share, fold, nuisance, pseudo)
-        self.fitted_ = {name: _Fitted(_averaged(terms)) for name, terms in fold_terms.items()}
+        held_out = self._held_out(X, y, t, c, share, fold, nuisance, pseudo)
         self.skill_ = {name: r_loss_gain(estimate, np.zeros(len(y)), residual_y, residual_t)
                        for name, estimate in held_out.items()}
-        skilled = [name for name, (gain, _) in self.skill_.items() if gain > 0]
+        skilled = [name for name, (gain, error) in self.skill_.items()
+                   if gain > self.skill_errors * error]
         self.weights_ = dict.fromkeys(held_out, 0.0)
+        self.scale_ = 0.0
+        final = self._final(X, y, t, c, share, pseudo, ["two_part", *skilled])
         if not skilled:
-            self.rule_, self.scale_ = "none skilled", 0.0
+            self.rule_ = "none skilled"
             self.terms_ = [(1.0, Constant(float(np.mean(pseudo))))]
         else:
             weights, constant = self._weights(skilled, held_out, fold, residual_y, residual_t)
@@ -471,15 +473,18 @@ class AdaptiveLearner(EnsembleLearner):
                                                                         strict=True))
             (scale,), offset = r_loss_weights([combined], residual_y, residual_t)
             self.scale_ = min(scale, 1.0)
-            if scale > 1.0:  # never stretched: the constant follows the mean effect
-                offset = float(np.mean(pseudo) - self.scale_ * np.mean(combined))
+            target = float(np.mean(pseudo)) if scale > 1.0 else float(
+                np.mean(scale * combined + offset))
             self.weights_.update(zip(skilled, weights, strict=True))
-            self.terms_ = [(self.scale_ * w * weight, model)
-                           for name, w in zip(skilled, weights, strict=True)
-                           for weight, model in self.fitted_[name].terms_] + [
-                (1.0, Constant(self.scale_ * constant + offset))]
-        self.parts_ = ({part: _averaged(terms) for part, terms in self.two_part_.items()}
-                       if self.two_part_ else {})
+            terms = [(self.scale_ * w * weight, model)
+                     for name, w in zip(skilled, weights, strict=True)
+                     for weight, model in final[name]]
+            # The members refitted on every row: centred so the mean effect is the calibrated
+            # combination's (or, if scaling would stretch it, the average effect).
+            self.terms_ = [*terms, (1.0, Constant(target - float(np.mean(
+                predict_terms(terms, X)))))]
+        self.fitted_ = {name: _Fitted(terms) for name, terms in final.items()}
+        self.parts_ = self.two_part_ or {}
         return self
 
     def _nuisances(self, X: pd.DataFrame, y: np.ndarray, t: np.ndarray, c: np.ndarray,
@@ -495,46 +500,63 @@ class AdaptiveLearner(EnsembleLearner):
             models.append(pair)
         return models, mu_t, mu_c
 
-    def _members(self, X: pd.DataFrame, y: np.ndarray, t: np.ndarray, c: np.ndarray,
-                 share: float, fold: np.ndarray, nuisance: list, pseudo: np.ndarray
-                 ) -> tuple[dict[str, list[list[Term]]], dict[str, np.ndarray]]:
-        """Each member fitted on each fold (its terms), and its estimates of the rows of the
-        fold it was not fitted on."""
-        z = y * (t - share) / (share * (1.0 - share))
-        fold_terms: dict[str, list[list[Term]]] = {}
+    def _held_out(self, X: pd.DataFrame, y: np.ndarray, t: np.ndarray, c: np.ndarray,
+                  share: float, fold: np.ndarray, nuisance: list, pseudo: np.ndarray
+                  ) -> dict[str, np.ndarray]:
+        """Each member's estimates of the rows of the inner fold it was not fitted on."""
         held_out: dict[str, np.ndarray] = {}
-        two_part: dict[str, list[list[Term]]] | None = {}
         for k in (0, 1):
             fit, out = fold != k, fold == k
-            treated_model, control_model = nuisance[k]  # fitted on the fold != k rows
-            members = {
-                "t_learner": [(1.0, treated_model), (-1.0, control_model)],
-                "x_learner": [
-                    (share, fit_regressor(X[fit & c], treated_model.predict(X[fit & c])
-                                          - y[fit & c], self.base_params)),
-                    (1.0 - share, fit_regressor(X[fit & t], y[fit & t]
-                                                - control_model.predict(X[fit & t]),
-                                                self.base_params))],
-                "dr_learner": [(1.0, fit_regressor(X[fit], pseudo[fit], self.base_params))],
-                "dr_linear": [(1.0, fit_linear(X[fit], pseudo[fit]))],
-                "transformed_outcome": [(1.0, fit_regressor(X[fit], z[fit],
-                                                            self.base_params))]}
-            if two_part is not None:
-                try:
-                    hurdle = TwoPartLearner(self.params).fit(X[fit], y[fit], t[fit])
-                    members["two_part"] = hurdle.terms_
-                    for part, terms in hurdle.parts_.items():
-                        two_part.setdefault(part, []).append(terms)
-                except ValueError:  # too few buyers (or non-buyers) in a group for a hurdle
-                    two_part = None
+            members = self._member_terms(X[fit], y[fit], t[fit], c[fit], share, nuisance[k],
+                                         pseudo[fit], [*SHARED, "two_part"])
             for name, terms in members.items():
-                fold_terms.setdefault(name, []).append(terms)
                 held_out.setdefault(name, np.zeros(len(y)))[out] = predict_terms(terms, X[out])
-        if two_part is None and "two_part" in fold_terms:  # fitted on one fold only
-            fold_terms.pop("two_part")
+        if "two_part" in held_out and self._failed:  # fitted on one fold only
             held_out.pop("two_part")
-        self.two_part_ = two_part or {}
-        return fold_terms, held_out
+        return held_out
+
+    def _final(self, X: pd.DataFrame, y: np.ndarray, t: np.ndarray, c: np.ndarray,
+               share: float, pseudo: np.ndarray, names: list[str]) -> dict[str, list[Term]]:
+        """The named members fitted on every row, sharing one outcome model per group (and
+        the cross-fitted pseudo-outcome); sets ``two_part_`` to the hurdle's parts."""
+        needs_outcomes = {"t_learner", "x_learner"} & set(names)
+        pair = ((fit_regressor(X[t], y[t], self.base_params),
+                 fit_regressor(X[c], y[c], self.base_params)) if needs_outcomes else None)
+        self.two_part_ = {}
+        return self._member_terms(X, y, t, c, share, pair, pseudo, names, keep_parts=True)
+
+    def _member_terms(self, X: pd.DataFrame, y: np.ndarray, t: np.ndarray, c: np.ndarray,
+                      share: float, pair: tuple | None, pseudo: np.ndarray, names: list[str],
+                      keep_parts: bool = False) -> dict[str, list[Term]]:
+        """The terms of each named member fitted on these rows, from the outcome models
+        ``pair`` (treated, control) and the pseudo-outcome where they need them."""
+        out: dict[str, list[Term]] = {}
+        for name in dict.fromkeys(names):
+            if name == "t_learner":
+                out[name] = [(1.0, pair[0]), (-1.0, pair[1])]
+            elif name == "x_learner":
+                out[name] = [
+                    (share, fit_regressor(X[c], pair[0].predict(X[c]) - y[c],
+                                          self.base_params)),
+                    (1.0 - share, fit_regressor(X[t], y[t] - pair[1].predict(X[t]),
+                                                self.base_params))]
+            elif name == "dr_learner":
+                out[name] = [(1.0, fit_regressor(X, pseudo, self.base_params))]
+            elif name == "dr_linear":
+                out[name] = [(1.0, fit_linear(X, pseudo))]
+            elif name == "transformed_outcome":
+                z = y * (t - share) / (share * (1.0 - share))
+                out[name] = [(1.0, fit_regressor(X, z, self.base_params))]
+            elif name == "two_part":
+                try:
+                    hurdle = TwoPartLearner(self.params).fit(X, y, t)
+                except ValueError:  # too few buyers (or non-buyers) in a group for a hurdle
+                    self._failed.append(name)
+                    continue
+                out[name] = hurdle.terms_
+                if keep_parts:
+                    self.two_part_ = hurdle.parts_
+        return out
 
     def _weights(self, skilled: list[str], held_out: dict[str, np.ndarray], fold: np.ndarray,
                  residual_y: np.ndarray, residual_t: np.ndarray) -> tuple[list[float], float]:
