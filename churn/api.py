@@ -525,11 +525,12 @@ def train_uplift(data: str | Path | pd.DataFrame | Tables | None = None, *,
     ``table`` (a flat experiment table, one row per customer, e.g. Hillstrom) with
     ``treatments`` (``"COLUMN=VALUE"`` per arm) and ``control`` (``"COLUMN=VALUE"``).
 
-    ``learner`` is ``ensemble_or_distilled`` (the default: every learner, averaged on one
-    scale, and distilled into small trees when that ranks better on held-out rows),
-    ``ensemble`` (the average only), ``stacked``, ``auto`` (one chosen per arm by
-    out-of-fold Qini) or one of t_learner, x_learner, dr_learner, dr_linear,
-    transformed_outcome, two_part. ``name`` is what runs call a
+    ``learner`` is ``adaptive`` (the default: the learners weighted by their skill on
+    held-out rows, unskilled ones left out, shrunk to the effect scale those rows support;
+    see ``training.uplift_learners.AdaptiveLearner``), ``ensemble`` (all averaged),
+    ``ensemble_or_distilled``, ``stacked``, ``auto`` (one chosen per arm by out-of-fold
+    Qini) or one of t_learner, x_learner, dr_learner, dr_linear, transformed_outcome,
+    two_part. ``name`` is what runs call a
     DataFrame ``table`` (``uplift-NAME-spend``). The result's ``arms`` hold per arm the
     average effects, the learners' Qini and the nested out-of-fold metrics;
     ``model.predict(features)`` gives each customer's spend uplift and, for a spend

@@ -55,22 +55,28 @@ class Effect:
         parts = {part: self.predict_part(X, part, cache) for part in
                  (*PARTS, "buy_if_contacted", "order_value_control")}
         if "order_value_control" in self.parts:
+            spreads = tuple(float(self.predict_part(X.head(1), f"spread_{part}")[0])
+                            if f"spread_{part}" in self.parts else None for part in PARTS)
             parts["conversion"], parts["order_value"] = reconcile(
                 spend, parts["conversion"], parts["order_value"], parts["buy_if_contacted"],
-                parts["order_value_control"])
+                parts["order_value_control"], spreads)
         return {"spend": spend, **parts}
 
 
 def reconcile(spend: np.ndarray, conversion: np.ndarray, order_value: np.ndarray,
-              buy_treated: np.ndarray, value_control: np.ndarray
+              buy_treated: np.ndarray, value_control: np.ndarray,
+              spreads: tuple[float | None, float | None] = (None, None)
               ) -> tuple[np.ndarray, np.ndarray]:
     """Conversion and order-value effects that add up to the spend effect.
 
     With buying probabilities p and spend among buyers v in each group, spend changes by
     p_t v_t - p_c v_c = dp * v_mean + p_mean * dv exactly. The two-part model estimates dp
-    and dv on its own; the spend effect comes from the whole ensemble. The gap between
-    the two is split evenly between the parts in spend units, so the identity holds for the
-    ensemble's effect: a spend effect can no longer have the opposite sign to both parts.
+    and dv on its own; the spend effect comes from the whole model. The gap g between the
+    two is shared out as the smallest change to the parts, each measured against its own
+    spread s over the fitted rows: dp += g s_p^2 v_mean / D, dv += g s_v^2 p_mean / D with
+    D = s_p^2 v_mean^2 + s_v^2 p_mean^2, so the identity holds for the model's effect and a
+    spend effect can no longer have the opposite sign to both parts. Without the spreads
+    (an older model) the gap is split evenly in spend units.
     """
     buy_control = np.clip(buy_treated - conversion, 0.0, 1.0)
     value_treated = value_control + order_value
@@ -78,7 +84,12 @@ def reconcile(spend: np.ndarray, conversion: np.ndarray, order_value: np.ndarray
     floor = max(float(np.nanmean(np.abs(value_control))) * 0.01, 1e-9)
     v_mean = np.maximum((value_treated + value_control) / 2.0, floor)
     gap = spend - (conversion * v_mean + p_mean * order_value)
-    return conversion + gap / (2.0 * v_mean), order_value + gap / (2.0 * p_mean)
+    s_p, s_v = spreads
+    if not s_p or not s_v:
+        return conversion + gap / (2.0 * v_mean), order_value + gap / (2.0 * p_mean)
+    share = s_p**2 * v_mean**2 + s_v**2 * p_mean**2
+    return (conversion + gap * s_p**2 * v_mean / share,
+            order_value + gap * s_v**2 * p_mean / share)
 
 
 def _save_booster(booster: lgb.Booster, folder: Path, name: str, saved: dict[int, str]) -> str:

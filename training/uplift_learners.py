@@ -413,6 +413,20 @@ class DistilledEnsembleLearner(EnsembleLearner):
         return {**self.fitted_, "ensemble": self.average_}
 
 
+def shrunk_parts(parts: dict[str, list[Term]], scale: float, X: pd.DataFrame
+                 ) -> dict[str, list[Term]]:
+    """A two-part model's conversion and order-value effects shrunk toward their means by
+    ``scale`` (the spend effect's), and the spread of each over ``X`` after that, which
+    ``models.uplift_model.reconcile`` uses to share out the gap between parts and effect."""
+    out = dict(parts)
+    for name in ("conversion", "order_value"):
+        mean = float(np.mean(predict_terms(parts[name], X)))
+        out[name] = [(scale * weight, model) for weight, model in parts[name]] + [
+            (1.0, Constant((1.0 - scale) * mean))]
+        out[f"spread_{name}"] = [(1.0, Constant(float(np.std(predict_terms(out[name], X)))))]
+    return out
+
+
 # The members that share the outcome models and the pseudo-outcome.
 SHARED = ("t_learner", "x_learner", "dr_learner", "dr_linear", "transformed_outcome")
 
@@ -420,32 +434,31 @@ SHARED = ("t_learner", "x_learner", "dr_learner", "dr_linear", "transformed_outc
 class AdaptiveLearner(EnsembleLearner):
     """The ensemble's members, weighted by what the experiment's own held-out rows show.
 
-    Fitting, on two folds inside the fitted rows (each learner fitted on one fold scores the
-    other, and the model kept is the mean of its two fold fits, so nothing is fitted twice):
-
-    1. Shared nuisances: per fold, one outcome model per group. The T-learner is their
-       difference; the X-learner imputes effects from them; the DR pseudo-outcome (and the
-       ridge DR) uses their out-of-fold predictions. The transformed outcome needs none; the
-       two-part model has its own (it models buying and spend among buyers).
+    1. Held-out evidence, on two folds inside the fitted rows: per fold, one outcome model
+       per group, shared by the members (the T-learner is their difference, the X-learner
+       imputes effects from them, the DR pseudo-outcome and the ridge DR use their
+       out-of-fold predictions; the transformed outcome needs none, the two-part model has
+       its own). Each member fitted on one fold estimates the other fold's rows.
     2. Skill: each member's held-out R-loss (Nie and Wager) against a constant effect, each
        estimate with its own best scale and constant. A member that does not beat the
-       constant effect on rows it never saw gets no weight.
+       constant effect on rows it never saw gets no weight, and is not fitted again.
     3. Weights: the skilled members' standardised mean (the plain ensemble's rule), unless
-       R-loss weights, themselves fitted on one fold and judged on the other, beat that mean
-       by more than one standard error of the per-row gain. With no skilled member the
-       model is the average effect: no ranking is claimed that the data cannot support.
-    4. Calibration: the combination's held-out R-loss gives its scale (shrunk toward the
-       average effect, never stretched: at most 1) and constant, so effects are no wider
-       than the experiment supports. Scaling does not change the ranking.
+       R-loss weights, fitted on one fold and judged on the other, beat that mean by more
+       than one standard error of the per-row gain. With no skilled member the model is the
+       average effect: no ranking is claimed that the data cannot support.
+    4. Scale: the weighted held-out estimate's own R-loss fit gives how far effects may
+       spread; they are shrunk toward the average effect by it, never stretched (at most
+       1). Scaling does not change the ranking.
+    5. The skilled members fitted again on every row (sharing one outcome model per group
+       and the cross-fitted pseudo-outcome), weighted, scaled and centred on the calibrated
+       average effect.
 
-    ``parts_`` are the two-part member's (fold mean), for the conversion and order-value
-    split, which ``models.uplift_model`` reconciles with the effect.
+    ``parts_`` are the two-part model's (fitted on every row), which ``models.uplift_model``
+    reconciles with the effect so the parts add up to it.
     """
 
     name = "adaptive"
     standard_errors = 1.0
-    weighting = "stack_gate"
-    skill_errors = 0.0
 
     def fit(self, X: pd.DataFrame, y: np.ndarray, treatment: np.ndarray) -> AdaptiveLearner:
         t, c, share = _split(treatment)
@@ -459,8 +472,7 @@ class AdaptiveLearner(EnsembleLearner):
         held_out = self._held_out(X, y, t, c, share, fold, nuisance, pseudo)
         self.skill_ = {name: r_loss_gain(estimate, np.zeros(len(y)), residual_y, residual_t)
                        for name, estimate in held_out.items()}
-        skilled = [name for name, (gain, error) in self.skill_.items()
-                   if gain > self.skill_errors * error]
+        skilled = [name for name, (gain, _) in self.skill_.items() if gain > 0]
         self.weights_ = dict.fromkeys(held_out, 0.0)
         self.scale_ = 0.0
         final = self._final(X, y, t, c, share, pseudo, ["two_part", *skilled])
@@ -484,7 +496,7 @@ class AdaptiveLearner(EnsembleLearner):
             self.terms_ = [*terms, (1.0, Constant(target - float(np.mean(
                 predict_terms(terms, X)))))]
         self.fitted_ = {name: _Fitted(terms) for name, terms in final.items()}
-        self.parts_ = self.two_part_ or {}
+        self.parts_ = shrunk_parts(self.two_part_, self.scale_, X) if self.two_part_ else {}
         return self
 
     def _nuisances(self, X: pd.DataFrame, y: np.ndarray, t: np.ndarray, c: np.ndarray,
@@ -564,14 +576,6 @@ class AdaptiveLearner(EnsembleLearner):
         one fold, beat it on the other by more than ``standard_errors``."""
         estimates = [held_out[name] for name in skilled]
         equal = standardised_mean(estimates)
-        if self.weighting == "gain":
-            gains = np.array([self.skill_[name][0] for name in skilled])
-            shares = gains / gains.sum()
-            spread = np.array([max(float(np.std(e)), 1e-12) for e in estimates])
-            weights = shares * spread.mean() / spread
-            means = np.array([float(np.mean(e)) for e in estimates])
-            self.rule_ = "held-out gain weights"
-            return weights.tolist(), float(means @ shares - weights @ means)
         if len(skilled) == 1:
             self.rule_ = "one skilled member"
             return equal

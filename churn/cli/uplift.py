@@ -33,15 +33,17 @@ UpliftIgnore = Annotated[list[str] | None, typer.Option(
     "--ignore", help="A --table column that is not a feature (another outcome, an id); "
                      "repeat as needed.")]
 UpliftLearner = Annotated[str, typer.Option(
-    help="ensemble_or_distilled (the default: every learner below fitted on all rows and "
-         "averaged on one scale, then distilled into small trees only when that ranks "
-         "better on held-out rows by more than one standard error; at least as good as the "
-         "best single learner on Hillstrom and the synthetic campaign; about three "
-         "times the ensemble's fitting), ensemble (the average, never distilled), auto (pick one "
-         "by out-of-fold Qini), or one of t_learner, x_learner, dr_learner, dr_linear, "
+    help="adaptive (the default): every learner below is fitted on half the rows and "
+         "scores the other half; one that does not beat a constant effect there gets no "
+         "weight; the rest are averaged on one scale (or weighted by their held-out R-loss "
+         "when that is better by more than one standard error), shrunk to the effect scale "
+         "the held-out rows support, and fitted again on every row; with no learner "
+         "beating a constant effect, every customer gets the average effect. Or ensemble "
+         "(all averaged, always), ensemble_or_distilled (the average, distilled into small "
+         "trees when held-out rows say so), auto (pick one by out-of-fold Qini), stacked "
+         "(R-loss weights), or one of t_learner, x_learner, dr_learner, dr_linear, "
          "transformed_outcome, two_part (a hurdle model: P(buy) x spend among buyers, per "
-         "group), stacked (the members weighted by their out-of-fold R-loss; three times "
-         "the ensemble's fitting).")]
+         "group).")]
 UpliftShare = Annotated[float | None, typer.Option(
     help="Designed treated share of an arm plus control, for the sample ratio check "
          "[default: 0.5].")]

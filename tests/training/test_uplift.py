@@ -249,14 +249,15 @@ def test_uplift_promotion_compares_nested_out_of_fold_qini(campaign_base, mlflow
         promote("uplift", run_id=other.run_id)
 
 
-@pytest.mark.parametrize("name", ["two_part", "ensemble", "ensemble_or_distilled"])
+@pytest.mark.parametrize("name", ["two_part", "ensemble", "ensemble_or_distilled",
+                                  "adaptive"])
 def test_two_part_and_ensemble_models_save_and_load_exactly(name, tmp_path):
     experiment = load_experiment(hillstrom_config("spend"))
     part = experiment.arm("Womens E-Mail")
     X, y, t = part.features.head(6000), part.outcome()[:6000], part.treated()[:6000]
     learner = make_learner(name).fit(X, y, t)
-    model = UpliftModel({"Womens E-Mail": Effect(learner.terms_)}, list(X.columns),
-                        _categories(X), "spend", {"Womens E-Mail": name})
+    model = UpliftModel({"Womens E-Mail": Effect(learner.terms_, learner.parts_)},
+                        list(X.columns), _categories(X), "spend", {"Womens E-Mail": name})
     loaded = UpliftModel.load(model.save(tmp_path / "model"))
     before, after = model.predict(X.head(500)), loaded.predict(X.head(500))
     assert np.array_equal(before.to_numpy(), after.to_numpy())
@@ -312,3 +313,68 @@ def test_the_default_distils_only_when_held_out_rows_say_so(standard_errors):
         assert spearmanr(learner.predict(X), average).statistic > 0.5
         assert np.std(learner.predict(X)) < np.std(average)
     assert learner.parts_ == learner.fitted_["two_part"].parts_
+
+
+def simulated(effect, n: int = 6000, seed: int = 5) -> tuple[pd.DataFrame, np.ndarray,
+                                                            np.ndarray, np.ndarray]:
+    """A randomised experiment on five features: a baseline that is hard to model, noise,
+    and the effect ``effect(X)``."""
+    rng = np.random.default_rng(seed)
+    X = pd.DataFrame(rng.normal(size=(n, 5)), columns=[f"x{i}" for i in range(5)])
+    t = rng.integers(0, 2, n)
+    tau = effect(X)
+    y = 2 * np.sin(X["x2"]) + X["x3"] ** 2 + t * tau + rng.normal(size=n)
+    return X, y.to_numpy(), t, np.asarray(tau, dtype=float)
+
+
+def test_the_default_weights_only_learners_with_held_out_skill_and_shrinks_effects():
+    X, y, t, tau = simulated(lambda X: 1.0 + X["x0"])
+    learner = make_learner("adaptive").fit(X, y, t)
+    for name, (gain, _) in learner.skill_.items():
+        assert (learner.weights_[name] > 0) <= (gain > 0), name  # no skill, no weight
+    assert learner.rule_ != "none skilled" and 0 < learner.scale_ <= 1
+    predicted = learner.predict(X)
+    assert spearmanr(predicted, tau).statistic > 0.8
+    assert predicted.mean() == pytest.approx(1.0, abs=0.15)  # the average effect
+    assert np.ptp(predicted) < np.ptp(make_learner("ensemble").fit(X, y, t).predict(X))
+    assert "shrunk by" in learner.combination()
+
+
+def test_with_no_effect_to_find_the_default_claims_no_ranking_it_cannot_back():
+    X, y, t, _ = simulated(lambda X: np.zeros(len(X)))
+    learner = make_learner("adaptive").fit(X, y, t)
+    predicted = learner.predict(X)
+    average = make_learner("ensemble").fit(X, y, t).predict(X)
+    # Either no learner beat a constant effect on held-out rows (everyone gets the average
+    # effect), or the effects are shrunk far inside the plain average's spread.
+    assert learner.rule_ == "none skilled" or np.std(predicted) < 0.5 * np.std(average)
+    assert abs(predicted.mean()) < 0.15
+
+
+def test_the_parts_add_up_to_the_spend_effect_and_never_contradict_it(tmp_path):
+    experiment = load_experiment(hillstrom_config("spend"))
+    part = experiment.arm("Womens E-Mail")
+    X, y, t = part.features.head(8000), part.outcome()[:8000], part.treated()[:8000]
+    learner = make_learner("adaptive").fit(X, y, t)
+    model = UpliftModel.load(UpliftModel(
+        {"w": Effect(learner.terms_, learner.parts_)}, list(X.columns), _categories(X),
+        "spend", {"w": "adaptive"}).save(tmp_path / "model"))
+    got = model.learners["w"].predict_all(model.frame(X))
+    spend, conversion, order_value = got["spend"], got["conversion"], got["order_value"]
+    contradicting = ((spend > 0) & (conversion < 0) & (order_value < 0)) | (
+        (spend < 0) & (conversion > 0) & (order_value > 0))
+    assert contradicting.sum() == 0
+    # The two-part model's own parts: p and v per group.
+    raw_conversion = predict_terms(learner.parts_["conversion"], X)
+    raw_order_value = predict_terms(learner.parts_["order_value"], X)
+    buy_t, value_c = got["buy_if_contacted"], got["order_value_control"]
+    p_mean = np.maximum((buy_t + np.clip(buy_t - raw_conversion, 0, 1)) / 2, 0.01)
+    v_mean = np.maximum((2 * value_c + raw_order_value) / 2, np.mean(np.abs(value_c)) * 0.01)
+    # spend effect = conversion effect x mean buyer spend + mean buying x order-value effect
+    assert np.allclose(conversion * v_mean + p_mean * order_value, spend, atol=1e-6)
+    # The parts are shrunk as the effect is: within the two-part model's own spread.
+    assert np.ptp(conversion) < 1.5 * np.ptp(raw_conversion)
+    # Unreconciled, the two-part model's own parts contradict the effect for some rows.
+    raw = ((spend > 0) & (raw_conversion < 0) & (raw_order_value < 0)) | (
+        (spend < 0) & (raw_conversion > 0) & (raw_order_value > 0))
+    assert raw.sum() > 0
