@@ -288,10 +288,15 @@ def r_loss_weights(estimates: list[np.ndarray], residual_y: np.ndarray,
     minimise the R-loss sum((residual_y - residual_t * (c + sum(w * estimate)))**2)
     (Nie and Wager's objective for effects; the residuals are the outcome's and the
     treatment's, each minus its out-of-fold prediction)."""
+    # Each estimate on a unit scale first: effects of a few thousandths (conversion) would
+    # otherwise fall under the solver's tolerance and get weight 0 whatever they rank.
+    spreads = [max(float(np.std(e)), 1e-12) for e in estimates]
     design = np.column_stack([residual_t, -residual_t,
-                              *[residual_t * e for e in estimates]])
+                              *[residual_t * e / s for e, s in zip(estimates, spreads,
+                                                                   strict=True)]])
     solution, _ = nnls(design, residual_y)
-    return solution[2:].tolist(), float(solution[0] - solution[1])
+    weights = [w / s for w, s in zip(solution[2:], spreads, strict=True)]
+    return weights, float(solution[0] - solution[1])
 
 
 def inner_folds(treated: np.ndarray, seed: int) -> np.ndarray:
@@ -315,6 +320,28 @@ def r_loss_gain(candidate: np.ndarray, reference: np.ndarray, residual_y: np.nda
         losses.append((residual_y - residual_t * (constant + scale * estimate)) ** 2)
     gain = losses[0] - losses[1]
     return float(gain.mean()), float(gain.std(ddof=1) / np.sqrt(len(gain)))
+
+
+def cross_fitted_gain(estimate: np.ndarray, fold: np.ndarray, residual_y: np.ndarray,
+                      residual_t: np.ndarray) -> tuple[float, float]:
+    """How much lower the R-loss of ``estimate`` is than a constant effect's, per row, and
+    its standard error, each calibrated (scale and constant) on one fold and judged on the
+    other: unlike ``r_loss_gain``, negative when the estimate is worse than a constant."""
+    member, constant = np.empty(len(estimate)), np.empty(len(estimate))
+    for k in (0, 1):
+        fit, out = fold != k, fold == k
+        (scale,), offset = r_loss_weights([estimate[fit]], residual_y[fit], residual_t[fit])
+        average = float(np.sum(residual_y[fit] * residual_t[fit])
+                        / np.sum(residual_t[fit] ** 2))
+        member[out] = (residual_y[out] - residual_t[out] * (offset + scale * estimate[out])) ** 2
+        constant[out] = (residual_y[out] - residual_t[out] * average) ** 2
+    gain = constant - member
+    return float(gain.mean()), float(gain.std(ddof=1) / np.sqrt(len(gain)))
+
+
+# Effects are shrunk toward the average by the held-out scale, but never below this share:
+# the ranking the members agree on survives even where held-out rows are too few to show it.
+MIN_SCALE = 0.1
 
 
 class StackedLearner(EnsembleLearner):
@@ -440,15 +467,18 @@ class AdaptiveLearner(EnsembleLearner):
        out-of-fold predictions; the transformed outcome needs none, the two-part model has
        its own). Each member fitted on one fold estimates the other fold's rows.
     2. Skill: each member's held-out R-loss (Nie and Wager) against a constant effect, each
-       estimate with its own best scale and constant. A member that does not beat the
-       constant effect on rows it never saw gets no weight, and is not fitted again.
-    3. Weights: the skilled members' standardised mean (the plain ensemble's rule), unless
-       R-loss weights, fitted on one fold and judged on the other, beat that mean by more
-       than one standard error of the per-row gain. With no skilled member the model is the
-       average effect: no ranking is claimed that the data cannot support.
+       calibrated (scale, constant) on one fold and judged on the other (see
+       ``cross_fitted_gain``). A member worse than the constant
+       effect on rows it never saw, by more than a standard error of the per-row gain, gets
+       no weight and is not fitted again.
+    3. Weights: the other members' standardised mean (the plain ensemble's rule, on their
+       fits on every row), unless R-loss weights, fitted on one fold and judged on the
+       other, beat that mean by more than one standard error of the per-row gain. When no
+       member beats a constant effect held out, the evidence is too weak to choose among
+       them: the plain average of all.
     4. Scale: the weighted held-out estimate's own R-loss fit gives how far effects may
-       spread; they are shrunk toward the average effect by it, never stretched (at most
-       1). Scaling does not change the ranking.
+       spread; they are shrunk toward the average effect by it, never stretched (at most 1)
+       and never below ``MIN_SCALE``. Scaling does not change the ranking.
     5. The skilled members fitted again on every row (sharing one outcome model per group
        and the cross-fitted pseudo-outcome), weighted, scaled and centred on the calibrated
        average effect.
@@ -459,6 +489,9 @@ class AdaptiveLearner(EnsembleLearner):
 
     name = "adaptive"
     standard_errors = 1.0
+    # A member is left out when it is worse than a constant effect held out by more than
+    # this many standard errors of the per-row gain.
+    drop_errors = 2.0
 
     def fit(self, X: pd.DataFrame, y: np.ndarray, treatment: np.ndarray) -> AdaptiveLearner:
         t, c, share = _split(treatment)
@@ -470,31 +503,41 @@ class AdaptiveLearner(EnsembleLearner):
         residual_t = t - share
         pseudo = mu_t - mu_c + t * (y - mu_t) / share - c * (y - mu_c) / (1.0 - share)
         held_out = self._held_out(X, y, t, c, share, fold, nuisance, pseudo)
-        self.skill_ = {name: r_loss_gain(estimate, np.zeros(len(y)), residual_y, residual_t)
+        self.skill_ = {name: cross_fitted_gain(estimate, fold, residual_y, residual_t)
                        for name, estimate in held_out.items()}
-        skilled = [name for name, (gain, _) in self.skill_.items() if gain > 0]
+        # Held-out gains are noisy: a member is left out when it is worse than a constant
+        # effect by more than a standard error, not when it merely fails to beat one.
+        skilled = [name for name, (gain, error) in self.skill_.items()
+                   if gain > -self.drop_errors * error]
+        # Every member worse than a constant is evidence too weak to pick among them (one
+        # inner split of a weak effect): the plain average of all, shrunk.
+        weak = not skilled
+        skilled = skilled or list(held_out)
         self.weights_ = dict.fromkeys(held_out, 0.0)
-        self.scale_ = 0.0
         final = self._final(X, y, t, c, share, pseudo, ["two_part", *skilled])
-        if not skilled:
-            self.rule_ = "none skilled"
-            self.terms_ = [(1.0, Constant(float(np.mean(pseudo))))]
+        # One scale for the members, read off their fits on every row (as the plain ensemble
+        # does), unless held-out R-loss weights are better by a standard error.
+        equal = standardised_mean([predict_terms(final[n], X) for n in skilled])
+        if weak:
+            self.rule_ = "no member beat a constant effect held out: the plain average"
+            weights, constant = equal
         else:
-            weights, constant = self._weights(skilled, held_out, fold, residual_y, residual_t)
-            combined = constant + sum(w * held_out[n] for n, w in zip(skilled, weights,
-                                                                        strict=True))
-            (scale,), offset = r_loss_weights([combined], residual_y, residual_t)
-            self.scale_ = min(scale, 1.0)
-            target = float(np.mean(pseudo)) if scale > 1.0 else float(
-                np.mean(scale * combined + offset))
-            self.weights_.update(zip(skilled, weights, strict=True))
-            terms = [(self.scale_ * w * weight, model)
-                     for name, w in zip(skilled, weights, strict=True)
-                     for weight, model in final[name]]
-            # The members refitted on every row: centred so the mean effect is the calibrated
-            # combination's (or, if scaling would stretch it, the average effect).
-            self.terms_ = [*terms, (1.0, Constant(target - float(np.mean(
-                predict_terms(terms, X)))))]
+            weights, constant = self._weights(skilled, held_out, fold, residual_y, residual_t,
+                                              equal)
+        combined = constant + sum(w * held_out[n] for n, w in zip(skilled, weights,
+                                                                    strict=True))
+        (scale,), offset = r_loss_weights([combined], residual_y, residual_t)
+        self.scale_ = min(max(scale, MIN_SCALE), 1.0)
+        target = float(np.mean(pseudo)) if scale > 1.0 else float(
+            np.mean(scale * combined + offset))
+        self.weights_.update(zip(skilled, weights, strict=True))
+        terms = [(self.scale_ * w * weight, model)
+                 for name, w in zip(skilled, weights, strict=True)
+                 for weight, model in final[name]]
+        # The members refitted on every row: centred so the mean effect is the calibrated
+        # combination's (or, if scaling would stretch it, the average effect).
+        self.terms_ = [*terms, (1.0, Constant(target - float(np.mean(
+            predict_terms(terms, X)))))]
         self.fitted_ = {name: _Fitted(terms) for name, terms in final.items()}
         self.parts_ = shrunk_parts(self.two_part_, self.scale_, X) if self.two_part_ else {}
         return self
@@ -571,11 +614,11 @@ class AdaptiveLearner(EnsembleLearner):
         return out
 
     def _weights(self, skilled: list[str], held_out: dict[str, np.ndarray], fold: np.ndarray,
-                 residual_y: np.ndarray, residual_t: np.ndarray) -> tuple[list[float], float]:
-        """The skilled members' standardised mean, or R-loss weights when those, fitted on
-        one fold, beat it on the other by more than ``standard_errors``."""
+                 residual_y: np.ndarray, residual_t: np.ndarray,
+                 equal: tuple[list[float], float]) -> tuple[list[float], float]:
+        """``equal`` (the skilled members' standardised mean), or R-loss weights when those,
+        fitted on one fold, beat it on the other by more than ``standard_errors``."""
         estimates = [held_out[name] for name in skilled]
-        equal = standardised_mean(estimates)
         if len(skilled) == 1:
             self.rule_ = "one skilled member"
             return equal
@@ -592,7 +635,7 @@ class AdaptiveLearner(EnsembleLearner):
         if mean > self.standard_errors * error:
             self.rule_ = "held-out R-loss weights"
             return r_loss_weights(estimates, residual_y, residual_t)
-        self.rule_ = "standardised mean of the skilled"
+        self.rule_ = "standardised mean"
         return equal
 
     def combination(self) -> str:
