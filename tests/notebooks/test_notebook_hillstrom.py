@@ -21,6 +21,6 @@ def test_uplift_on_hillstrom_notebook():
         # Targeting the top 30% by predicted uplift beats mailing at random.
         assert found["targeting"][arm]["top 30%"] > found["targeting"][arm]["everyone"]
         # Every member on the same folds, and the published effect: more buyers.
-        assert set(found["learners"][arm]) >= {"ensemble", "t_learner", "two_part"}
+        assert set(found["learners"][arm]) >= {"adaptive", "t_learner", "two_part"}
         assert found["parts"][arm]["mean uplift_conversion"] > 0
     assert figures(notebook) >= 5
