@@ -77,7 +77,7 @@ def reconcile(spend: np.ndarray, conversion: np.ndarray, order_value: np.ndarray
     D = s_p^2 v_mean^2 + s_v^2 p_mean^2, so the identity holds for the model's effect and a
     spend effect can no longer have the opposite sign to both parts. The conversion effect
     stays one that probabilities can have (P(buy | treated) within [0, 1]); where that bound
-    bites, the order-value effect takes the rest. Without the spreads (an older model) the
+    bites (rarely), the identity gives way to it. Without the spreads (an older model) the
     gap is split evenly in spend units.
     """
     buy_control = np.clip(buy_treated - conversion, 0.0, 1.0)
@@ -88,14 +88,14 @@ def reconcile(spend: np.ndarray, conversion: np.ndarray, order_value: np.ndarray
     gap = spend - (conversion * v_mean + p_mean * order_value)
     s_p, s_v = spreads
     if not s_p or not s_v:
-        reconciled = conversion + gap / (2.0 * v_mean)
+        reconciled = (conversion + gap / (2.0 * v_mean), order_value + gap / (2.0 * p_mean))
     else:
         share = s_p**2 * v_mean**2 + s_v**2 * p_mean**2
-        reconciled = conversion + gap * s_p**2 * v_mean / share
+        reconciled = (conversion + gap * s_p**2 * v_mean / share,
+                      order_value + gap * s_v**2 * p_mean / share)
     # Still a change in a probability: P(buy | treated) = P(buy | control) + it, in [0, 1].
-    # Where the bound bites, order value takes the rest, so the identity holds everywhere.
-    bounded = np.clip(reconciled, -buy_control, 1.0 - buy_control)
-    return bounded, (spend - bounded * v_mean) / p_mean
+    # The bound holds 0, so it never flips the sign that agreed with the spend effect.
+    return np.clip(reconciled[0], -buy_control, 1.0 - buy_control), reconciled[1]
 
 
 def _save_booster(booster: lgb.Booster, folder: Path, name: str, saved: dict[int, str]) -> str:
