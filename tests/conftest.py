@@ -34,6 +34,7 @@ from features.synthetic import GenerateConfig, generate
 from models.store import default_tracking_uri
 from training.config import ChurnTrainConfig, UpliftTrainConfig, ValueTrainConfig
 from training.propensity import train_propensity
+from training.tracking import log_churn_run
 from training.train_churn import ChurnTrainResult, train_churn
 from training.train_uplift import train_uplift
 from training.train_value import ValueTrainResult, train_value
@@ -191,6 +192,22 @@ def crown(name: str, version: str) -> None:
     """Give ``version`` of ``name`` the champion alias directly, whatever its quality: for
     tests of scoring, which need a champion, not of promotion, which would judge it."""
     mlflow.MlflowClient().set_registered_model_alias(name, "champion", version)
+
+
+def crowned_store(folder: Path, churn_config, trained) -> str:
+    """A store in ``folder`` (artifacts beside it) whose churn v1 is ``trained`` and
+    champion; the caller's tracking URI and working folder are left as they were."""
+    previous, cwd = mlflow.get_tracking_uri(), Path.cwd()
+    os.chdir(folder)
+    uri = migrated_store(folder)
+    mlflow.set_tracking_uri(uri)
+    try:
+        log_churn_run(churn_config, trained)
+        crown("churn", "1")
+    finally:
+        mlflow.set_tracking_uri(previous)
+        os.chdir(cwd)
+    return uri
 
 
 @functools.cache

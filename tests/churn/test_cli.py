@@ -13,13 +13,11 @@ import threading
 import time
 from pathlib import Path
 
-import mlflow
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import crown, migrated_store, process_env
-from training.tracking import log_churn_run
+from tests.conftest import crowned_store, migrated_store, process_env
 
 CHURN = [sys.executable, "-m", "churn"]
 
@@ -212,16 +210,7 @@ def test_a_read_only_store_is_one_line_and_scoring_can_record_elsewhere(
     shared = Path(tempfile.mkdtemp(prefix="churn-read-only-"))
     try:
         shared.chmod(0o755)
-        previous, cwd = mlflow.get_tracking_uri(), Path.cwd()
-        os.chdir(shared)
-        uri = migrated_store(shared)
-        mlflow.set_tracking_uri(uri)
-        try:
-            log_churn_run(churn_config, trained)
-            crown("churn", "1")
-        finally:
-            mlflow.set_tracking_uri(previous)
-            os.chdir(cwd)
+        uri = crowned_store(shared, churn_config, trained)
         shutil.copytree(data, shared / "data")
         out = shared / "out"
         out.mkdir(mode=0o777)

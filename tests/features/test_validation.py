@@ -252,8 +252,8 @@ def test_a_quoted_id_far_down_the_file_is_read(tmp_path):
     (b'"unclosed,o-x,1997-02-01,5', "cannot read"),
     (b"c-long,o-x,1997-02-01," + b"9" * 2_100_000,
      "line 25002 is 2,100,022 bytes, over the 2,000,000 a CSV line may hold"),
-    (b"c-cr,o-x,1997-02-01,5\r", r"line 25002 ends with \r\n but line 1 with \n: mixed line "
-                                 r"endings"),
+    (b"c-cr,o-x,1997-02-01,5\r", (r"line 25002 ends with \r\n but line 1 with \n: mixed "
+                                  r"line endings")),
     (b"c-mac,o-x,1997-02-01,5\rc-2,o-y,1997-02-01,5",
      r"line 25002 holds a bare carriage return (\r)"),
 ])

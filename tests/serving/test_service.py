@@ -41,6 +41,7 @@ from tests.conftest import (
     build,
     chromium,
     crown,
+    crowned_store,
     free_port,
     migrated_store,
     process_env,
@@ -758,15 +759,7 @@ def test_a_champion_that_cannot_load_ends_the_server_in_one_line(churn_config, t
                                                                   tmp_path):
     """The registry has a champion (the pre-flight passes) but its files are broken: the
     server stops with exit 3 and says why once, instead of starting workers forever."""
-    uri, previous, cwd = migrated_store(tmp_path), mlflow.get_tracking_uri(), Path.cwd()
-    os.chdir(tmp_path)
-    mlflow.set_tracking_uri(uri)
-    try:
-        log_churn_run(churn_config, trained)
-        crown("churn", "1")
-    finally:
-        mlflow.set_tracking_uri(previous)
-        os.chdir(cwd)
+    uri = crowned_store(tmp_path, churn_config, trained)
     broken = list(tmp_path.rglob("features.json"))
     assert broken
     for path in broken:
