@@ -53,6 +53,11 @@ def _track_progress(con: duckdb.DuckDBPyConnection) -> None:
         pass
 
 
+# Days between two times: their whole microseconds apart (exact) over a day's, one rounding,
+# so every engine gets the same double.
+DAY_MICROS = "CAST(86400000000 AS DOUBLE)"
+
+
 class _Cutoff:
     """SQL snippets relative to the cutoff T."""
 
@@ -64,7 +69,7 @@ class _Cutoff:
         return f"({self.t} - INTERVAL {int(days)} DAY)"
 
     def days_before(self, expr: str) -> str:
-        return f"((epoch({self.t}) - epoch({expr})) / 86400.0)"
+        return f"((epoch_us({self.t}) - epoch_us({expr})) / {DAY_MICROS})"
 
 
 def _ctes(tables: dict[str, str], c: _Cutoff) -> str:
@@ -123,7 +128,8 @@ purchase_days AS (
     SELECT DISTINCT customer_id, date_trunc('day', ordered_at) AS day FROM orders),
 gaps AS (
     SELECT customer_id,
-           (epoch(day) - epoch(lag(day) OVER (PARTITION BY customer_id ORDER BY day))) / 86400.0
+           (epoch_us(day) - epoch_us(lag(day) OVER (PARTITION BY customer_id ORDER BY day)))
+               / {DAY_MICROS}
                AS gap
     FROM purchase_days),
 gap_stats AS (

@@ -196,7 +196,11 @@ def present_columns(con: duckdb.DuckDBPyConnection, source: TableSource) -> list
     except duckdb.Error as err:
         raise ContractError(f"{source.label}: cannot read {source.files[0]}: "
                             f"{duckdb_error_line(err, source.files[0])}") from None
-    columns = [row[0] for row in described]
+    return check_columns(source, [row[0] for row in described])
+
+
+def check_columns(source: TableSource, columns: list[str]) -> list[str]:
+    """``columns`` (those in the files), once the contract's required ones are among them."""
     missing = [c for c in source.spec.required_columns if c not in columns]
     if missing:
         raise ContractError(

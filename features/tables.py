@@ -7,6 +7,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import duckdb
+import pandas as pd
 
 from features.contract import TABLES, ContractError
 from features.errors import setting
@@ -135,18 +136,34 @@ def stray_orders(con: duckdb.DuckDBPyConnection, transactions: str) -> StrayOrde
 def set_aside_stray(con: duckdb.DuckDBPyConnection, transactions: str, stray: StrayOrders,
                     on_bad_rows: OnBadRows, rejects: Path, reports: list[TableReport]) -> None:
     """Stop on stray rows, or (quarantine) move them to the rejects file and go on."""
+    refuse_stray(stray, on_bad_rows)
+    rows = con.sql(f"SELECT * FROM {transactions} WHERE {stray_rows(stray)}").df()
+    reject_stray(rows, stray, rejects, reports)
+    con.execute(f"DELETE FROM {transactions} WHERE {stray_rows(stray)}")
+
+
+def stray_rows(stray: StrayOrders) -> str:
+    """SQL condition true for the stray rows."""
+    return f"CAST(ordered_at AS DATE) >= DATE '{stray.first_day}'"
+
+
+def refuse_stray(stray: StrayOrders, on_bad_rows: OnBadRows) -> None:
+    """Raise unless stray rows are to be quarantined."""
     if on_bad_rows is OnBadRows.stop:
         raise ContractError(f"{stray.describe()}. Nothing was written. Fix or remove them, or "
                             f"rerun with {setting('on_bad_rows')} quarantine to set them aside "
                             f"and go on.")
-    after = f"CAST(ordered_at AS DATE) >= DATE '{stray.first_day}'"
-    rows = con.sql(f"SELECT * FROM {transactions} WHERE {after}").df().astype("string")
+
+
+def reject_stray(rows: pd.DataFrame, stray: StrayOrders, rejects: Path,
+                 reports: list[TableReport]) -> None:
+    """Add the stray ``rows`` to the transactions rejects file and its report."""
+    rows = rows.astype("string")
     rows["_where"] = f"dated {stray.gap_days:,} days after the rest of the data"
     rows["_reason"] = "column 'ordered_at': far past the rest of the data"
     path = rejects / "transactions.rejects.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
     rows.to_csv(path, mode="a", header=not path.exists(), index=False)
-    con.execute(f"DELETE FROM {transactions} WHERE {after}")
     report = next((r for r in reports if r.table == "transactions"), None)
     if report is not None:
         report.bad_rows += stray.rows

@@ -58,6 +58,17 @@ def _is_null(value: object) -> bool:
     return value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value))
 
 
+def shown_value(value: object) -> str:
+    """A value as an example in a report: its repr, or null."""
+    if isinstance(value, Rendered):
+        return str(value)
+    return "null" if _is_null(value) else repr(value)
+
+
+class Rendered(str):
+    """A value already shown as text where its row was checked (on another machine)."""
+
+
 def _rows(n: int) -> str:
     return f"{n:,} row" if n == 1 else f"{n:,} rows"
 
@@ -73,12 +84,13 @@ class TableReport:
     unknown_event_types: dict[str, int] = field(default_factory=dict)
     rejects_file: Path | None = None
 
-    def add(self, column: str, rule: str, where: str, value: object) -> None:
+    def add(self, column: str, rule: str, where: str, value: object, count: int = 1) -> None:
+        """Count ``count`` rows breaking (column, rule); the first few are kept as examples
+        (``where``: the value)."""
         problem = self.problems.setdefault((column, rule), Problem())
-        problem.count += 1
+        problem.count += count
         if len(problem.examples) < EXAMPLES_PER_PROBLEM:
-            shown = "null" if _is_null(value) else repr(value)
-            problem.examples.append(f"{where}: {shown}")
+            problem.examples.append(f"{where}: {shown_value(value)}")
 
     def describe(self) -> str:
         lines = [f"{self.table}: {_rows(self.bad_rows)} of {self.rows:,} break the contract"]
@@ -99,8 +111,9 @@ class ValidatedTable:
     report: TableReport
 
 
-def _check_query(source: TableSource, present: list[str]) -> str:
-    spec = source.spec
+def check_items(spec: TableSpec, present: list[str]) -> list[str]:
+    """Select-list items giving the typed columns, and beside each typed one the raw text
+    of values that did not parse (``__raw_<column>``; null where the value parsed)."""
     items = typed_columns_sql(spec, present)
     for column in (c for c in spec.columns if c in present):
         sql_type = duckdb_type(spec, column)
@@ -109,6 +122,11 @@ def _check_query(source: TableSource, present: list[str]) -> str:
                 f'CASE WHEN "{column}" IS NOT NULL AND TRY_CAST("{column}" AS {sql_type}) IS NULL '
                 f'THEN CAST("{column}" AS VARCHAR) END AS "{RAW}{column}"'
             )
+    return items
+
+
+def _check_query(source: TableSource, present: list[str]) -> str:
+    items = check_items(source.spec, present)
     multi = len(source.files) > 1
     if multi:
         items.append(f'filename AS "{FILE}"')
@@ -193,11 +211,17 @@ def _repeated_row_failures(df: pd.DataFrame, spec: TableSpec,
     return [(int(pos), key, REPEATED_ROW, df[key].iat[pos]) for pos in np.flatnonzero(repeated)]
 
 
+def value_failures(df: pd.DataFrame, spec: TableSpec) -> list[tuple[int, str, str, object]]:
+    """(row position, column, rule, value) for each value that does not parse or breaks a
+    rule of the schema: every rule that looks at one row alone."""
+    return _parse_failures(df, spec) + _schema_failures(df, spec)
+
+
 def row_failures(
     df: pd.DataFrame, spec: TableSpec, seen_keys: set[str], seen_rows: SeenRows | None = None
 ) -> pd.DataFrame:
     """One row per (row position, column) that breaks a rule; parse failures take precedence."""
-    failures = _parse_failures(df, spec) + _schema_failures(df, spec)
+    failures = value_failures(df, spec)
     failures += _duplicate_failures(df, spec, seen_keys)
     failures += _repeated_row_failures(df, spec, seen_rows)
     frame = pd.DataFrame(failures, columns=["pos", "column", "rule", "value"])
