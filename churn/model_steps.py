@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from features.engines import Engine
 from features.errors import ChurnError
 from features.labels import LABEL
 from models.drift import psi_band
@@ -95,12 +96,13 @@ def print_metrics(result: ChurnTrainResult, console: Console) -> None:
     console.print(PALIVE_NOTE, highlight=False, soft_wrap=True)
 
 
-def backtest(cfg: ChurnTrainConfig, origins: tuple, progress: Progress) -> BacktestResult:
+def backtest(cfg: ChurnTrainConfig, origins: tuple, progress: Progress,
+             engine: Engine = Engine.duckdb) -> BacktestResult:
     """Run the backtest with a progress line naming the origin and step."""
     with progress as bar:
         task = bar.add_task("Backtest", total=None)
-        return run_backtest(cfg, origins,
-                            on_step=lambda text: bar.update(task, description=text))
+        return run_backtest(cfg, origins, on_step=lambda text: bar.update(task, description=text),
+                            engine=engine)
 
 
 def _fmt(value: float) -> str:

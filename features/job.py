@@ -14,6 +14,7 @@ import duckdb
 import pandas as pd
 
 from features.contract import ContractError
+from features.engines import Engine
 from features.errors import setting
 from features.point_in_time import connect, feature_query, write_features
 from features.registry import FEATURES
@@ -41,6 +42,7 @@ class FeaturesJobConfig:
     rejects: Path | None = None
     memory_limit: str | None = "4GB"
     threads: int | None = None
+    engine: Engine = Engine.duckdb
 
 
 @dataclass
@@ -66,8 +68,14 @@ def run_features(cfg: FeaturesJobConfig, progress: Progress | None = None,
     """Validate the tables in ``cfg.data`` and write features as of ``cfg.as_of`` to ``cfg.out``.
 
     Nothing is written unless validation passes (or bad rows are quarantined); the output
-    file is replaced atomically, so a failed run leaves an earlier one intact.
+    file is replaced atomically, so a failed run leaves an earlier one intact. On Spark
+    (``cfg.engine``) the output is a folder of Parquet files, replaced the same way.
     """
+    if cfg.engine is Engine.spark:
+        # Spark is an optional extra: imported only when asked for.
+        from features.spark_job import run_features_spark  # noqa: PLC0415
+
+        return run_features_spark(cfg, progress)
     started = time.perf_counter()
     check_output_path(cfg.out)
     rejects = cfg.rejects or cfg.out.parent / f"{cfg.out.stem}.rejects"

@@ -45,12 +45,12 @@ def churn_label_query(transactions: str, cutoff: date, cfg: ChurnLabelConfig) ->
     """SQL giving ``customer_id, churned`` for every customer in the base at ``cutoff``."""
     t = _ts(cutoff)
     return f"""
-WITH orders AS (SELECT customer_id, ordered_at FROM {transactions} WHERE amount >= 0)
+WITH label_orders AS (SELECT customer_id, ordered_at FROM {transactions} WHERE amount >= 0)
 SELECT customer_id,
        CASE WHEN count(*) FILTER (WHERE ordered_at >= {t}
                                    AND ordered_at < {t} + INTERVAL {cfg.horizon_days} DAY) = 0
             THEN 1 ELSE 0 END AS {LABEL}
-FROM orders
+FROM label_orders
 WHERE ordered_at >= {t} - INTERVAL {cfg.base_days} DAY
   AND ordered_at < {t} + INTERVAL {cfg.horizon_days} DAY
 GROUP BY customer_id

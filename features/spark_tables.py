@@ -296,11 +296,12 @@ def validate_tables(spark: SparkSession, sources: dict[str, TableSource],
     return validated
 
 
-def load_tables(spark: SparkSession, data_dir: Path, on_bad_rows: OnBadRows = OnBadRows.stop,
-                rejects: Path = DEFAULT_REJECTS, progress: Progress | None = None,
-                only: tuple[str, ...] | None = None, check_stray: bool = True) -> LoadedTables:
-    """``features.tables.load_tables`` on Spark: every contract table validated into a
-    temporary view (absent ones empty), stray orders set aside, the data's span measured."""
+def validated_relations(spark: SparkSession, data_dir: Path,
+                        on_bad_rows: OnBadRows = OnBadRows.stop, rejects: Path = DEFAULT_REJECTS,
+                        progress: Progress | None = None, only: tuple[str, ...] | None = None
+                        ) -> tuple[dict[str, str], list[TableReport], frozenset[str]]:
+    """Every contract table validated into a temporary view (absent ones, and those left out
+    of ``only``, empty): the views by table, the reports, and the tables the folder holds."""
     prefix = f"contract_{uuid.uuid4().hex[:8]}"
     sources = {name: source for name, source in find_tables(data_dir).items()
                if only is None or name in only}
@@ -313,15 +314,24 @@ def load_tables(spark: SparkSession, data_dir: Path, on_bad_rows: OnBadRows = On
             relations[name] = f"{prefix}_{name}"
             spark.sql(to_spark(empty_relation_sql(spec))).createOrReplaceTempView(
                 relations[name])
-    reports = [t.report for t in validated.values()]
+    return relations, [t.report for t in validated.values()], frozenset(validated)
+
+
+def load_tables(spark: SparkSession, data_dir: Path, on_bad_rows: OnBadRows = OnBadRows.stop,
+                rejects: Path = DEFAULT_REJECTS, progress: Progress | None = None,
+                only: tuple[str, ...] | None = None) -> LoadedTables:
+    """``features.tables.load_tables`` on Spark: the tables validated into temporary views,
+    stray orders set aside, the data's span measured."""
+    relations, reports, present = validated_relations(spark, data_dir, on_bad_rows, rejects,
+                                                      progress, only)
     con = SparkConnection(spark)
-    stray = stray_orders(con, relations["transactions"]) if check_stray else None
+    stray = stray_orders(con, relations["transactions"])
     if stray is not None:
         refuse_stray(stray, on_bad_rows)
         condition = to_spark(stray_rows(stray))
         table = spark.table(relations["transactions"])
         reject_stray(table.where(condition).toArrow().to_pandas(), stray, rejects, reports)
-        relations["transactions"] = f"{prefix}_transactions_kept"
+        relations["transactions"] = f"{relations['transactions']}_kept"
         table.where(f"NOT ({condition})").createOrReplaceTempView(relations["transactions"])
     start, end = data_span(con, relations["transactions"])
-    return LoadedTables(relations, reports, end, start, frozenset(validated))
+    return LoadedTables(relations, reports, end, start, present)

@@ -55,18 +55,23 @@ class Effect:
         parts = {part: self.predict_part(X, part, cache) for part in
                  (*PARTS, "buy_if_contacted", "order_value_control")}
         if "order_value_control" in self.parts:
-            spreads = tuple(float(self.predict_part(X.head(1), f"spread_{part}")[0])
-                            if f"spread_{part}" in self.parts else None for part in PARTS)
+            spreads = tuple(self._constant(X, f"spread_{part}") for part in PARTS)
             parts["conversion"], parts["order_value"] = reconcile(
                 spend, parts["conversion"], parts["order_value"], parts["buy_if_contacted"],
-                parts["order_value_control"], spreads)
+                parts["order_value_control"], spreads, self._constant(X, "value_floor"))
         return {"spend": spend, **parts}
+
+    def _constant(self, X: pd.DataFrame, part: str) -> float | None:
+        """A part that is one number fixed at fit time (None in a model saved without it)."""
+        if part not in self.parts or not len(X):
+            return None
+        return float(self.predict_part(X.head(1), part)[0])
 
 
 def reconcile(spend: np.ndarray, conversion: np.ndarray, order_value: np.ndarray,
               buy_treated: np.ndarray, value_control: np.ndarray,
-              spreads: tuple[float | None, float | None] = (None, None)
-              ) -> tuple[np.ndarray, np.ndarray]:
+              spreads: tuple[float | None, float | None] = (None, None),
+              floor: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Conversion and order-value effects that add up to the spend effect.
 
     With buying probabilities p and spend among buyers v in each group, spend changes by
@@ -78,12 +83,15 @@ def reconcile(spend: np.ndarray, conversion: np.ndarray, order_value: np.ndarray
     spend effect can no longer have the opposite sign to both parts. The conversion effect
     stays one that probabilities can have (P(buy | treated) within [0, 1]); where that bound
     bites (rarely), the identity gives way to it. Without the spreads (an older model) the
-    gap is split evenly in spend units.
+    gap is split evenly in spend units. ``floor`` is the least spend among buyers to divide
+    by, fixed when the model was fitted (an older model takes a hundredth of these rows'
+    mean).
     """
     buy_control = np.clip(buy_treated - conversion, 0.0, 1.0)
     value_treated = value_control + order_value
     p_mean = np.maximum((buy_treated + buy_control) / 2.0, 0.01)
-    floor = max(float(np.nanmean(np.abs(value_control))) * 0.01, 1e-9)
+    if floor is None:
+        floor = max(float(np.nanmean(np.abs(value_control))) * 0.01, 1e-9)
     v_mean = np.maximum((value_treated + value_control) / 2.0, floor)
     gap = spend - (conversion * v_mean + p_mean * order_value)
     s_p, s_v = spreads

@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from features.contract import ContractError
+from features.engines import Engine
 from features.errors import setting
 from features.output import output_path, with_default_permissions
 from features.point_in_time import connect, feature_query
@@ -95,6 +96,7 @@ class ScoreJobConfig:
     # Where the run is recorded: None for the tracking store, an MLflow store URI for
     # another one, "off" for nowhere.
     run_log: str | None = None
+    engine: Engine = Engine.duckdb
 
 
 @dataclass
@@ -116,7 +118,7 @@ class ScoreJobResult:
     run_id: str | None = None
 
 
-def _scoring_query(relations: dict[str, str], as_of: date) -> str:
+def scoring_query(relations: dict[str, str], as_of: date) -> str:
     # Without marketing consent a customer is scored but not contactable; null means no.
     return f"""SELECT f.*, coalesce(c.contactable, TRUE) AS contactable
 FROM ({feature_query(relations, as_of)}) f
@@ -298,14 +300,7 @@ class PostgresDestination:
                 f"write to a new one with ?table=NAME, or rename or drop it")
 
     def write(self, chunk: pd.DataFrame) -> None:
-        names = ", ".join(chunk.columns)
-        chunk = chunk.assign(reasons=[None if r is None else orjson.dumps(r).decode()
-                                      for r in chunk["reasons"]])
-        # CSV: an empty unquoted field is NULL, so NaN and missing reasons arrive as NULL.
-        text = chunk.to_csv(index=False, header=False, date_format="%Y-%m-%d")
-        with self.con.cursor().copy(
-                f"COPY pg_temp.scores_staging ({names}) FROM STDIN WITH (FORMAT csv)") as copy:
-            copy.write(text)
+        copy_scores(self.con, "pg_temp.scores_staging", chunk)
 
     def record_run(self, row: dict[str, object]) -> None:
         """Add ``row`` to the ``<table>_runs`` log, in the transaction that swaps the scores."""
@@ -334,6 +329,17 @@ class PostgresDestination:
         self.con.close()
 
 
+def copy_scores(con: psycopg.Connection, table: str, chunk: pd.DataFrame) -> None:
+    """COPY a chunk of scores into ``table`` (reasons as JSON)."""
+    names = ", ".join(chunk.columns)
+    chunk = chunk.assign(reasons=[None if r is None else orjson.dumps(
+        list(r) if isinstance(r, np.ndarray) else r).decode() for r in chunk["reasons"]])
+    # CSV: an empty unquoted field is NULL, so NaN and missing reasons arrive as NULL.
+    text = chunk.to_csv(index=False, header=False, date_format="%Y-%m-%d")
+    with con.cursor().copy(f"COPY {table} ({names}) FROM STDIN WITH (FORMAT csv)") as copy:
+        copy.write(text)
+
+
 def destination_for(out: str, as_of: date, extras: dict[str, str] | None = None
                     ) -> Destination:
     """Where scores go; ``extras`` are the columns the propensity and value champions add."""
@@ -354,7 +360,7 @@ def _scoring_table(con: duckdb.DuckDBPyConnection, cfg: ScoreJobConfig, work: Pa
     Returns its rows, a warning when the data looks stale, and the data's span."""
     tables = load_tables(con, cfg.data, work, cfg.on_bad_rows, progress=progress)
     stale = tables.check_as_of(cfg.as_of)
-    con.sql(f"CREATE TEMP TABLE scoring AS {_scoring_query(tables.relations, cfg.as_of)}")
+    con.sql(f"CREATE TEMP TABLE scoring AS {scoring_query(tables.relations, cfg.as_of)}")
     total = con.sql("SELECT count(*) FROM scoring").fetchall()[0][0]
     if total == 0:
         raise ContractError(f"no customer to score as of {cfg.as_of} (none with profiling "
@@ -386,6 +392,11 @@ def run_score(cfg: ScoreJobConfig, loaded: LoadedModel, progress: Progress | Non
     leaves no run behind); ``on_commit`` with the destination and the result just before the
     rows are made visible (the run log adds its row to a PostgreSQL destination's
     transaction there)."""
+    if cfg.engine is Engine.spark:
+        # Spark is an optional extra: imported only when asked for.
+        from serving.spark_batch import run_score_spark  # noqa: PLC0415
+
+        return run_score_spark(cfg, loaded, progress, on_rows, on_commit, on_start)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="churn-score-") as work, \
             connect(cfg.memory_limit, Path(work) / "spill") as con:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
@@ -19,9 +20,10 @@ from pathlib import Path
 import pandas as pd
 
 from features.cores import job_threads
+from features.engines import Engine
 from features.errors import setting
 from features.point_in_time import connect
-from features.tables import load_tables
+from features.tables import LoadedTables, load_tables
 from features.validation import Progress
 from training.config import ChurnTrainConfig
 from training.cutoffs import CutoffError
@@ -53,15 +55,36 @@ def _check_origins(origins: tuple[date, ...]) -> list[date]:
     return sorted(set(origins))
 
 
+@contextmanager
+def _tables(cfg: ChurnTrainConfig, engine: Engine, progress: Progress | None
+            ) -> Iterator[tuple[object, LoadedTables]]:
+    """The validated tables, and a connection that runs the feature and label queries on
+    them: DuckDB's, or Spark's (each query transpiled, its rows handed back the same way)."""
+    if engine is Engine.spark:
+        # Spark is an optional extra: imported only when asked for.
+        from features.spark_session import spark_session  # noqa: PLC0415
+        from features.spark_tables import SparkConnection  # noqa: PLC0415
+        from features.spark_tables import load_tables as load_on_spark  # noqa: PLC0415
+
+        spark = spark_session()
+        yield SparkConnection(spark), load_on_spark(spark, cfg.data, cfg.on_bad_rows,
+                                                    progress=progress)
+        return
+    with tempfile.TemporaryDirectory(prefix="churn-backtest-") as work, \
+            connect(cfg.memory_limit, Path(work) / "spill", cfg.threads) as con:
+        yield con, load_tables(con, cfg.data, Path(work), cfg.on_bad_rows, progress=progress)
+
+
 def run_backtest(cfg: ChurnTrainConfig, origins: tuple[date, ...],
                  progress: Progress | None = None,
                  on_step: Callable[[str], None] | None = None,
-                 report: Callable[[ChurnTrainResult], ChurnTrainResult] | None = None
-                 ) -> BacktestResult:
+                 report: Callable[[ChurnTrainResult], ChurnTrainResult] | None = None,
+                 engine: Engine = Engine.duckdb) -> BacktestResult:
     """Train and test once per origin (the origin as test cutoff), on tables loaded once.
 
     ``report`` turns each origin's result into what is reported (the propensity model's
-    purchase framing, say)."""
+    purchase framing, say). With ``engine`` Spark, the features and labels of every cutoff
+    are built on Spark and only they come back to train on."""
     step = on_step or (lambda _: None)
     ordered = _check_origins(origins)
     if cfg.cutoffs or cfg.validation_cutoff or cfg.test_cutoff:
@@ -69,9 +92,7 @@ def run_backtest(cfg: ChurnTrainConfig, origins: tuple[date, ...],
                           f"of training cutoffs ({setting('cutoffs')} N), not dates")
     rows, notes = [], []
     cfg = replace(cfg, threads=job_threads(cfg.threads))
-    with tempfile.TemporaryDirectory(prefix="churn-backtest-") as work, \
-            connect(cfg.memory_limit, Path(work) / "spill", cfg.threads) as con:
-        loaded = load_tables(con, cfg.data, Path(work), cfg.on_bad_rows, progress=progress)
+    with _tables(cfg, engine, progress) as (con, loaded):
         for origin in ordered:
             at = dataclasses.replace(cfg, test_cutoff=origin)
             result = train_on_tables(at, con, loaded,

@@ -227,6 +227,11 @@ class TwoPartLearner(UpliftLearner):
                        "order_value": [(1.0, parts["treated"][1]),
                                        (-1.0, parts["control"][1])],
                        "order_value_control": [(1.0, parts["control"][1])]}
+        # The least spend among buyers that ``reconcile`` divides by: fixed here, over the
+        # fitted rows, so a customer's effects never depend on who else is scored with them.
+        control_value = predict_terms(self.parts_["order_value_control"], X)
+        floor = max(float(np.mean(np.abs(control_value))) * 0.01, 1e-9)
+        self.parts_["value_floor"] = [(1.0, Constant(floor))]
         return self
 
 

@@ -9,6 +9,7 @@ import typer
 
 from churn.cli.app import backtest_app, promote_app, train_app
 from churn.cli.common import (
+    ENGINE_OPTION,
     BaseOption,
     CutoffsOption,
     HorizonOption,
@@ -29,6 +30,7 @@ from churn.cli.common import (
     progress_bar,
     use_store,
 )
+from features.engines import Engine
 from models.registry import CHURN_MODEL_NAME
 from training.config import CHURN, LABELS
 
@@ -98,6 +100,7 @@ def backtest_churn_command(
     threads: ThreadsOption = CHURN.threads,
     experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "churn-backtest",
     on_bad_rows: OnBadRowsOption = CHURN.on_bad_rows,
+    engine: Annotated[Engine, ENGINE_OPTION] = Engine.duckdb,
 ) -> None:
     """Rolling-origin backtest of the churn model: the figure to quote.
 
@@ -107,6 +110,8 @@ def backtest_churn_command(
     at the origin is scored and measured against what customers did in the next horizon,
     beside the recency rule and BG/NBD on the same customers. Prints the metrics per origin
     and their mean and spread, and logs them with a plot to MLflow (nothing is registered).
+    With --engine spark the features and labels of every cutoff are built on Spark; only
+    they come back to this machine, where LightGBM trains.
 
     Example: churn backtest churn --data cdnow/ --origins 1997-10-01,1998-01-01,1998-04-01
     """
@@ -119,7 +124,8 @@ def backtest_churn_command(
                             max_trees=max_trees, seed=seed, on_bad_rows=on_bad_rows,
                            threads=threads)
         started = steps.now_ms()
-        result = steps.backtest(cfg, cutoff_list(origins), progress_bar())  # type: ignore[arg-type]
+        result = steps.backtest(cfg, cutoff_list(origins), progress_bar(),  # type: ignore[arg-type]
+                                engine)
         logged = steps.log_backtest_run(cfg, result, experiment,  # type: ignore[arg-type]
                                         started_ms=started)
     except steps.USER_ERRORS as err:

@@ -46,6 +46,12 @@ or open the API page, with a worked example per endpoint: http://127.0.0.1:3000/
 err_console = console_for(stderr=True)
 
 
+ENGINE_OPTION = typer.Option(
+    help="duckdb: this machine. spark: Apache Spark (pip install '.\\[spark]'; local[*] unless "
+         "SPARK_REMOTE names a Spark Connect server or SPARK_MASTER / spark.master a cluster). "
+         "Both build the same features by the same rules.")
+
+
 def iso_date(text: str) -> date:
     try:
         return date.fromisoformat(text)

@@ -11,8 +11,9 @@ import typer
 from rich.table import Table
 
 from churn.cli.app import app
-from churn.cli.common import fail, iso_date, one_line, out_console, progress_bar
+from churn.cli.common import ENGINE_OPTION, fail, iso_date, one_line, out_console, progress_bar
 from features.contract import ContractError
+from features.engines import Engine
 from features.job import FeaturesJobConfig, FeaturesJobResult, run_features
 from features.synthetic import GenerateConfig, generate
 from features.validation import OnBadRows
@@ -118,14 +119,19 @@ def features_command(
         help="Folder for rejected rows \\[default: next to --out].")] = None,
     memory_limit: Annotated[str, typer.Option(
         help="DuckDB memory limit; beyond it work spills to disk.")] = "4GB",
+    engine: Annotated[Engine, ENGINE_OPTION] = Engine.duckdb,
 ) -> None:
     """Build point-in-time features as of a date, one row per customer.
 
     Every row is checked against the data contract first. Only rows stamped before
     --as-of are used, so features for a past date never see its future.
+
+    With --engine spark the same features are built on Apache Spark (local[*], or the
+    cluster SPARK_REMOTE or spark.master names) and --out is a folder of Parquet files.
     """
     cfg = FeaturesJobConfig(data=data, as_of=iso_date(as_of), out=out,
-                            on_bad_rows=on_bad_rows, rejects=rejects, memory_limit=memory_limit)
+                            on_bad_rows=on_bad_rows, rejects=rejects, memory_limit=memory_limit,
+                            engine=engine)
     try:
         result = features_with_progress(cfg)
     except (ContractError, duckdb.Error, OSError) as err:

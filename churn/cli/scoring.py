@@ -11,6 +11,7 @@ import typer
 
 from churn.cli.app import app
 from churn.cli.common import (
+    ENGINE_OPTION,
     MismatchOption,
     ModelNameOption,
     NoUpliftOption,
@@ -24,6 +25,7 @@ from churn.cli.common import (
     progress_bar,
     use_store,
 )
+from features.engines import Engine
 from features.validation import OnBadRows
 from models.registry import CHURN_MODEL_NAME, UPLIFT_MODEL_NAME
 
@@ -57,6 +59,7 @@ def score_command(
         help="Where the run is recorded for `churn monitor`: 'store' (the MLflow store the "
              "champion comes from), another MLflow store's URI (e.g. sqlite:///runs.db, for a "
              "read-only registry), or 'off'.")] = "store",
+    engine: Annotated[Engine, ENGINE_OPTION] = Engine.duckdb,
 ) -> None:
     """Score every customer with the champion churn model and assign segments.
 
@@ -72,6 +75,8 @@ def score_command(
     contact cost (see --policy).
     A champion trained on other data than --data is refused (--allow-data-mismatch uses it
     anyway); so is an --as-of outside the data's span.
+    With --engine spark every partition of the base is scored on Spark by the same code, and a
+    .parquet --out is a folder of Parquet files.
     """
     from churn import model_steps as steps
 
@@ -87,7 +92,7 @@ def score_command(
             on_bad_rows=on_bad_rows, reasons=reasons, model_name=model_name,
             uplift_model_name=uplift_model_name, uplift=not no_uplift,
             allow_data_mismatch=allow_data_mismatch,
-            run_log=None if run_log == "store" else run_log)
+            run_log=None if run_log == "store" else run_log, engine=engine)
         result = steps.score(cfg, progress_bar(), compiled)
     except steps.USER_ERRORS as err:
         fail(one_line(err))
