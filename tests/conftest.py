@@ -254,7 +254,8 @@ def uplift_trained(synthetic_data):
 # The longest files, started first: under `pytest -n` (a file per worker) no worker is then
 # left alone with one of them at the end while the others idle.
 LONGEST_FIRST = ("tests/notebooks/test_notebook_hillstrom.py",
-                 "tests/notebooks/test_notebook_cdnow.py", "tests/training/test_uplift.py",
+                 "tests/notebooks/test_notebook_cdnow.py", "tests/spark/test_spark_engine.py",
+                 "tests/training/test_uplift.py",
                  "tests/churn/test_demo.py", "tests/operations/test_monitor.py",
                  "tests/serving/test_service.py", "tests/churn/test_cli.py",
                  "tests/training/test_backtest.py", "tests/churn/test_packaging.py")
