@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 APP := $(VENV)/.installed-app
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test notebooks browser bench bench-value bench-churn bench-serving bench-soak bench-batch bench-uplift bench-uplift-suite bench-monitor lint clean
+.PHONY: demo test notebooks browser bench bench-value bench-churn bench-serving bench-soak bench-batch bench-uplift bench-uplift-suite bench-monitor bench-spark lint clean
 
 # The project alone, for the demo; the test tools on top, for the suite.
 $(APP): pyproject.toml
@@ -75,6 +75,10 @@ bench-uplift: $(STAMP)
 bench-uplift-suite: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/uplift_suite.py
+
+# DuckDB vs Spark local[2] on 1M and 10M generated customers (Java 17 on PATH).
+bench-spark: $(STAMP)
+	$(BIN)/python bench/spark.py --customers 1000000 10000000
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

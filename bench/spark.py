@@ -104,7 +104,7 @@ def trained_store() -> None:
     steps = [[CHURN, "demo", "--customers", str(TRAIN_CUSTOMERS), "--out", str(WORK / "train")],
              [CHURN, "train", "propensity", "--data", str(data)],
              [CHURN, "promote", "propensity"],
-             [CHURN, "train", "value", "--data", str(data)],
+             [CHURN, "train", "value", "--data", str(data), "--horizon-days", "90"],
              [CHURN, "promote", "value"]]
     for step in steps:
         print("+", " ".join(step[1:3]), flush=True)

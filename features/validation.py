@@ -182,20 +182,36 @@ def _duplicate_failures(
 
 
 class SeenRows:
-    """64-bit hashes of the rows read so far, sorted: 8 bytes a row, to find a row that
-    repeats an earlier one in any batch."""
+    """64-bit hashes of the rows read so far, in a few sorted runs: 8 bytes a row, to find a
+    row that repeats an earlier one in any batch. A new batch's run merges with the last
+    ones while they are no more than twice its size, so there are O(log rows) runs and each
+    hash is re-sorted O(log rows) times (one sorted array re-sorted per batch is quadratic)."""
 
     def __init__(self) -> None:
-        self.hashes = np.empty(0, dtype=np.uint64)
+        self.runs: list[np.ndarray] = []
+
+    def _seen(self, hashes: np.ndarray) -> np.ndarray:
+        order = np.argsort(hashes)
+        needles = hashes[order]  # sorted, the searches walk each run in order
+        found = np.zeros(len(hashes), dtype=bool)
+        for run in self.runs:
+            place = np.searchsorted(run, needles).clip(max=len(run) - 1)
+            found |= run[place] == needles
+        seen = np.empty_like(found)
+        seen[order] = found
+        return seen
+
+    def _add(self, hashes: np.ndarray) -> None:
+        run = np.sort(hashes)
+        while self.runs and len(self.runs[-1]) <= 2 * len(run):
+            run = np.sort(np.concatenate([self.runs.pop(), run]), kind="stable")
+        self.runs.append(run)
 
     def repeats(self, df: pd.DataFrame) -> np.ndarray:
         """Which rows of ``df`` equal an earlier row (of this or an earlier batch)."""
         hashes = pd.util.hash_pandas_object(df, index=False).to_numpy()
-        place = np.searchsorted(self.hashes, hashes).clip(max=max(len(self.hashes) - 1, 0))
-        before = (self.hashes[place] == hashes) if len(self.hashes) else np.zeros(
-            len(hashes), dtype=bool)
-        repeated = before | pd.Series(hashes).duplicated().to_numpy()
-        self.hashes = np.union1d(self.hashes, hashes)
+        repeated = self._seen(hashes) | pd.Series(hashes).duplicated().to_numpy()
+        self._add(hashes)
         return repeated
 
 
