@@ -140,8 +140,9 @@ def nightly(engine: str, data: Path, as_of: str, out: Path) -> dict[str, float]:
 def scoring(engine: str, features_file: Path, out: Path) -> dict[str, float]:
     shutil.rmtree(out, ignore_errors=True)
     out.unlink(missing_ok=True)
-    return measured([sys.executable, __file__, "--score-stage", engine, str(features_file),
-                     str(out)])
+    result = measured([sys.executable, __file__, "--score-stage", engine, str(features_file),
+                       str(out)])
+    return {**result, **json.loads(result["output"].strip().splitlines()[-1])}
 
 
 # The scoring stage's three sides, run in a child process by ``--score-stage``.
@@ -153,6 +154,7 @@ def churn_only():
 
 def score_duckdb(features_file: Path, out: Path) -> int:
     loaded, policy = churn_only(), SegmentPolicy()
+    started = time.perf_counter()
     cuts = tier_cuts_for(loaded, policy)
     destination, rows = ParquetDestination(out, extra_columns(loaded)), 0
     for batch in pq.ParquetFile(features_file).iter_batches(batch_size=CHUNK_ROWS):
@@ -161,29 +163,31 @@ def score_duckdb(features_file: Path, out: Path) -> int:
                                          cuts, explain=False))
         rows += len(chunk)
     destination.commit()
-    return rows
+    return rows, time.perf_counter() - started
 
 
 def score_spark(features_file: Path, out: Path) -> int:
     loaded, policy = churn_only(), SegmentPolicy()
     schema = arrow_schema(extra_columns(loaded))
     spark = spark_session()
+    started = time.perf_counter()
     frame = spark.read.parquet(str(features_file)).withColumn("contactable", F.lit(True))
     score = scorer(loaded, policy, tier_cuts_for(loaded, policy), False, schema)
     scores = frame.mapInArrow(score, from_arrow_schema(schema))
     scores.write.mode("overwrite").parquet(str(out))
-    return spark.read.parquet(str(out)).count()
+    return spark.read.parquet(str(out)).count(), time.perf_counter() - started
 
 
 def score_udf(features_file: Path, out: Path) -> int:
     spark = spark_session()
+    started = time.perf_counter()
     udf = mlflow.pyfunc.spark_udf(spark, "models:/churn@champion", result_type="double",
                                   env_manager="local")
     frame = spark.read.parquet(str(features_file))
     inputs = [c for c in frame.columns if c not in ("customer_id", "as_of")]
     scores = frame.select("customer_id", udf(F.struct(*inputs)).alias("churn_probability"))
     scores.write.mode("overwrite").parquet(str(out))
-    return spark.read.parquet(str(out)).count()
+    return spark.read.parquet(str(out)).count(), time.perf_counter() - started
 
 
 SCORERS = {"duckdb": score_duckdb, "spark": score_spark, "udf": score_udf}
@@ -191,8 +195,8 @@ SCORERS = {"duckdb": score_duckdb, "spark": score_spark, "udf": score_udf}
 
 def score_stage(engine: str, features_file: Path, out: Path) -> None:
     os.chdir(WORK)
-    rows = SCORERS[engine](features_file, out)
-    print(json.dumps({"rows": rows}))
+    rows, seconds = SCORERS[engine](features_file, out)
+    print(json.dumps({"rows": rows, "job_seconds": seconds}))
 
 
 def same_probabilities(a: Path, b: Path) -> float:
@@ -213,9 +217,11 @@ def run(customers: int, stages: list[str], engines: list[str]) -> list[dict]:
 
     def record(stage: str, engine: str, result: dict[str, float]) -> None:
         rows.append({"customers": customers, "stage": stage, "engine": engine,
-                     "seconds": result["seconds"], "peak_gib": result["peak_gib"]})
+                     "seconds": result["seconds"], "peak_gib": result["peak_gib"],
+                     "job_seconds": result.get("job_seconds")})
+        inside = f" (scoring {result['job_seconds']:.1f} s)" if "job_seconds" in result else ""
         print(f"{customers:>11,} {stage:<9} {engine:<7} {result['seconds']:8.1f} s "
-              f"{result['peak_gib']:6.2f} GiB", flush=True)
+              f"{result['peak_gib']:6.2f} GiB{inside}", flush=True)
 
     for engine in [e for e in engines if e != "udf"]:
         if "features" in stages:

@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import lightgbm as lgb
 import numpy as np
+import pandas as pd
 
 from features.errors import ChurnError
 
@@ -185,3 +188,59 @@ def _parts(rows: int, threads: int) -> list[slice]:
 @functools.cache
 def _pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(CPUS, thread_name_prefix="forest")
+
+
+def _transform(objective: str) -> Callable[[np.ndarray], np.ndarray] | None:
+    """What ``Booster.predict`` does to the margins for ``objective`` (LightGBM's own
+    formulas, through the C library's exp as LightGBM's), or None where it is not known."""
+    name, *params = objective.split()
+    if name in IDENTITY_OBJECTIVES:
+        return lambda margins: margins
+    if name in LOG_LINK_OBJECTIVES:
+        return _exp
+    if name == "binary":
+        sigmoid = float(dict(p.split(":") for p in params).get("sigmoid", 1.0))
+        return lambda margins: 1.0 / (1.0 + _exp(-sigmoid * margins))
+    return None
+
+
+IDENTITY_OBJECTIVES = {"regression", "regression_l1", "huber", "fair", "quantile", "mape"}
+LOG_LINK_OBJECTIVES = {"poisson", "tweedie", "gamma"}
+_exp = np.frompyfunc(math.exp, 1, 1)
+
+
+class CompiledBooster:
+    """A booster whose plain ``predict`` (no keyword) runs on a ``CompiledForest``, with the
+    objective's transform: the same numbers, checked on probe rows when built. Anything else
+    (keywords, inputs of other columns) goes to the booster itself."""
+
+    def __init__(self, booster: lgb.Booster) -> None:
+        self.booster = booster
+        self.forest = CompiledForest.from_booster(booster)
+        transform = _transform(booster.dump_model().get("objective", ""))
+        if transform is None:
+            raise UnsupportedModel(f"objective {booster.dump_model().get('objective')!r}")
+        self.transform = lambda margins: np.asarray(transform(margins), dtype=np.float64)
+        self.names = booster.feature_name()
+        rows = self.forest.probe_rows()
+        if not np.array_equal(self.predict(rows), booster.predict(rows), equal_nan=True):
+            raise UnsupportedModel("predictions differ from LightGBM's on probe rows")
+
+    def predict(self, X: object, **kwargs: object) -> np.ndarray:
+        if kwargs or (isinstance(X, pd.DataFrame) and (
+                list(X.columns) != self.names
+                or not all(pd.api.types.is_numeric_dtype(t) for t in X.dtypes))):
+            return self.booster.predict(X, **kwargs)
+        matrix = X.to_numpy(dtype=np.float64) if isinstance(X, pd.DataFrame) else X
+        return self.transform(self.forest.margins(matrix))
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.booster, name)
+
+
+def compiled(booster: lgb.Booster) -> lgb.Booster | CompiledBooster:
+    """``booster`` on a compiled forest where that gives LightGBM's numbers, else itself."""
+    try:
+        return CompiledBooster(booster)
+    except UnsupportedModel:
+        return booster

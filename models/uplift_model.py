@@ -9,6 +9,7 @@ the classes that fitted it.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -134,10 +135,12 @@ def _save_terms(terms: list[Term], folder: Path, stem: str, saved: dict[int, str
     return out
 
 
-def _load_term(spec: dict, folder: Path, boosters: dict[str, lgb.Booster]) -> Regressor:
+def _load_term(spec: dict, folder: Path, boosters: dict[str, lgb.Booster],
+               wrap: Callable[[lgb.Booster], lgb.Booster] | None = None) -> Regressor:
     def booster(name: str) -> lgb.Booster:
         if name not in boosters:  # a file shared by several terms is loaded once
-            boosters[name] = lgb.Booster(model_file=str(folder / name))
+            loaded = lgb.Booster(model_file=str(folder / name))
+            boosters[name] = wrap(loaded) if wrap else loaded
         return boosters[name]
 
     if "lightgbm" in spec:
@@ -149,9 +152,10 @@ def _load_term(spec: dict, folder: Path, boosters: dict[str, lgb.Booster]) -> Re
     return LinearEffect(**spec["linear"])
 
 
-def _load_terms(specs: list[dict], folder: Path, boosters: dict[str, lgb.Booster]
-                ) -> list[Term]:
-    return [(float(spec["weight"]), _load_term(spec, folder, boosters)) for spec in specs]
+def _load_terms(specs: list[dict], folder: Path, boosters: dict[str, lgb.Booster],
+                wrap: Callable[[lgb.Booster], lgb.Booster] | None = None) -> list[Term]:
+    return [(float(spec["weight"]), _load_term(spec, folder, boosters, wrap))
+            for spec in specs]
 
 ARTIFACT_KEY = "uplift_model"
 
@@ -227,11 +231,14 @@ class UpliftModel:
         return folder
 
     @classmethod
-    def load(cls, folder: Path) -> UpliftModel:
+    def load(cls, folder: Path, wrap: Callable[[lgb.Booster], lgb.Booster] | None = None
+             ) -> UpliftModel:
+        """The saved model; ``wrap`` (e.g. ``models.forest.compiled``) is applied to each
+        booster once, however many terms share it."""
         meta = json.loads((folder / "model.json").read_text())
         parts, boosters = meta.get("parts", {}), {}
-        effects = {arm: Effect(_load_terms(specs, folder, boosters),
-                               {part: _load_terms(terms, folder, boosters)
+        effects = {arm: Effect(_load_terms(specs, folder, boosters, wrap),
+                               {part: _load_terms(terms, folder, boosters, wrap)
                                 for part, terms in parts.get(arm, {}).items()})
                    for arm, specs in meta["arms"].items()}
         return cls(effects, meta["features"], meta["categories"], meta["outcome"],

@@ -3,6 +3,7 @@ when one is registered, uplift."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import tempfile
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from mlflow.exceptions import MlflowException
 from features.errors import ChurnError, setting
 from models.churn_model import ARTIFACT_KEY, ChurnModel
 from models.forest import CompiledForest, UnsupportedModel
+from models.forest import compiled as compiled_booster
 from models.registry import (
     CHAMPION,
     PROPENSITY_MODEL_NAME,
@@ -148,7 +150,8 @@ def _registered(name: str) -> bool:
 
 def load_uplift_champion(name: str = "uplift", arm: str | None = None,
                          check: DataCheck = DataCheck(),
-                         churn_source: str | None = None) -> LoadedUplift | None:
+                         churn_source: str | None = None,
+                         compiled: bool = False) -> LoadedUplift | None:
     """The uplift champion for scoring, or None when no uplift model holds the alias (the
     default name with nothing registered: scoring goes on without uplift). A name given that
     nothing is registered under is an error, not a silent switch of the win_back rule.
@@ -166,7 +169,8 @@ def load_uplift_champion(name: str = "uplift", arm: str | None = None,
                 f"no uplift model is registered as '{name}' (a typo?): give the name it was "
                 f"registered under, or turn uplift off with {setting('no_uplift')}") from None
         return None
-    model = _download(name, str(version.version), UPLIFT_ARTIFACT_KEY, UpliftModel.load)
+    load = functools.partial(UpliftModel.load, wrap=compiled_booster if compiled else None)
+    model = _download(name, str(version.version), UPLIFT_ARTIFACT_KEY, load)
     if not model.uses_registry_features():
         raise NoChampionError(
             f"the '{name}' champion v{version.version} was trained on a flat table "
@@ -216,6 +220,13 @@ def use_compiled_forest(model: ChurnModel) -> bool:
     return True
 
 
+def use_compiled_value(model: ValueModel) -> None:
+    """The value model's boosters on compiled forests, each where it gives LightGBM's
+    numbers (checked on probe rows when built)."""
+    model.spend = {part: compiled_booster(booster) for part, booster in model.spend.items()}
+    model.orders = compiled_booster(model.orders)
+
+
 def load_champion(name: str = "churn", uplift: bool = False,
                   uplift_arm: str | None = None, compiled: bool = True,
                   uplift_name: str = "uplift", check: DataCheck = DataCheck(),
@@ -241,13 +252,15 @@ def load_champion(name: str = "churn", uplift: bool = False,
     if compiled:
         use_compiled_forest(model)
     source = trained_on(version)
-    loaded_uplift = (load_uplift_champion(uplift_name, uplift_arm, check, source)
+    loaded_uplift = (load_uplift_champion(uplift_name, uplift_arm, check, source, compiled)
                      if uplift else None)
     propensity = load_extra_champion(propensity_name, ARTIFACT_KEY, ChurnModel.load, check,
                                      source)
     if propensity is not None and compiled:
         use_compiled_forest(propensity.model)  # type: ignore[arg-type]
     value = load_extra_champion(value_name, VALUE_ARTIFACT_KEY, ValueModel.load, check, source)
+    if value is not None and compiled:
+        use_compiled_value(value.model)  # type: ignore[arg-type]
     return LoadedModel(model, name, str(version.version), version.run_id, loaded_uplift,
                        propensity=propensity, value=value)
 

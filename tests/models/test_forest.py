@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import lightgbm as lgb
 import numpy as np
+import pandas as pd
 import pytest
 
-from models.forest import CompiledForest, UnsupportedModel
+from models.forest import CompiledBooster, CompiledForest, UnsupportedModel, compiled
 
 
 def _data(rows: int = 3000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -113,3 +114,26 @@ def test_trees_of_a_single_leaf():
     assert {t["num_leaves"] for t in booster.dump_model()["tree_info"]} == {1}
     forest = CompiledForest.from_booster(booster)
     assert np.array_equal(forest.margins(X), booster.predict(X, raw_score=True))
+
+
+@pytest.mark.parametrize("objective", ["binary", "poisson", "tweedie", "regression", "huber"])
+def test_compiled_booster_predicts_what_lightgbm_predicts(objective):
+    X, y = _data()
+    target = y if objective == "binary" else np.abs(np.nan_to_num(X[:, 1])) * (1 + y)
+    booster = _train(X, target, objective=objective)
+    fast = compiled(booster)
+    assert isinstance(fast, CompiledBooster)
+    rows = _awkward_rows(X, np.random.default_rng(3))
+    assert np.array_equal(fast.predict(rows), booster.predict(rows))
+    frame = pd.DataFrame(rows, columns=booster.feature_name())
+    assert np.array_equal(fast.predict(frame), booster.predict(frame))
+    # Keywords and other columns go to LightGBM itself.
+    assert np.array_equal(fast.predict(rows, raw_score=True),
+                          booster.predict(rows, raw_score=True))
+    assert fast.num_trees() == booster.num_trees()
+
+
+def test_an_objective_it_does_not_know_keeps_the_booster():
+    X, y = _data()
+    booster = _train(X, y * 0.8, objective="cross_entropy_lambda")
+    assert compiled(booster) is booster
