@@ -8,8 +8,9 @@ sampled every 0.2 s):
   "duckdb" streams it through ``score_features`` (the DuckDB job's path), "spark" is the
   Spark job's ``mapInArrow`` around the same code, and the peer is ``mlflow.pyfunc.spark_udf``
   of the same registered model (probability only), all writing Parquet.
-- nightly: ``churn score`` end to end (contract validation, features, the churn, uplift,
-  propensity and value champions, segments, reasons, Parquet out, the run log).
+- nightly: ``churn score --no-reasons`` end to end (contract validation, features, the
+  churn, uplift, propensity and value champions, segments, Parquet out, the run log);
+  nightly-reasons: the same with reasons (TreeSHAP for every customer at risk), the default.
 
 The champions are trained once on a 20,000-customer base of the same generator (`churn demo`,
 then `churn train propensity|value` and their promotion) in a store of the bench's own.
@@ -55,7 +56,7 @@ HERE = Path(__file__).resolve().parent
 WORK = HERE / "data" / "spark"
 CHURN = str(Path(sys.executable).with_name("churn"))
 TRAIN_CUSTOMERS = 20_000
-STAGES = ("features", "scoring", "nightly")
+STAGES = ("features", "scoring", "nightly", "nightly-reasons")
 ENGINES = ("duckdb", "spark", "udf")
 
 
@@ -130,11 +131,13 @@ def features(engine: str, data: Path, as_of: str, out: Path) -> dict[str, float]
                      "--as-of", as_of, "--out", str(out)])
 
 
-def nightly(engine: str, data: Path, as_of: str, out: Path) -> dict[str, float]:
+def nightly(engine: str, data: Path, as_of: str, out: Path, reasons: bool
+            ) -> dict[str, float]:
     shutil.rmtree(out, ignore_errors=True)
     out.unlink(missing_ok=True)
     return measured([CHURN, "score", "--engine", engine, "--data", str(data), "--as-of", as_of,
-                     "--out", str(out), "--allow-data-mismatch"])
+                     "--out", str(out), "--allow-data-mismatch",
+                     "--reasons" if reasons else "--no-reasons"])
 
 
 def scoring(engine: str, features_file: Path, out: Path) -> dict[str, float]:
@@ -220,7 +223,7 @@ def run(customers: int, stages: list[str], engines: list[str]) -> list[dict]:
                      "seconds": result["seconds"], "peak_gib": result["peak_gib"],
                      "job_seconds": result.get("job_seconds")})
         inside = f" (scoring {result['job_seconds']:.1f} s)" if "job_seconds" in result else ""
-        print(f"{customers:>11,} {stage:<9} {engine:<7} {result['seconds']:8.1f} s "
+        print(f"{customers:>11,} {stage:<15} {engine:<7} {result['seconds']:8.1f} s "
               f"{result['peak_gib']:6.2f} GiB{inside}", flush=True)
 
     for engine in [e for e in engines if e != "udf"]:
@@ -240,10 +243,10 @@ def run(customers: int, stages: list[str], engines: list[str]) -> list[dict]:
                                      here / f"scoring-{engine}.parquet")
             print(f"  largest |churn_probability difference| duckdb vs {engine}: {gap:.3g}")
             rows[-1 - compared[::-1].index(engine)]["max_difference"] = gap
-    for engine in [e for e in engines if e != "udf"]:
-        if "nightly" in stages:
+    for stage in ("nightly", "nightly-reasons"):
+        for engine in [e for e in engines if e != "udf" and stage in stages]:
             out = here / f"scores-{engine}.parquet"
-            record("nightly", engine, nightly(engine, data, as_of, out))
+            record(stage, engine, nightly(engine, data, as_of, out, stage == "nightly-reasons"))
     return rows
 
 

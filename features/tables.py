@@ -62,11 +62,13 @@ class LoadedTables:
 def load_tables(con: duckdb.DuckDBPyConnection, data_dir: Path, work_dir: Path,
                 on_bad_rows: OnBadRows = OnBadRows.stop, rejects: Path = DEFAULT_REJECTS,
                 progress: Progress | None = None,
-                only: tuple[str, ...] | None = None) -> LoadedTables:
+                only: tuple[str, ...] | None = None, keep: bool = True) -> LoadedTables:
     """Validate the tables in ``data_dir`` once and keep their clean rows in ``con``.
 
     Every contract table gets a relation; an optional table the folder lacks is an empty one,
     and so is every table left out of ``only`` (when given), which is not read at all.
+    ``keep=False`` makes them views over the files instead of tables held by DuckDB: for a
+    job that reads them once (scoring), so a base larger than the memory limit still fits.
 
     With ``OnBadRows.quarantine`` the rejected rows go to ``rejects`` (kept after the job).
     """
@@ -76,12 +78,14 @@ def load_tables(con: duckdb.DuckDBPyConnection, data_dir: Path, work_dir: Path,
     relations = {}
     for name, spec in TABLES.items():
         source = validated[name].relation if name in validated else empty_relation_sql(spec)
-        con.sql(f"CREATE OR REPLACE TEMP TABLE contract_{name} AS SELECT * FROM {source}")
+        kind = "TABLE" if keep else "VIEW"
+        con.sql(f"CREATE OR REPLACE TEMP {kind} contract_{name} AS SELECT * FROM {source}")
         relations[name] = f"contract_{name}"
     reports = [t.report for t in validated.values()]
     stray = stray_orders(con, relations["transactions"])
     if stray is not None:
-        set_aside_stray(con, relations["transactions"], stray, on_bad_rows, rejects, reports)
+        relations["transactions"] = set_aside_stray(con, relations["transactions"], stray,
+                                                    on_bad_rows, rejects, reports, keep)
     start, end = data_span(con, relations["transactions"])
     return LoadedTables(relations, reports, end, start, frozenset(validated))
 
@@ -134,12 +138,19 @@ def stray_orders(con: duckdb.DuckDBPyConnection, transactions: str) -> StrayOrde
 
 
 def set_aside_stray(con: duckdb.DuckDBPyConnection, transactions: str, stray: StrayOrders,
-                    on_bad_rows: OnBadRows, rejects: Path, reports: list[TableReport]) -> None:
-    """Stop on stray rows, or (quarantine) move them to the rejects file and go on."""
+                    on_bad_rows: OnBadRows, rejects: Path, reports: list[TableReport],
+                    keep: bool = True) -> str:
+    """Stop on stray rows, or (quarantine) move them to the rejects file and go on; returns
+    the relation of the transactions kept."""
     refuse_stray(stray, on_bad_rows)
     rows = con.sql(f"SELECT * FROM {transactions} WHERE {stray_rows(stray)}").df()
     reject_stray(rows, stray, rejects, reports)
-    con.execute(f"DELETE FROM {transactions} WHERE {stray_rows(stray)}")
+    if keep:
+        con.execute(f"DELETE FROM {transactions} WHERE {stray_rows(stray)}")
+        return transactions
+    con.sql(f"CREATE TEMP VIEW {transactions}_kept AS SELECT * FROM {transactions} "
+            f"WHERE NOT ({stray_rows(stray)})")
+    return f"{transactions}_kept"
 
 
 def stray_rows(stray: StrayOrders) -> str:

@@ -355,17 +355,22 @@ def _chunks(con: duckdb.DuckDBPyConnection, query: str) -> Iterator[pd.DataFrame
 
 
 def _scoring_table(con: duckdb.DuckDBPyConnection, cfg: ScoreJobConfig, work: Path,
-                   progress: Progress | None) -> tuple[int, str | None, tuple[date, date]]:
-    """Table ``scoring`` in ``con``: features and ``contactable`` of everyone to score.
-    Returns its rows, a warning when the data looks stale, and the data's span."""
-    tables = load_tables(con, cfg.data, work, cfg.on_bad_rows, progress=progress)
+                   progress: Progress | None) -> tuple[str, int, str | None, tuple[date, date]]:
+    """Features and ``contactable`` of everyone to score, by customer, in a Parquet file in
+    ``work`` (a base larger than DuckDB's memory limit spills there rather than failing).
+    Returns the relation to read them from, its rows, a warning when the data looks stale,
+    and the data's span."""
+    tables = load_tables(con, cfg.data, work, cfg.on_bad_rows, progress=progress, keep=False)
     stale = tables.check_as_of(cfg.as_of)
-    con.sql(f"CREATE TEMP TABLE scoring AS {scoring_query(tables.relations, cfg.as_of)}")
-    total = con.sql("SELECT count(*) FROM scoring").fetchall()[0][0]
+    path = work / "scoring.parquet"
+    query = scoring_query(tables.relations, cfg.as_of)
+    con.sql(f"COPY (SELECT * FROM ({query}) ORDER BY customer_id) TO '{path}' (FORMAT parquet)")
+    relation = f"read_parquet('{path}')"
+    total = con.sql(f"SELECT count(*) FROM {relation}").fetchall()[0][0]
     if total == 0:
         raise ContractError(f"no customer to score as of {cfg.as_of} (none with profiling "
                             f"consent has a row before it); nothing was written")
-    return total, stale, (tables.start, tables.end)
+    return relation, total, stale, (tables.start, tables.end)
 
 
 def score_frame(cfg: ScoreJobConfig, loaded: LoadedModel,
@@ -374,8 +379,8 @@ def score_frame(cfg: ScoreJobConfig, loaded: LoadedModel,
     warning about the data."""
     with tempfile.TemporaryDirectory(prefix="churn-score-") as work, \
             connect(cfg.memory_limit, Path(work) / "spill") as con:
-        _, stale, _ = _scoring_table(con, cfg, Path(work), progress)
-        rows = con.sql("SELECT * FROM scoring ORDER BY customer_id").df()
+        relation, _, stale, _ = _scoring_table(con, cfg, Path(work), progress)
+        rows = con.sql(f"SELECT * FROM {relation}").df()
     cuts = tier_cuts_for(loaded, cfg.policy)
     scores = score_features(rows, rows["contactable"], loaded, cfg.policy, cuts, cfg.reasons)
     return scores, [stale] if stale else []
@@ -400,7 +405,7 @@ def run_score(cfg: ScoreJobConfig, loaded: LoadedModel, progress: Progress | Non
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="churn-score-") as work, \
             connect(cfg.memory_limit, Path(work) / "spill") as con:
-        total, stale, span = _scoring_table(con, cfg, Path(work), progress)
+        relation, total, stale, span = _scoring_table(con, cfg, Path(work), progress)
         cuts = tier_cuts_for(loaded, cfg.policy)
         reference = loaded.model.reference
         profile = reference.empty() if reference else None
@@ -409,7 +414,7 @@ def run_score(cfg: ScoreJobConfig, loaded: LoadedModel, progress: Progress | Non
         try:
             if on_start:
                 on_start()
-            for chunk in _chunks(con, "SELECT * FROM scoring ORDER BY customer_id"):
+            for chunk in _chunks(con, f"SELECT * FROM {relation}"):
                 scores = score_features(chunk, chunk["contactable"], loaded, cfg.policy, cuts,
                                         cfg.reasons)
                 destination.write(scores)
