@@ -118,12 +118,19 @@ class ScoreJobResult:
     run_id: str | None = None
 
 
+def consent_query(relations: dict[str, str]) -> str:
+    """Per customer with a consent row, whether marketing may contact them; without marketing
+    consent a customer is scored but not contactable (null means no)."""
+    return f"""SELECT customer_id, bool_and(marketing_consent IS TRUE) AS contactable
+FROM {relations['customers']} GROUP BY customer_id"""
+
+
 def scoring_query(relations: dict[str, str], as_of: date) -> str:
-    # Without marketing consent a customer is scored but not contactable; null means no.
+    """The features of everyone to score, with ``contactable`` (a customer with no consent
+    row is contactable)."""
     return f"""SELECT f.*, coalesce(c.contactable, TRUE) AS contactable
 FROM ({feature_query(relations, as_of)}) f
-LEFT JOIN (SELECT customer_id, bool_and(marketing_consent IS TRUE) AS contactable
-           FROM {relations['customers']} GROUP BY customer_id) c USING (customer_id)"""
+LEFT JOIN ({consent_query(relations)}) c USING (customer_id)"""
 
 
 class Destination(Protocol):
@@ -348,29 +355,41 @@ def destination_for(out: str, as_of: date, extras: dict[str, str] | None = None
     return ParquetDestination(Path(out), extras)
 
 
-def _chunks(con: duckdb.DuckDBPyConnection, query: str) -> Iterator[pd.DataFrame]:
-    reader = con.sql(query).to_arrow_reader(CHUNK_ROWS)
+def _chunks(con: duckdb.DuckDBPyConnection, scoring: Scoring) -> Iterator[pd.DataFrame]:
+    reader = con.sql(f"SELECT * FROM read_parquet('{scoring.path}')").to_arrow_reader(CHUNK_ROWS)
     for batch in reader:
-        yield batch.to_pandas()
+        yield scoring.with_consent(batch.to_pandas())
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """Everyone to score: their features, by customer, in a Parquet file (a base larger than
+    DuckDB's memory limit spills there rather than failing), and the customers marketing may
+    not contact (``consent_query`` applied a chunk at a time, so no join holds the base)."""
+
+    path: Path
+    rows: int
+    not_contactable: pd.Index
+
+    def with_consent(self, chunk: pd.DataFrame) -> pd.DataFrame:
+        return chunk.assign(contactable=~chunk["customer_id"].isin(self.not_contactable))
 
 
 def _scoring_table(con: duckdb.DuckDBPyConnection, cfg: ScoreJobConfig, work: Path,
-                   progress: Progress | None) -> tuple[str, int, str | None, tuple[date, date]]:
-    """Features and ``contactable`` of everyone to score, by customer, in a Parquet file in
-    ``work`` (a base larger than DuckDB's memory limit spills there rather than failing).
-    Returns the relation to read them from, its rows, a warning when the data looks stale,
-    and the data's span."""
+                   progress: Progress | None) -> tuple[Scoring, str | None, tuple[date, date]]:
+    """Everyone to score as of ``cfg.as_of``, a warning when the data looks stale, and the
+    data's span."""
     tables = load_tables(con, cfg.data, work, cfg.on_bad_rows, progress=progress, keep=False)
     stale = tables.check_as_of(cfg.as_of)
     path = work / "scoring.parquet"
-    query = scoring_query(tables.relations, cfg.as_of)
-    con.sql(f"COPY (SELECT * FROM ({query}) ORDER BY customer_id) TO '{path}' (FORMAT parquet)")
-    relation = f"read_parquet('{path}')"
-    total = con.sql(f"SELECT count(*) FROM {relation}").fetchall()[0][0]
+    con.sql(f"COPY ({feature_query(tables.relations, cfg.as_of)}) TO '{path}' (FORMAT parquet)")
+    total = con.sql(f"SELECT count(*) FROM read_parquet('{path}')").fetchall()[0][0]
     if total == 0:
         raise ContractError(f"no customer to score as of {cfg.as_of} (none with profiling "
                             f"consent has a row before it); nothing was written")
-    return relation, total, stale, (tables.start, tables.end)
+    blocked = con.sql(f"SELECT customer_id FROM ({consent_query(tables.relations)}) "
+                      f"WHERE NOT contactable").df()["customer_id"]
+    return Scoring(path, total, pd.Index(blocked)), stale, (tables.start, tables.end)
 
 
 def score_frame(cfg: ScoreJobConfig, loaded: LoadedModel,
@@ -379,8 +398,8 @@ def score_frame(cfg: ScoreJobConfig, loaded: LoadedModel,
     warning about the data."""
     with tempfile.TemporaryDirectory(prefix="churn-score-") as work, \
             connect(cfg.memory_limit, Path(work) / "spill") as con:
-        relation, _, stale, _ = _scoring_table(con, cfg, Path(work), progress)
-        rows = con.sql(f"SELECT * FROM {relation}").df()
+        scoring, stale, _ = _scoring_table(con, cfg, Path(work), progress)
+        rows = scoring.with_consent(con.sql(f"SELECT * FROM read_parquet('{scoring.path}')").df())
     cuts = tier_cuts_for(loaded, cfg.policy)
     scores = score_features(rows, rows["contactable"], loaded, cfg.policy, cuts, cfg.reasons)
     return scores, [stale] if stale else []
@@ -405,7 +424,8 @@ def run_score(cfg: ScoreJobConfig, loaded: LoadedModel, progress: Progress | Non
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="churn-score-") as work, \
             connect(cfg.memory_limit, Path(work) / "spill") as con:
-        relation, total, stale, span = _scoring_table(con, cfg, Path(work), progress)
+        scoring, stale, span = _scoring_table(con, cfg, Path(work), progress)
+        total = scoring.rows
         cuts = tier_cuts_for(loaded, cfg.policy)
         reference = loaded.model.reference
         profile = reference.empty() if reference else None
@@ -414,7 +434,7 @@ def run_score(cfg: ScoreJobConfig, loaded: LoadedModel, progress: Progress | Non
         try:
             if on_start:
                 on_start()
-            for chunk in _chunks(con, f"SELECT * FROM {relation}"):
+            for chunk in _chunks(con, scoring):
                 scores = score_features(chunk, chunk["contactable"], loaded, cfg.policy, cuts,
                                         cfg.reasons)
                 destination.write(scores)
