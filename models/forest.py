@@ -20,7 +20,6 @@ import functools
 import itertools
 import math
 import os
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -190,37 +189,48 @@ def _pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(CPUS, thread_name_prefix="forest")
 
 
-def _transform(objective: str) -> Callable[[np.ndarray], np.ndarray] | None:
-    """What ``Booster.predict`` does to the margins for ``objective`` (LightGBM's own
-    formulas, through the C library's exp as LightGBM's), or None where it is not known."""
+def _link(objective: str) -> str | None:
+    """How ``Booster.predict`` turns margins into predictions for ``objective``:
+    "identity", "exp", "sigmoid:<scale>", or None where it is not known here."""
     name, *params = objective.split()
     if name in IDENTITY_OBJECTIVES:
-        return lambda margins: margins
+        return "identity"
     if name in LOG_LINK_OBJECTIVES:
-        return _exp
+        return "exp"
     if name == "binary":
-        sigmoid = float(dict(p.split(":") for p in params).get("sigmoid", 1.0))
-        return lambda margins: 1.0 / (1.0 + _exp(-sigmoid * margins))
+        return f"sigmoid:{float(dict(p.split(':') for p in params).get('sigmoid', 1.0))!r}"
     return None
+
+
+def _apply_link(link: str, margins: np.ndarray) -> np.ndarray:
+    """LightGBM's own formulas, through the C library's exp as LightGBM's."""
+    if link == "identity":
+        return margins
+    exp = np.frompyfunc(math.exp, 1, 1)
+    if link == "exp":
+        return np.asarray(exp(margins), dtype=np.float64)
+    scale = float(link.split(":")[1])
+    return np.asarray(1.0 / (1.0 + exp(-scale * margins)), dtype=np.float64)
 
 
 IDENTITY_OBJECTIVES = {"regression", "regression_l1", "huber", "fair", "quantile", "mape"}
 LOG_LINK_OBJECTIVES = {"poisson", "tweedie", "gamma"}
-_exp = np.frompyfunc(math.exp, 1, 1)
 
 
 class CompiledBooster:
     """A booster whose plain ``predict`` (no keyword) runs on a ``CompiledForest``, with the
-    objective's transform: the same numbers, checked on probe rows when built. Anything else
-    (keywords, inputs of other columns) goes to the booster itself."""
+    objective's link: the same numbers, checked on probe rows when built. Anything else
+    (keywords, inputs of other columns) goes to the booster itself. Pickles (Spark ships it
+    to executors) as its booster, forest and link."""
 
     def __init__(self, booster: lgb.Booster) -> None:
         self.booster = booster
         self.forest = CompiledForest.from_booster(booster)
-        transform = _transform(booster.dump_model().get("objective", ""))
-        if transform is None:
-            raise UnsupportedModel(f"objective {booster.dump_model().get('objective')!r}")
-        self.transform = lambda margins: np.asarray(transform(margins), dtype=np.float64)
+        objective = booster.dump_model().get("objective", "")
+        link = _link(objective)
+        if link is None:
+            raise UnsupportedModel(f"objective {objective!r}")
+        self.link = link
         self.names = booster.feature_name()
         rows = self.forest.probe_rows()
         if not np.array_equal(self.predict(rows), booster.predict(rows), equal_nan=True):
@@ -232,9 +242,12 @@ class CompiledBooster:
                 or not all(pd.api.types.is_numeric_dtype(t) for t in X.dtypes))):
             return self.booster.predict(X, **kwargs)
         matrix = X.to_numpy(dtype=np.float64) if isinstance(X, pd.DataFrame) else X
-        return self.transform(self.forest.margins(matrix))
+        return _apply_link(self.link, self.forest.margins(matrix))
 
     def __getattr__(self, name: str) -> object:
+        # Only reached for what this class lacks; never before __init__ (e.g. unpickling).
+        if name.startswith("__") or "booster" not in self.__dict__:
+            raise AttributeError(name)
         return getattr(self.booster, name)
 
 

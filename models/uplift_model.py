@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from features.registry import feature_names
+from models.forest import CompiledBooster
 from models.uplift_terms import Constant, LinearEffect, Product, Regressor, Term, predict_terms
 
 PARTS = ("conversion", "order_value")
@@ -119,7 +120,7 @@ def _save_terms(terms: list[Term], folder: Path, stem: str, saved: dict[int, str
                 ) -> list[dict]:
     out = []
     for i, (weight, model) in enumerate(terms):
-        if isinstance(model, lgb.Booster):
+        if isinstance(model, lgb.Booster | CompiledBooster):
             out.append({"weight": weight,
                         "lightgbm": _save_booster(model, folder, f"{stem}_{i}.txt", saved)})
         elif isinstance(model, LinearEffect):

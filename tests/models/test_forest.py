@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
@@ -137,3 +139,15 @@ def test_an_objective_it_does_not_know_keeps_the_booster():
     X, y = _data()
     booster = _train(X, y * 0.8, objective="cross_entropy_lambda")
     assert compiled(booster) is booster
+
+
+def test_a_compiled_booster_pickles_and_saves_as_its_booster(tmp_path):
+    X, y = _data()
+    booster = _train(X, y)
+    fast = compiled(booster)
+    again = pickle.loads(pickle.dumps(fast))
+    rows = _awkward_rows(X, np.random.default_rng(4))
+    assert np.array_equal(again.predict(rows), booster.predict(rows))
+    fast.save_model(tmp_path / "model.txt")
+    assert np.array_equal(lgb.Booster(model_file=tmp_path / "model.txt").predict(rows),
+                          booster.predict(rows))
