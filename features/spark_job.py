@@ -28,7 +28,7 @@ def write_parquet_folder(frame: DataFrame, out: Path) -> int:
     """Write ``frame`` as a folder of Parquet files at ``out``, atomically: into a temporary
     folder beside it, then swapped in (an earlier output, file or folder, goes only once the
     new one is complete). Returns the rows written."""
-    out = output_path(out)
+    out = output_path(out).absolute()  # Spark takes a file URI, which must be absolute
     out.parent.mkdir(parents=True, exist_ok=True)
     token = uuid.uuid4().hex[:8]
     tmp = out.with_name(f".{out.name}.{token}.tmp")
