@@ -47,6 +47,7 @@ from training.uplift_learners import (  # noqa: E402
     make_learner,
     standardised_mean,
 )
+from models.uplift_model import Effect  # noqa: E402
 from training.uplift_metrics import UpliftMetrics, _area, qini_curve  # noqa: E402
 
 HILLSTROM = (Path(__file__).resolve().parents[2] / "shared" / "data" / "hillstrom"
@@ -86,6 +87,11 @@ def randomised(X: np.ndarray, b: np.ndarray, tau: np.ndarray, seed: int, sigma: 
     return pd.DataFrame(X, columns=[f"x{i}" for i in range(X.shape[1])]), y, w
 
 
+# Where the true effect of every row is known (the simulated sets), it is kept here by set
+# name, to check the default's intervals against it.
+TRUE_EFFECTS: dict[str, np.ndarray] = {}
+
+
 def nie_wager_sets() -> Iterator[tuple[str, pd.DataFrame, np.ndarray, np.ndarray]]:
     from causalml.dataset import synthetic_data  # noqa: PLC0415 - the bench extra only
 
@@ -94,6 +100,7 @@ def nie_wager_sets() -> Iterator[tuple[str, pd.DataFrame, np.ndarray, np.ndarray
             np.random.seed(mode * 100 + n % 97)  # causalml draws from numpy's global state
             _, X, _, tau, b, _ = synthetic_data(mode=mode, n=n, p=6, sigma=1.0)
             features, y, w = randomised(X, b, tau, seed=n + mode)
+            TRUE_EFFECTS[f"Nie-Wager {setup} n={n:,}"] = tau
             yield f"Nie-Wager {setup} n={n:,}", features, y, w
 
 
@@ -106,6 +113,7 @@ def own_sets(n: int = 20_000) -> Iterator[tuple[str, pd.DataFrame, np.ndarray, n
                "effect in 5% only": np.where(X[:, 0] > 1.645, 2.0, 0.0)}
     for seed, (name, tau) in enumerate(effects.items()):
         features, y, w = randomised(X, baseline, tau, seed=seed)
+        TRUE_EFFECTS[f"{name} n={n:,}"] = tau
         yield f"{name} n={n:,}", features, y, w
 
 
@@ -122,10 +130,26 @@ def qini_area(y: np.ndarray, t: np.ndarray, score: np.ndarray, scale: float) -> 
     return 100.0 * area / (float(np.sum(t)) * scale)
 
 
+def interval_checks(learner, estimate: np.ndarray, tau: np.ndarray) -> list[tuple[bool, float]]:
+    """Per group of held-out customers the default's intervals put together: whether the
+    interval holds their true average effect, and its width."""
+    bounds = Effect(learner.terms_, intervals=learner.intervals_).interval(estimate)
+    checks = []
+    for low in np.unique(bounds["spend_low"]):
+        rows = bounds["spend_low"] == low
+        high = float(bounds["spend_high"][rows][0])
+        checks.append((bool(low <= tau[rows].mean() <= high), high - float(low)))
+    return checks
+
+
 def fold_qini(X: pd.DataFrame, y: np.ndarray, t: np.ndarray, folds: int, extra: list[str],
-              params: BaseParams) -> tuple[dict[str, list[float]], dict[str, float]]:
-    """Per learner, the Qini of each held-out fold; and seconds spent fitting the plain
-    ensemble (its six members) and each extra learner."""
+              params: BaseParams, tau: np.ndarray | None = None
+              ) -> tuple[dict[str, list[float]], dict[str, list[float]], dict[str, float],
+                         list[tuple[bool, float]]]:
+    """Per learner, the Qini of each held-out fold; seconds spent fitting the plain
+    ensemble (its six members) and each extra learner; and, where the true effects ``tau``
+    are known, the default's interval checks (see ``interval_checks``)."""
+    checks: list[tuple[bool, float]] = []
     qini: dict[str, list[float]] = {}
     coefficient: dict[str, list[float]] = {}
     spread = float(np.std(y))
@@ -150,15 +174,17 @@ def fold_qini(X: pd.DataFrame, y: np.ndarray, t: np.ndarray, folds: int, extra: 
             learner = make_learner(name, params).fit(X_fit, y[fit], t[fit])
             seconds[name] += time.perf_counter() - started
             estimates[name] = learner.predict(X_held)
+            if name == DEFAULT and tau is not None:
+                checks += interval_checks(learner, estimates[name], tau[held])
         for name, estimate in estimates.items():
             qini.setdefault(name, []).append(qini_area(y[held], t[held], estimate, spread))
             coefficient.setdefault(name, []).append(
                 UpliftMetrics.of(y[held], t[held], estimate).qini)
-    return qini, coefficient, seconds
+    return qini, coefficient, seconds, checks
 
 
 def summarise(name: str, qini: dict[str, list[float]], coefficient: dict[str, list[float]],
-              seconds: dict[str, float]) -> dict:
+              seconds: dict[str, float], checks: list[tuple[bool, float]]) -> dict:
     mean = {k: float(np.mean(v)) for k, v in qini.items()}
     classic = {k: float(np.mean(v)) for k, v in coefficient.items()}
     error = {k: float(np.std(v, ddof=1) / np.sqrt(len(v))) for k, v in qini.items()}
@@ -173,6 +199,9 @@ def summarise(name: str, qini: dict[str, list[float]], coefficient: dict[str, li
             "cost vs ensemble": seconds[DEFAULT] / seconds["ensemble"],
             "coefficient default": classic[DEFAULT], "coefficient ensemble": classic["ensemble"],
             "coefficient best single": max(classic[k] for k in singles),
+            "intervals checked": len(checks),
+            "intervals holding": sum(held for held, _ in checks),
+            "interval width": float(np.mean([w for _, w in checks])) if checks else np.nan,
             **{f"qini {k}": v for k, v in mean.items()},
             **{f"se {k}": v for k, v in error.items()}}
 
@@ -191,9 +220,9 @@ def main() -> None:
     rows = []
     for group in args.sets:
         for name, X, y, t in SETS[group]():
-            qini, coefficient, seconds = fold_qini(X, y, t, args.folds, [DEFAULT, *args.also],
-                                                   params)
-            rows.append(summarise(name, qini, coefficient, seconds))
+            qini, coefficient, seconds, checks = fold_qini(
+                X, y, t, args.folds, [DEFAULT, *args.also], params, TRUE_EFFECTS.get(name))
+            rows.append(summarise(name, qini, coefficient, seconds, checks))
             row = rows[-1]
             print(f"[{time.time() - started:5.0f} s] {name} ({len(y):,} rows): default "
                   f"{row['default']:.3f} ± {row['default se']:.3f}, best single "
@@ -226,6 +255,18 @@ def main() -> None:
         if r["set"].startswith(("Hillstrom", "synthetic")):
             print(f"| {r['set']} | {r['coefficient best single']:.3f} | "
                   f"{r['coefficient ensemble']:.3f} | {r['coefficient default']:.3f} |")
+    print("\nThe default's 95% intervals against the true average effect of each group of "
+          "held-out customers they put together (simulated sets):\n")
+    print("| set | groups | holding | share | mean width | spread of true effects |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for r in rows:
+        if r["intervals checked"]:
+            print(f"| {r['set']} | {r['intervals checked']} | {r['intervals holding']} | "
+                  f"{r['intervals holding'] / r['intervals checked']:.0%} | "
+                  f"{r['interval width']:.3f} | {np.std(TRUE_EFFECTS[r['set']]):.3f} |")
+    checked = frame["intervals checked"].sum()
+    print(f"\nIntervals holding the true group effect: {frame['intervals holding'].sum()} of "
+          f"{checked} ({frame['intervals holding'].sum() / max(checked, 1):.0%}).")
     print(f"\nTarget met on {int((frame['meets best - se'] & frame['not below random']).sum())}"
           f" of {len(frame)} sets; default's fitting time {frame['cost vs ensemble'].median():.2f}x"
           f" the ensemble's (median over sets).")

@@ -33,10 +33,15 @@ class Effect:
     spend among buyers (buyers under treatment and under control may be different people,
     so this is the observable difference between the two groups' buyers, not the effect on
     the same customers' baskets).
+
+    ``intervals`` (from the adaptive learner) give each customer the 95% interval of the
+    average effect among the customers ranked like them: ``edges`` split the estimates into
+    groups, ``low`` and ``high`` are each group's bounds, measured on held-out rows.
     """
 
     terms: list[Term]
     parts: dict[str, list[Term]] = field(default_factory=dict)
+    intervals: dict[str, list[float]] = field(default_factory=dict)
 
     def predict(self, X: pd.DataFrame, cache: dict | None = None) -> np.ndarray:
         return predict_terms(self.terms, X, cache)
@@ -61,7 +66,19 @@ class Effect:
             parts["conversion"], parts["order_value"] = reconcile(
                 spend, parts["conversion"], parts["order_value"], parts["buy_if_contacted"],
                 parts["order_value_control"], spreads, self._constant(X, "value_floor"))
-        return {"spend": spend, **parts}
+        return {"spend": spend, **parts, **self.interval(spend)}
+
+    def interval(self, spend: np.ndarray) -> dict[str, np.ndarray]:
+        """``spend_low`` and ``spend_high`` for these estimates: the bounds of the group each
+        falls in (NaN for a model without intervals, or a missing estimate)."""
+        if not self.intervals:
+            return {"spend_low": np.full(len(spend), np.nan),
+                    "spend_high": np.full(len(spend), np.nan)}
+        group = np.searchsorted(np.asarray(self.intervals["edges"]), spend, side="right")
+        missing = np.isnan(spend)
+        return {f"spend_{bound}": np.where(missing, np.nan,
+                                           np.asarray(self.intervals[bound])[group])
+                for bound in ("low", "high")}
 
     def _constant(self, X: pd.DataFrame, part: str) -> float | None:
         """A part that is one number fixed at fit time (None in a model saved without it)."""
@@ -190,8 +207,9 @@ class UpliftModel:
         return X
 
     def predict(self, rows: pd.DataFrame) -> pd.DataFrame:
-        """One ``uplift_<arm>`` column per arm, and for an arm with parts
-        ``uplift_conversion_<arm>`` and ``uplift_order_value_<arm>``."""
+        """One ``uplift_<arm>`` column per arm, for an arm with parts
+        ``uplift_conversion_<arm>`` and ``uplift_order_value_<arm>``, and for one with
+        intervals ``uplift_low_<arm>`` and ``uplift_high_<arm>``."""
         X = self.frame(rows)
         columns, cache = {}, {}
         for arm, effect in self.learners.items():
@@ -199,6 +217,8 @@ class UpliftModel:
             columns[f"uplift_{arm}"] = answers["spend"]
             for part in PARTS if effect.parts else ():
                 columns[f"uplift_{part}_{arm}"] = answers[part]
+            for bound in ("low", "high") if effect.intervals else ():
+                columns[f"uplift_{bound}_{arm}"] = answers[f"spend_{bound}"]
         return pd.DataFrame(columns, index=rows.index)
 
     def predict_arm(self, matrix: np.ndarray, arm: str | None = None) -> np.ndarray:
@@ -208,13 +228,15 @@ class UpliftModel:
 
     def predict_arm_parts(self, matrix: np.ndarray, arm: str | None = None
                           ) -> dict[str, np.ndarray]:
-        """``uplift_spend``, ``uplift_conversion``, ``uplift_order_value`` and
-        ``buy_if_contacted`` (the probability of buying when treated) of ``arm`` for a float
-        matrix of ``features`` (the parts NaN when the model has none)."""
+        """``uplift_spend`` with its interval (``uplift_spend_low``, ``uplift_spend_high``),
+        ``uplift_conversion``, ``uplift_order_value`` and ``buy_if_contacted`` (the
+        probability of buying when treated) of ``arm`` for a float matrix of ``features``
+        (the parts and interval NaN when the model has none)."""
         effect = self.learners[arm or self.arms[0]]
         X = self.frame(pd.DataFrame(matrix, columns=self.features))
         answers = effect.predict_all(X)  # the two-part boosters serve the effect and parts
-        return {"uplift_spend": answers["spend"],
+        return {"uplift_spend": answers["spend"], "uplift_spend_low": answers["spend_low"],
+                "uplift_spend_high": answers["spend_high"],
                 **{f"uplift_{part}": answers[part] for part in PARTS},
                 "buy_if_contacted": answers["buy_if_contacted"]}
 
@@ -226,9 +248,12 @@ class UpliftModel:
         parts = {arm: {part: _save_terms(terms, folder, f"arm{i}_{part}", saved)
                        for part, terms in effect.parts.items()}
                  for i, (arm, effect) in enumerate(self.learners.items()) if effect.parts}
+        intervals = {arm: effect.intervals for arm, effect in self.learners.items()
+                     if effect.intervals}
         (folder / "model.json").write_text(json.dumps({
             "features": self.features, "categories": self.categories, "outcome": self.outcome,
-            "winners": self.winners, "arms": arms, "parts": parts}, indent=2, default=str))
+            "winners": self.winners, "arms": arms, "parts": parts, "intervals": intervals},
+            indent=2, default=str))
         return folder
 
     @classmethod
@@ -240,7 +265,8 @@ class UpliftModel:
         parts, boosters = meta.get("parts", {}), {}
         effects = {arm: Effect(_load_terms(specs, folder, boosters, wrap),
                                {part: _load_terms(terms, folder, boosters, wrap)
-                                for part, terms in parts.get(arm, {}).items()})
+                                for part, terms in parts.get(arm, {}).items()},
+                               meta.get("intervals", {}).get(arm, {}))
                    for arm, specs in meta["arms"].items()}
         return cls(effects, meta["features"], meta["categories"], meta["outcome"],
                    meta["winners"])

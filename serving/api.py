@@ -95,6 +95,13 @@ class ScoredCustomer(BaseModel):
     uplift_spend: float | None = Field(
         description="Predicted incremental spend if contacted (the uplift champion); null "
                     "without one.")
+    uplift_spend_low: float | None = Field(
+        description="Lower bound of the 95% interval of the average incremental spend among "
+                    "customers ranked like this one (their fifth of the uplift ranking), "
+                    "measured on rows the model never saw; null without an uplift model "
+                    "that keeps intervals.")
+    uplift_spend_high: float | None = Field(
+        description="Upper bound of that interval (see uplift_spend_low).")
     uplift_conversion: float | None = Field(
         description="Predicted change in the probability of buying in the campaign window if "
                     "contacted; null without an uplift model of spend.")

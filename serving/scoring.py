@@ -23,8 +23,8 @@ from serving.policy import (
 )
 
 OUTPUT_COLUMNS = ("customer_id", "as_of", "churn_probability", "churn_percentile", "risk_band",
-                  "value_at_risk", "uplift_spend", "uplift_conversion", "uplift_order_value",
-                  "segment", "spend_tier", "contactable",
+                  "value_at_risk", "uplift_spend", "uplift_spend_low", "uplift_spend_high",
+                  "uplift_conversion", "uplift_order_value", "segment", "spend_tier", "contactable",
                   "reasons", "model_versions")
 
 
@@ -171,7 +171,8 @@ def score_matrix(ids: np.ndarray, as_of: np.ndarray | None, matrix: np.ndarray,
     }
 
 
-UPLIFT_COLUMNS = ("uplift_spend", "uplift_conversion", "uplift_order_value")
+UPLIFT_COLUMNS = ("uplift_spend", "uplift_spend_low", "uplift_spend_high", "uplift_conversion",
+                  "uplift_order_value")
 
 
 def _tier_spend(loaded: LoadedModel, policy: SegmentPolicy, columns: dict[str, np.ndarray],

@@ -323,7 +323,8 @@ def train_uplift(cfg: UpliftTrainConfig, progress: Progress | None = None,
             "id": part.ids, "arm": arm, "treated": part.treated(),
             **{name: part.outcomes[name].to_numpy() for name in part.outcomes.columns},
             "uplift_score": arms[arm].nested["uplift_score"].to_numpy()}))
-    effects = {arm: Effect(learner.terms_, fit_parts(learner, experiment.arm(arm), cfg))
+    effects = {arm: Effect(learner.terms_, fit_parts(learner, experiment.arm(arm), cfg),
+                           getattr(learner, "intervals_", {}))
                for arm, learner in learners.items()}
     model = UpliftModel(effects, list(experiment.features.columns),
                         _categories(experiment.features), experiment.outcome_name,
@@ -367,6 +368,10 @@ def evaluate_arm(part: Experiment, cfg: UpliftTrainConfig, folds: int, repeat: i
             estimates.setdefault(name, np.full(len(y), np.nan))[held] = member.predict(X_held)
             scores.setdefault(name, np.full(len(y), np.nan))[held] = fold_rank(
                 estimates[name][held])
+        if getattr(learner, "intervals_", None):  # each held-out customer's interval
+            bounds = Effect(learner.terms_, intervals=learner.intervals_).interval(raw[held])
+            for bound, values in bounds.items():
+                parts.setdefault(f"uplift_{bound}", np.full(len(y), np.nan))[held] = values
         if getattr(learner, "parts_", None):  # the parts as the saved model gives them
             answers = Effect(learner.terms_, learner.parts_).predict_all(X_held)
             for name in PARTS:

@@ -338,10 +338,39 @@ def cross_fitted_gain(estimate: np.ndarray, fold: np.ndarray, residual_y: np.nda
         (scale,), offset = r_loss_weights([estimate[fit]], residual_y[fit], residual_t[fit])
         average = float(np.sum(residual_y[fit] * residual_t[fit])
                         / np.sum(residual_t[fit] ** 2))
-        member[out] = (residual_y[out] - residual_t[out] * (offset + scale * estimate[out])) ** 2
         constant[out] = (residual_y[out] - residual_t[out] * average) ** 2
+        # Calibrated to no spread at all, the estimate is the constant effect: gain exactly 0
+        # (not the rounding difference of two solvers, whose ratio to its own tiny standard
+        # error would be an arbitrary large number).
+        member[out] = constant[out] if scale <= 0.0 else (
+            residual_y[out] - residual_t[out] * (offset + scale * estimate[out])) ** 2
     gain = constant - member
     return float(gain.mean()), float(gain.std(ddof=1) / np.sqrt(len(gain)))
+
+
+# Each customer's interval is that of the customers ranked like them: the rows split into
+# this many equal groups by their held-out estimate (Chernozhukov et al.'s sorted group
+# average treatment effects), each group's effect the mean of its doubly-robust
+# pseudo-outcomes, with a 95% normal interval.
+INTERVAL_GROUPS = 5
+INTERVAL_Z = 1.96
+
+
+def group_intervals(held_out: np.ndarray, pseudo: np.ndarray, fitted: np.ndarray,
+                    groups: int = INTERVAL_GROUPS) -> dict[str, list[float]]:
+    """The interval of the average effect in each group of rows ranked by ``held_out`` (an
+    estimate made by models that never saw the row), from the rows' cross-fitted pseudo-
+    outcomes ``pseudo``; ``edges`` place a customer in a group by the model's estimate,
+    at the quantiles ``fitted`` (that estimate on the same rows) has between groups."""
+    order = np.argsort(held_out, kind="stable")
+    low, high = [], []
+    for rows in np.array_split(order, groups):
+        mean = float(np.mean(pseudo[rows]))
+        error = float(np.std(pseudo[rows], ddof=1) / np.sqrt(len(rows)))
+        low.append(mean - INTERVAL_Z * error)
+        high.append(mean + INTERVAL_Z * error)
+    edges = np.quantile(fitted, np.arange(1, groups) / groups)
+    return {"edges": edges.tolist(), "low": low, "high": high}
 
 
 # Effects are shrunk toward the average by the held-out scale, but never below this share:
@@ -445,17 +474,18 @@ class DistilledEnsembleLearner(EnsembleLearner):
         return {**self.fitted_, "ensemble": self.average_}
 
 
-def shrunk_parts(parts: dict[str, list[Term]], scale: float, X: pd.DataFrame
-                 ) -> dict[str, list[Term]]:
+def shrunk_parts(parts: dict[str, list[Term]], scale: float, X: pd.DataFrame,
+                 cache: dict | None = None) -> dict[str, list[Term]]:
     """A two-part model's conversion and order-value effects shrunk toward their means by
     ``scale`` (the spend effect's), and the spread of each over ``X`` after that, which
     ``models.uplift_model.reconcile`` uses to share out the gap between parts and effect."""
     out = dict(parts)
     for name in ("conversion", "order_value"):
-        mean = float(np.mean(predict_terms(parts[name], X)))
+        mean = float(np.mean(predict_terms(parts[name], X, cache)))
         out[name] = [(scale * weight, model) for weight, model in parts[name]] + [
             (1.0, Constant((1.0 - scale) * mean))]
-        out[f"spread_{name}"] = [(1.0, Constant(float(np.std(predict_terms(out[name], X)))))]
+        out[f"spread_{name}"] = [(1.0, Constant(float(np.std(predict_terms(out[name], X,
+                                                                           cache)))))]
     return out
 
 
@@ -474,8 +504,9 @@ class AdaptiveLearner(EnsembleLearner):
     2. Skill: each member's held-out R-loss (Nie and Wager) against a constant effect, each
        calibrated (scale, constant) on one fold and judged on the other (see
        ``cross_fitted_gain``). A member worse than the constant
-       effect on rows it never saw, by more than a standard error of the per-row gain, gets
-       no weight and is not fitted again.
+       effect on rows it never saw, by more than two standard errors of the per-row gain,
+       or calibrated to no spread at all on both folds, gets no weight and is not fitted
+       again.
     3. Weights: the other members' standardised mean (the plain ensemble's rule, on their
        fits on every row), unless R-loss weights, fitted on one fold and judged on the
        other, beat that mean by more than one standard error of the per-row gain. When no
@@ -487,6 +518,11 @@ class AdaptiveLearner(EnsembleLearner):
     5. The skilled members fitted again on every row (sharing one outcome model per group
        and the cross-fitted pseudo-outcome), weighted, scaled and centred on the calibrated
        average effect.
+
+    6. Intervals: the rows in five equal groups by the held-out estimate of step 4, each
+       group's average effect (mean doubly-robust pseudo-outcome) with its 95% interval;
+       ``intervals_`` place a customer in a group by the fitted estimate (see
+       ``group_intervals``).
 
     ``parts_`` are the two-part model's (fitted on every row), which ``models.uplift_model``
     reconciles with the effect so the parts add up to it.
@@ -507,11 +543,12 @@ class AdaptiveLearner(EnsembleLearner):
         residual_y = y - (share * mu_t + (1.0 - share) * mu_c)
         residual_t = t - share
         pseudo = mu_t - mu_c + t * (y - mu_t) / share - c * (y - mu_c) / (1.0 - share)
-        held_out = self._held_out(X, y, t, c, share, fold, nuisance, pseudo)
+        held_out = self._held_out(X, y, t, c, share, fold, nuisance, pseudo, mu_t, mu_c)
         self.skill_ = {name: cross_fitted_gain(estimate, fold, residual_y, residual_t)
                        for name, estimate in held_out.items()}
         # Held-out gains are noisy: a member is left out when it is worse than a constant
-        # effect by more than a standard error, not when it merely fails to beat one.
+        # effect by more than two standard errors, not when it merely fails to beat one; or
+        # when its held-out estimate earned no weight on either fold (a gain of exactly 0).
         skilled = [name for name, (gain, error) in self.skill_.items()
                    if gain > -self.drop_errors * error]
         # Every member worse than a constant is evidence too weak to pick among them (one
@@ -522,7 +559,8 @@ class AdaptiveLearner(EnsembleLearner):
         final = self._final(X, y, t, c, share, pseudo, ["two_part", *skilled])
         # One scale for the members, read off their fits on every row (as the plain ensemble
         # does), unless held-out R-loss weights are better by a standard error.
-        equal = standardised_mean([predict_terms(final[n], X) for n in skilled])
+        on_rows: dict = {}  # every booster's predictions on X, made once
+        equal = standardised_mean([predict_terms(final[n], X, on_rows) for n in skilled])
         if weak:
             self.rule_ = "no member beat a constant effect held out: the plain average"
             weights, constant = equal
@@ -542,9 +580,12 @@ class AdaptiveLearner(EnsembleLearner):
         # The members refitted on every row: centred so the mean effect is the calibrated
         # combination's (or, if scaling would stretch it, the average effect).
         self.terms_ = [*terms, (1.0, Constant(target - float(np.mean(
-            predict_terms(terms, X)))))]
+            predict_terms(terms, X, on_rows)))))]
         self.fitted_ = {name: _Fitted(terms) for name, terms in final.items()}
-        self.parts_ = shrunk_parts(self.two_part_, self.scale_, X) if self.two_part_ else {}
+        self.parts_ = (shrunk_parts(self.two_part_, self.scale_, X, on_rows)
+                       if self.two_part_ else {})
+        self.intervals_ = group_intervals(combined, pseudo, predict_terms(self.terms_, X,
+                                                                          on_rows))
         return self
 
     def _nuisances(self, X: pd.DataFrame, y: np.ndarray, t: np.ndarray, c: np.ndarray,
@@ -561,16 +602,20 @@ class AdaptiveLearner(EnsembleLearner):
         return models, mu_t, mu_c
 
     def _held_out(self, X: pd.DataFrame, y: np.ndarray, t: np.ndarray, c: np.ndarray,
-                  share: float, fold: np.ndarray, nuisance: list, pseudo: np.ndarray
-                  ) -> dict[str, np.ndarray]:
-        """Each member's estimates of the rows of the inner fold it was not fitted on."""
+                  share: float, fold: np.ndarray, nuisance: list, pseudo: np.ndarray,
+                  mu_t: np.ndarray, mu_c: np.ndarray) -> dict[str, np.ndarray]:
+        """Each member's estimates of the rows of the inner fold it was not fitted on (the
+        outcome models' predictions there are ``mu_t`` and ``mu_c``, made once)."""
         held_out: dict[str, np.ndarray] = {}
         for k in (0, 1):
             fit, out = fold != k, fold == k
             members = self._member_terms(X[fit], y[fit], t[fit], c[fit], share, nuisance[k],
                                          pseudo[fit], [*SHARED, "two_part"])
+            X_out = X[out]
+            known = {id(nuisance[k][0]): mu_t[out], id(nuisance[k][1]): mu_c[out]}
             for name, terms in members.items():
-                held_out.setdefault(name, np.zeros(len(y)))[out] = predict_terms(terms, X[out])
+                held_out.setdefault(name, np.zeros(len(y)))[out] = predict_terms(terms, X_out,
+                                                                                 known)
         if "two_part" in held_out and self._failed:  # fitted on one fold only
             held_out.pop("two_part")
         return held_out

@@ -64,7 +64,8 @@ def score_command(
     """Score every customer with the champion churn model and assign segments.
 
     Writes customer_id, as_of, churn_probability, churn_percentile, risk_band,
-    value_at_risk, uplift_spend, uplift_conversion, uplift_order_value, segment, spend_tier,
+    value_at_risk, uplift_spend (with uplift_spend_low and uplift_spend_high, its 95% interval
+    among customers ranked alike), uplift_conversion, uplift_order_value, segment, spend_tier,
     contactable, reasons and model_versions, then prints a summary per segment.
 
     uplift_conversion is the change in the probability of buying if contacted;

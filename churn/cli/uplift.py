@@ -95,8 +95,14 @@ def train_uplift_command(
     --model-name).
 
     From contract tables (--data) or a flat table (--table with --treatment, --control and
-    --outcome). One model per arm against control, by default an ensemble of every learner
-    averaged on one scale, distilled into small trees when the rows say that ranks better.
+    --outcome). One model per arm against control. The default learner (adaptive) lets the
+    experiment's own held-out rows decide: on two inner folds every learner (T, X, DR,
+    DR with a ridge stage, transformed outcome, two-part) estimates rows it never saw; a
+    learner worse there than a constant effect by two standard errors gets no weight; the
+    rest are averaged on one scale (or weighted by held-out R-loss when that wins by a
+    standard error); effects are shrunk toward the average as far as the held-out rows
+    say; and each customer gets the 95% interval of the average effect among customers
+    ranked like them (uplift_spend_low, uplift_spend_high). What it decided is printed.
     Prints each arm's average effect on spend, conversion and order
     value among buyers, the learners' nested out-of-fold Qini on the same folds, and warns
     when the split or the covariates look unbalanced. A spend model also predicts

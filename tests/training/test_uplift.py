@@ -30,6 +30,8 @@ from training.uplift_learners import (
     LEARNERS,
     DistilledEnsembleLearner,
     EnsembleLearner,
+    cross_fitted_gain,
+    inner_folds,
     make_learner,
     r_loss_weights,
 )
@@ -256,7 +258,8 @@ def test_two_part_and_ensemble_models_save_and_load_exactly(name, tmp_path):
     part = experiment.arm("Womens E-Mail")
     X, y, t = part.features.head(6000), part.outcome()[:6000], part.treated()[:6000]
     learner = make_learner(name).fit(X, y, t)
-    model = UpliftModel({"Womens E-Mail": Effect(learner.terms_, learner.parts_)},
+    model = UpliftModel({"Womens E-Mail": Effect(learner.terms_, learner.parts_,
+                                                 getattr(learner, "intervals_", {}))},
                         list(X.columns), _categories(X), "spend", {"Womens E-Mail": name})
     loaded = UpliftModel.load(model.save(tmp_path / "model"))
     before, after = model.predict(X.head(500)), loaded.predict(X.head(500))
@@ -350,6 +353,36 @@ def test_with_no_effect_to_find_the_default_claims_no_ranking_it_cannot_back():
     assert learner.scale_ < 0.5
     assert np.std(predicted) < 0.5 * np.std(average)
     assert abs(predicted.mean()) < 0.15
+
+
+def test_each_customer_gets_the_interval_of_customers_ranked_like_them(tmp_path):
+    X, y, t, _ = simulated(lambda X: 1.0 + X["x0"])
+    learner = make_learner("adaptive").fit(X, y, t)
+    model = UpliftModel.load(UpliftModel(
+        {"w": Effect(learner.terms_, learner.parts_, learner.intervals_)}, list(X.columns),
+        {}, "spend", {"w": "adaptive"}).save(tmp_path / "model"))
+    # New customers of the same experiment: each group of them the intervals put together
+    # has its true average effect inside its interval, and the groups rise with the effect.
+    fresh, _, _, tau = simulated(lambda X: 1.0 + X["x0"], seed=6)
+    scores = model.predict(fresh)
+    low, high = scores["uplift_low_w"].to_numpy(), scores["uplift_high_w"].to_numpy()
+    assert (low < high).all()
+    groups = np.unique(low)
+    assert len(groups) == 5
+    truth = np.array([tau[low == g].mean() for g in groups])
+    inside = [g <= true <= high[low == g][0] for g, true in zip(groups, truth, strict=True)]
+    assert sum(inside) >= 4, (groups, truth)
+    assert np.all(np.diff(truth) > 0)  # the lowest interval holds the customers gaining least
+
+
+def test_a_member_calibrated_to_no_spread_counts_as_no_skill():
+    rng = np.random.default_rng(4)
+    treated = rng.integers(0, 2, 4000)
+    residual_t = treated - treated.mean()
+    residual_y = residual_t * 0.5 + rng.normal(size=4000)
+    fold = inner_folds(treated, 0)
+    # An estimate the held-out rows give no weight (scale 0) predicts the constant effect.
+    assert cross_fitted_gain(np.zeros(4000), fold, residual_y, residual_t) == (0.0, 0.0)
 
 
 def test_the_parts_add_up_to_the_spend_effect_and_never_contradict_it(tmp_path):
