@@ -55,6 +55,13 @@ def print_result(result: UpliftResult, console: Console) -> None:
         if r.combination:
             console.print(f"The model ({r.selection.winner}): {r.combination}",
                           highlight=False, soft_wrap=True)
+        intervals = result.model.learners[arm].intervals
+        if intervals:
+            groups = " | ".join(f"{low:+.3g} .. {high:+.3g}" for low, high in
+                                zip(intervals["low"], intervals["high"], strict=True))
+            console.print(f"Effect by fifth of the ranking, lowest first (held-out rows, 95%; "
+                          f"each customer's uplift_spend_low .. uplift_spend_high): {groups}",
+                          highlight=False, soft_wrap=True)
         m = r.metrics["spend"]
         chosen = r.nested["learners_chosen"].iloc[0].split(",")
         how = (f"{chosen[0]} fitted inside each of {len(chosen)} folds" if len(set(chosen)) == 1

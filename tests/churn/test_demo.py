@@ -74,6 +74,10 @@ def test_demo_builds_features_trains_and_promotes(demo_output):
         assert set(scores["model_versions"]) == {"churn:v1,uplift:v1"}
         assert scores[["uplift_spend", "uplift_conversion", "uplift_order_value"]].notna(
         ).all().all()
+        # Each customer's interval: that of the fifth of the ranking they fall in.
+        assert "Effect by fifth of the ranking" in done.stdout
+        assert (scores["uplift_spend_low"] < scores["uplift_spend_high"]).all()
+        assert scores["uplift_spend_low"].nunique() == 5
     else:
         assert "note: uplift v1 does not beat random targeting" in done.stdout
         assert set(scores["model_versions"]) == {"churn:v1"}
