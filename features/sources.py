@@ -212,15 +212,18 @@ def check_columns(source: TableSource, columns: list[str]) -> list[str]:
 
 def typed_columns_sql(spec: TableSpec, present: list[str]) -> list[str]:
     """Select-list items casting each contract column to its type (NULL when absent)."""
-    items = []
+    return [f'{expression} AS "{column}"'
+            for column, expression in zip(spec.columns, typed_expressions(spec, present),
+                                          strict=True)]
+
+
+def typed_expressions(spec: TableSpec, present: list[str]) -> list[str]:
+    """Each contract column cast to its type, as an SQL expression (its default, or NULL,
+    when absent)."""
     defaults = dict(spec.absent_defaults)
-    for column in spec.columns:
-        sql_type = duckdb_type(spec, column)
-        if column in present:
-            items.append(f'TRY_CAST("{column}" AS {sql_type}) AS "{column}"')
-        else:
-            items.append(f'CAST({defaults.get(column, "NULL")} AS {sql_type}) AS "{column}"')
-    return items
+    return [f'TRY_CAST("{column}" AS {duckdb_type(spec, column)})' if column in present
+            else f'CAST({defaults.get(column, "NULL")} AS {duckdb_type(spec, column)})'
+            for column in spec.columns]
 
 
 def empty_relation_sql(spec: TableSpec) -> str:

@@ -31,7 +31,13 @@ from features.contract import (
     parse_rule,
 )
 from features.errors import setting
-from features.sources import TableSource, duckdb_error_line, present_columns, typed_columns_sql
+from features.sources import (
+    TableSource,
+    duckdb_error_line,
+    present_columns,
+    typed_columns_sql,
+    typed_expressions,
+)
 
 BATCH_ROWS = 500_000
 EXAMPLES_PER_PROBLEM = 3
@@ -127,6 +133,9 @@ def check_items(spec: TableSpec, present: list[str]) -> list[str]:
 
 def _check_query(source: TableSource, present: list[str]) -> str:
     items = check_items(source.spec, present)
+    if source.spec.distinct_rows:  # each row's hash, made by DuckDB's threads
+        items.append(f'hash({", ".join(typed_expressions(source.spec, present))}) '
+                     f'AS "{ROW_HASH}"')
     multi = len(source.files) > 1
     if multi:
         items.append(f'filename AS "{FILE}"')
@@ -207,22 +216,26 @@ class SeenRows:
             run = np.sort(np.concatenate([self.runs.pop(), run]), kind="stable")
         self.runs.append(run)
 
-    def repeats(self, df: pd.DataFrame) -> np.ndarray:
-        """Which rows of ``df`` equal an earlier row (of this or an earlier batch)."""
-        hashes = pd.util.hash_pandas_object(df, index=False).to_numpy()
+    def repeats(self, df: pd.DataFrame, hashes: np.ndarray | None = None) -> np.ndarray:
+        """Which rows of ``df`` equal an earlier row (of this or an earlier batch), by their
+        64-bit ``hashes`` (made here when not given)."""
+        if hashes is None:
+            hashes = pd.util.hash_pandas_object(df, index=False).to_numpy()
         repeated = self._seen(hashes) | pd.Series(hashes).duplicated().to_numpy()
         self._add(hashes)
         return repeated
 
 
 REPEATED_ROW = "unique row (every column equal to an earlier row)"
+ROW_HASH = "__row_hash"
 
 
 def _repeated_row_failures(df: pd.DataFrame, spec: TableSpec,
                            seen: SeenRows | None) -> list[tuple[int, str, str, object]]:
     if not spec.distinct_rows or seen is None:
         return []
-    repeated = seen.repeats(df[spec.columns])
+    hashes = df[ROW_HASH].to_numpy() if ROW_HASH in df.columns else None
+    repeated = seen.repeats(df[spec.columns], hashes)
     key = spec.columns[1]  # the id after customer_id: order_id
     return [(int(pos), key, REPEATED_ROW, df[key].iat[pos]) for pos in np.flatnonzero(repeated)]
 
