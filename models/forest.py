@@ -83,10 +83,10 @@ class CompiledForest:
             raise ValueError(f"need a 2-D matrix with {self.n_features} columns, "
                              f"got shape {matrix.shape}")
         out = np.empty(len(matrix))
-        parts = _parts(len(matrix), threads or CPUS)
+        parts = row_blocks(len(matrix), threads or CPUS)
         if len(parts) == 1:
             return self._margins_of(matrix, out)
-        list(_pool().map(lambda part: self._margins_of(matrix[part], out[part]), parts))
+        list(thread_pool().map(lambda part: self._margins_of(matrix[part], out[part]), parts))
         return out
 
     def probe_rows(self, rows: int = 2000, seed: int = 0) -> np.ndarray:
@@ -178,14 +178,16 @@ def _thresholds(booster: lgb.Booster) -> list[np.ndarray]:
             if line.startswith("threshold=")]
 
 
-def _parts(rows: int, threads: int) -> list[slice]:
+def row_blocks(rows: int, threads: int) -> list[slice]:
+    """Up to ``threads`` contiguous slices of ``rows`` (none under ROWS_PER_THREAD rows)."""
     count = max(1, min(threads, rows // ROWS_PER_THREAD))
     bounds = np.linspace(0, rows, count + 1).astype(int)
     return [slice(a, b) for a, b in itertools.pairwise(bounds)]
 
 
 @functools.cache
-def _pool() -> ThreadPoolExecutor:
+def thread_pool() -> ThreadPoolExecutor:
+    """One thread per core, shared by every evaluation in the process."""
     return ThreadPoolExecutor(CPUS, thread_name_prefix="forest")
 
 

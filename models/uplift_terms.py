@@ -15,6 +15,8 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from models.forest import CPUS, row_blocks, thread_pool
+
 
 class Regressor(Protocol):
     def predict(self, X: pd.DataFrame) -> np.ndarray: ...
@@ -33,7 +35,7 @@ class Product:
 
 
 def signed_log(x: np.ndarray) -> np.ndarray:
-    return np.sign(x) * np.log1p(np.abs(x))
+    return np.copysign(np.log1p(np.abs(x)), x)
 
 
 @dataclass
@@ -66,18 +68,25 @@ class LinearEffect:
         """``design(X) @ coef + intercept``, without building the design: the scaling is
         folded into the coefficients (a missing flag's signed log is the flag times log 2),
         so a batch costs one product per block of columns."""
-        raw, flags, logs, constant = self._folded
         values = X[self.numbers].to_numpy(dtype=float)
-        missing = np.isnan(values)
-        filled = np.where(missing, np.asarray(self.medians), values)
-        out = filled @ raw + signed_log(filled) @ logs + constant
-        if self.flagged:
-            out += missing[:, self.flagged] @ flags
+        out = np.empty(len(values))
+        # Row blocks on the forest's threads: the logarithms dominate and release the GIL.
+        list(thread_pool().map(lambda part: self._numbers(values[part], out[part]),
+                         row_blocks(len(values), CPUS)))
         for (column, levels), weights in zip(self.categories.items(), self._category_weights,
                                              strict=True):
             codes = pd.Categorical(X[column].astype(object), categories=levels).codes
             out += np.where(codes >= 0, weights[codes], 0.0)
         return out
+
+    def _numbers(self, values: np.ndarray, out: np.ndarray) -> None:
+        """The numbers' part of the effect for a block of rows, written into ``out``."""
+        raw, flags, logs, constant = self._folded
+        missing = np.isnan(values)
+        filled = np.where(missing, np.asarray(self.medians), values)
+        out[:] = filled @ raw + signed_log(filled) @ logs + constant
+        if self.flagged:
+            out += missing[:, self.flagged] @ flags
 
     @functools.cached_property
     def _folded(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:

@@ -374,7 +374,10 @@ class Scoring:
     not_contactable: pd.Index
 
     def with_consent(self, chunk: pd.DataFrame) -> pd.DataFrame:
-        return chunk.assign(contactable=~chunk["customer_id"].isin(self.not_contactable))
+        # The index's hash table is built once and kept; ``isin`` would build one from every
+        # blocked id for each chunk (quadratic in the base).
+        return chunk.assign(
+            contactable=self.not_contactable.get_indexer(chunk["customer_id"]) < 0)
 
 
 def _scoring_table(con: duckdb.DuckDBPyConnection, cfg: ScoreJobConfig, work: Path,
@@ -391,7 +394,7 @@ def _scoring_table(con: duckdb.DuckDBPyConnection, cfg: ScoreJobConfig, work: Pa
                             f"consent has a row before it); nothing was written")
     blocked = con.sql(f"SELECT customer_id FROM ({consent_query(tables.relations)}) "
                       f"WHERE NOT contactable").df()["customer_id"]
-    return Scoring(path, total, pd.Index(blocked)), stale, (tables.start, tables.end)
+    return Scoring(path, total, pd.Index(blocked.unique())), stale, (tables.start, tables.end)
 
 
 def score_frame(cfg: ScoreJobConfig, loaded: LoadedModel,
