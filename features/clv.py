@@ -20,7 +20,8 @@ def clv_summary_query(transactions: str, cutoff: date) -> str:
     last_day = f"(DATE '{cutoff.isoformat()}' - INTERVAL 1 DAY)"
     return f"""
 WITH days AS (
-    SELECT customer_id, CAST(ordered_at AS DATE) AS day, sum(amount) AS spend
+    SELECT customer_id, CAST(ordered_at AS DATE) AS day,
+           CAST(sum(CAST(amount AS DECIMAL(38, 6))) AS DOUBLE) AS spend
     FROM {transactions}
     WHERE amount >= 0 AND ordered_at < TIMESTAMPTZ '{cutoff.isoformat()} 00:00:00+00'
     GROUP BY ALL),

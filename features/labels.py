@@ -62,16 +62,18 @@ def value_target_query(transactions: str, cutoff: date, horizon_days: int) -> st
     """SQL giving, for every customer with an order before ``cutoff``: ``future_spend`` (net
     spend in [T, T + horizon), returns netted off, never below 0), ``future_orders`` (orders
     in that window) and ``past_spend`` (net spend in the same length of time before T, never
-    below 0: the "last period again" forecast)."""
+    below 0: the "last period again" forecast). Money is summed as exact decimals, so the
+    labels do not depend on the order DuckDB's threads add in."""
     t = _ts(cutoff)
     window = f"INTERVAL {int(horizon_days)} DAY"
     return f"""
 SELECT customer_id,
-       greatest(coalesce(sum(amount) FILTER (WHERE ordered_at >= {t}), 0), 0) AS future_spend,
+       greatest(coalesce(CAST(sum(CAST(amount AS DECIMAL(38, 6))) FILTER (
+           WHERE ordered_at >= {t}) AS DOUBLE), 0), 0) AS future_spend,
        CAST(count(DISTINCT order_id) FILTER (WHERE ordered_at >= {t} AND amount >= 0)
             AS DOUBLE) AS future_orders,
-       greatest(coalesce(sum(amount) FILTER (WHERE ordered_at < {t}
-                                             AND ordered_at >= {t} - {window}), 0), 0)
+       greatest(coalesce(CAST(sum(CAST(amount AS DECIMAL(38, 6))) FILTER (
+           WHERE ordered_at < {t} AND ordered_at >= {t} - {window}) AS DOUBLE), 0), 0)
            AS past_spend
 FROM {transactions}
 WHERE ordered_at < {t} + {window}

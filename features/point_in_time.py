@@ -78,7 +78,7 @@ def _ctes(tables: dict[str, str], c: _Cutoff) -> str:
         f"count(*) FILTER (WHERE ordered_at >= {c.since(d)}) AS orders_{d}d" for d in ORDER_WINDOWS
     )
     spend_sums = ",\n".join(
-        f"sum(amount) FILTER (WHERE ordered_at >= {c.since(d)}) AS spend_{d}d"
+        f"CAST(sum(amount) FILTER (WHERE ordered_at >= {c.since(d)}) AS DOUBLE) AS spend_{d}d"
         for d in ORDER_WINDOWS
     )
     channel_counts = ",\n".join(
@@ -93,9 +93,11 @@ def _ctes(tables: dict[str, str], c: _Cutoff) -> str:
         + [c.days_before(f"max(last_at) FILTER (WHERE event_type = '{e}')") + f" AS days_since_{e}"
            for e in KNOWN_EVENT_TYPES]
     )
+    # Money is summed as exact decimals (to a millionth) and made a double after: a sum of
+    # doubles depends on the order the threads add in, so reruns differed in the last bits.
     return f"""
 tx AS (
-    SELECT customer_id, order_id, ordered_at, amount, channel
+    SELECT customer_id, order_id, ordered_at, CAST(amount AS DECIMAL(38, 6)) AS amount, channel
     FROM {tables['transactions']} WHERE ordered_at < {c.t}),
 orders AS (
     -- An order is a distinct order_id; several non-negative lines make one order.
@@ -120,9 +122,9 @@ order_stats AS (
 spend_stats AS (
     SELECT customer_id,
            {spend_sums},
-           sum(amount) AS spend_total,
-           sum(amount) FILTER (WHERE ordered_at >= {c.since(180)} AND ordered_at < {c.since(90)})
-               AS spend_prev_90d
+           CAST(sum(amount) AS DOUBLE) AS spend_total,
+           CAST(sum(amount) FILTER (WHERE ordered_at >= {c.since(180)}
+                                    AND ordered_at < {c.since(90)}) AS DOUBLE) AS spend_prev_90d
     FROM money GROUP BY customer_id),
 purchase_days AS (
     SELECT DISTINCT customer_id, date_trunc('day', ordered_at) AS day FROM orders),
@@ -133,7 +135,11 @@ gaps AS (
                AS gap
     FROM purchase_days),
 gap_stats AS (
-    SELECT customer_id, avg(gap) AS gap_mean_days, stddev_pop(gap) AS gap_std_days
+    -- Gaps are whole days, so these sums are exact whatever order the threads add in
+    -- (stddev_pop's running updates were not, and reruns differed in the last bits).
+    SELECT customer_id, avg(gap) AS gap_mean_days,
+           sqrt(greatest(count(gap) * sum(gap * gap) - sum(gap) * sum(gap), 0)) / count(gap)
+               AS gap_std_days
     FROM gaps WHERE gap IS NOT NULL GROUP BY customer_id),
 ev AS (
     SELECT customer_id, occurred_at, event_type
