@@ -190,6 +190,13 @@ def _duplicate_failures(
     return [(int(pos), spec.unique_key[-1], rule, key) for pos, key in keys[duplicate].items()]
 
 
+def row_hashes(df: pd.DataFrame, hashes: np.ndarray | None) -> np.ndarray:
+    """Each row's 64-bit hash: ``hashes`` as given (DuckDB's), else pandas' of ``df``."""
+    if hashes is None:
+        return pd.util.hash_pandas_object(df, index=False).to_numpy()
+    return np.asarray(hashes, dtype=np.uint64)
+
+
 class SeenRows:
     """64-bit hashes of the rows read so far, in a few sorted runs: 8 bytes a row, to find a
     row that repeats an earlier one in any batch. A new batch's run merges with the last
@@ -219,8 +226,7 @@ class SeenRows:
     def repeats(self, df: pd.DataFrame, hashes: np.ndarray | None = None) -> np.ndarray:
         """Which rows of ``df`` equal an earlier row (of this or an earlier batch), by their
         64-bit ``hashes`` (made here when not given)."""
-        if hashes is None:
-            hashes = pd.util.hash_pandas_object(df, index=False).to_numpy()
+        hashes = row_hashes(df, hashes)
         repeated = self._seen(hashes) | pd.Series(hashes).duplicated().to_numpy()
         self._add(hashes)
         return repeated
@@ -236,9 +242,7 @@ class CollectedRows:
 
     def repeats(self, df: pd.DataFrame, hashes: np.ndarray | None = None) -> np.ndarray:
         """None yet: the hashes are kept for ``any_repeated``."""
-        if hashes is None:
-            hashes = pd.util.hash_pandas_object(df, index=False).to_numpy()
-        self.parts.append(np.asarray(hashes, dtype=np.uint64))
+        self.parts.append(row_hashes(df, hashes))
         return np.zeros(len(df), dtype=bool)
 
     def any_repeated(self) -> bool:

@@ -204,11 +204,14 @@ def _link(objective: str) -> str | None:
     return None
 
 
+_EXP = np.frompyfunc(math.exp, 1, 1)  # the C library's exp, as LightGBM's
+
+
 def _apply_link(link: str, margins: np.ndarray) -> np.ndarray:
     """LightGBM's own formulas, through the C library's exp as LightGBM's."""
     if link == "identity":
         return margins
-    exp = np.frompyfunc(math.exp, 1, 1)
+    exp = _EXP
     if link == "exp":
         return np.asarray(exp(margins), dtype=np.float64)
     scale = float(link.split(":")[1])

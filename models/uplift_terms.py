@@ -53,21 +53,10 @@ class LinearEffect:
     coef: list[float]
     intercept: float
 
-    def design(self, X: pd.DataFrame) -> np.ndarray:
-        values = X[self.numbers].to_numpy(dtype=float)
-        missing = np.isnan(values)
-        filled = np.where(missing, np.asarray(self.medians), values)
-        raw = np.hstack([filled, missing[:, self.flagged].astype(float)])
-        scaled = (np.hstack([raw, signed_log(raw)]) - np.asarray(self.mean)) / np.asarray(
-            self.scale)
-        onehot = [(X[c].astype(object).to_numpy()[:, None] == np.asarray(levels, dtype=object))
-                  .astype(float) for c, levels in self.categories.items()]
-        return np.hstack([scaled, *onehot])
-
     def predict(self, X: pd.DataFrame) -> np.ndarray:
-        """``design(X) @ coef + intercept``, without building the design: the scaling is
-        folded into the coefficients (a missing flag's signed log is the flag times log 2),
-        so a batch costs one product per block of columns."""
+        """The ridge's prediction on its design (see the class), without building the
+        design: the scaling is folded into the coefficients (a missing flag's signed log is
+        the flag times log 2), so a batch costs one product per block of columns."""
         values = X[self.numbers].to_numpy(dtype=float)
         out = np.empty(len(values))
         # Row blocks on the forest's threads: the logarithms dominate and release the GIL.
