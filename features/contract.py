@@ -74,14 +74,45 @@ def _key() -> pa.Column:
 EARLIEST_TIME = pd.Timestamp("1900-01-01", tz="UTC")
 
 
+def latest_plausible_time() -> pd.Timestamp:
+    """The start of the day after tomorrow (UTC): rows must lie before it."""
+    return pd.Timestamp.now(tz="UTC").normalize() + pd.Timedelta(days=2)
+
+
 def plausible_times(values: pd.Series) -> pd.Series:
-    latest = pd.Timestamp.now(tz="UTC").normalize() + pd.Timedelta(days=2)
+    latest = latest_plausible_time()
     return values.isna() | ((values >= EARLIEST_TIME) & (values < latest))
 
 
 def _timestamp(nullable: bool = False, required: bool = True) -> pa.Column:
     check = pa.Check(plausible_times, name="between 1900-01-01 and today")
     return pa.Column(UTC_TIMESTAMP, check, nullable=nullable, required=required)
+
+
+def rule_screen(check: pa.Check, column: str) -> str | None:
+    """SQL that is true for every value of ``column`` (an SQL expression) that may break
+    ``check``, and perhaps for some that do not: a screen, not the rule. A table none of
+    whose rows it flags needs no exact check; a flagged one gets the exact check, which
+    names the rows. None for a rule without a screen (its tables always get the exact
+    check). Nulls are never flagged here: nullability is a rule of its own."""
+    if check.name == "not_empty":
+        # A first character that is printable ASCII and not a space survives strip().
+        return f"NOT (ascii({column}) BETWEEN 33 AND 126)"
+    if check.name == "no NUL character":
+        return f"contains({column}, chr(0))"
+    if check.name == "finite":
+        return f"NOT isfinite({column})"
+    if check.name == f"within ±{MAX_ORDER_AMOUNT:.0e}":
+        return f"abs({column}) > {MAX_ORDER_AMOUNT!r}"
+    if check.name == "between 1900-01-01 and today":
+        # A day's margin before the exact rule's limit, for a run that passes midnight.
+        latest = latest_plausible_time() - pd.Timedelta(days=1)
+        return (f"({column} < TIMESTAMPTZ '{EARLIEST_TIME.isoformat()}' "
+                f"OR {column} >= TIMESTAMPTZ '{latest.isoformat()}')")
+    if check.name == "isin":
+        allowed = ", ".join(repr(float(v)) for v in check.statistics["allowed_values"])
+        return f"{column} NOT IN ({allowed})"
+    return None
 
 
 @dataclass(frozen=True)

@@ -95,8 +95,10 @@ def _ctes(tables: dict[str, str], c: _Cutoff) -> str:
     )
     # Money is summed as exact decimals (to a millionth) and made a double after: a sum of
     # doubles depends on the order the threads add in, so reruns differed in the last bits.
+    # tx and ev are read again by each query that uses them (NOT MATERIALIZED): a scan of
+    # the files is cheaper than holding every event row in memory, which spilled to disk.
     return f"""
-tx AS (
+tx AS NOT MATERIALIZED (
     SELECT customer_id, order_id, ordered_at, CAST(amount AS DECIMAL(38, 6)) AS amount, channel
     FROM {tables['transactions']} WHERE ordered_at < {c.t}),
 orders AS (
@@ -141,7 +143,7 @@ gap_stats AS (
            sqrt(greatest(count(gap) * sum(gap * gap) - sum(gap) * sum(gap), 0)) / count(gap)
                AS gap_std_days
     FROM gaps WHERE gap IS NOT NULL GROUP BY customer_id),
-ev AS (
+ev AS NOT MATERIALIZED (
     SELECT customer_id, occurred_at, event_type
     FROM {tables['events']} WHERE occurred_at < {c.t} AND event_type IN ({known})),
 event_stats AS (
@@ -163,7 +165,9 @@ signups AS (
 no_consent AS (
     SELECT customer_id FROM {tables['customers']} WHERE profiling_consent IS NOT TRUE),
 population AS (
-    (SELECT customer_id FROM tx UNION SELECT customer_id FROM ev
+    -- Everyone with an order or a return, an event or a sign-up, from the per-customer
+    -- tables (the same customers as the raw rows', without a pass over every event).
+    (SELECT customer_id FROM spend_stats UNION SELECT customer_id FROM event_stats
      UNION SELECT customer_id FROM signups)
     EXCEPT SELECT customer_id FROM no_consent)"""
 

@@ -20,6 +20,10 @@ def _double(value: str) -> exp.Expression:
 
 
 def _rewrite(node: exp.Expression) -> exp.Expression:
+    if isinstance(node, exp.CTE) and node.args.get("materialized") is not None:
+        # DuckDB's [NOT] MATERIALIZED hint; Spark plans CTEs its own way. (Set in place:
+        # ``transform`` works on a copy, and goes on into this node's children.)
+        node.set("materialized", None)
     if isinstance(node, exp.Anonymous) and str(node.this).upper() == "EPOCH_US":
         return exp.Anonymous(this="UNIX_MICROS", expressions=node.expressions)
     if isinstance(node, exp.Literal) and node.is_number and "." in node.this:

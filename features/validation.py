@@ -29,6 +29,7 @@ from features.contract import (
     TableSpec,
     duckdb_type,
     parse_rule,
+    rule_screen,
 )
 from features.errors import setting
 from features.sources import (
@@ -140,6 +141,50 @@ def _check_query(source: TableSource, present: list[str]) -> str:
     if multi:
         items.append(f'filename AS "{FILE}"')
     return f"SELECT {', '.join(items)} FROM {source.raw_scan(with_filename=multi)}"
+
+
+def screen_query(source: TableSource, present: list[str]) -> str | None:
+    """One pass of DuckDB over the table: its rows, and how many rows, keys and whole rows
+    may break a rule (see ``contract.rule_screen``). None when a rule has no screen."""
+    spec = source.spec
+    flags = []
+    for column in spec.columns:
+        quoted = f'"{column}"'
+        rules = spec.schema.columns[column]
+        if column in present and duckdb_type(spec, column) != "VARCHAR":
+            flags.append(f'"{RAW}{column}" IS NOT NULL')
+        if not rules.nullable:
+            flags.append(f"{quoted} IS NULL")
+        for check in rules.checks:
+            screen = rule_screen(check, quoted)
+            if screen is None:
+                return None
+            flags.append(screen)
+    aggregates = ["count(*)", f"count(*) FILTER (WHERE {' OR '.join(flags) or 'false'})"]
+    if spec.unique_key:  # a repeated hash may be a collision: the exact check decides
+        key = ", ".join(f'"{c}"' for c in spec.unique_key)
+        complete = " AND ".join(f'"{c}" IS NOT NULL' for c in spec.unique_key)
+        aggregates.append(f"count(*) FILTER (WHERE {complete}) - count(DISTINCT hash({key})) "
+                          f"FILTER (WHERE {complete})")
+    if spec.distinct_rows:
+        everything = ", ".join(f'"{c}"' for c in spec.columns)
+        aggregates.append(f"count(*) - count(DISTINCT hash({everything}))")
+    return (f"SELECT {', '.join(aggregates)} FROM (SELECT {', '.join(check_items(spec, present))} "
+            f"FROM {source.raw_scan()})")
+
+
+def passes_screen(con: duckdb.DuckDBPyConnection, source: TableSource, present: list[str]
+                  ) -> int | None:
+    """The table's row count when the screen flags none of its rows, keys or whole rows
+    (the exact check would find nothing); None when it flags any, or cannot screen."""
+    query = screen_query(source, present)
+    if query is None:
+        return None
+    try:
+        rows, *flagged = con.sql(query).fetchall()[0]
+    except duckdb.Error as err:
+        raise _unreadable(source, err) from None
+    return None if any(flagged) else rows
 
 
 def _parse_failures(df: pd.DataFrame, spec: TableSpec) -> list[tuple[int, str, str, object]]:
@@ -356,8 +401,10 @@ def validate_table(
     progress: Progress | None = None,
     exact: bool = False,
 ) -> ValidatedTable:
-    """Check every row of one table against the contract, in batches.
+    """Check every row of one table against the contract.
 
+    DuckDB first screens the whole table in one pass (``screen_query``); a table it flags
+    nothing in is clean. Otherwise the rules run exactly, in batches, and name the rows.
     Where bad rows stop the job, repeated rows are first looked for all at once after the
     last batch; only if there are any is the table read again (``exact``) to name them."""
     spec = source.spec
@@ -372,6 +419,12 @@ def validate_table(
         report.rejects_file = rejects_dir / f"{spec.name}.rejects.csv"
         report.rejects_file.unlink(missing_ok=True)
         quarantine = _Quarantine(spec, staging_dir / f"{spec.name}.parquet", report.rejects_file)
+    clean_rows = None if exact else passes_screen(con, source, present)
+    if clean_rows is not None:
+        report.rows = clean_rows
+        if progress is not None:
+            progress(spec.name, clean_rows)
+        return _validated(con, source, present, report)
     try:
         reader = con.sql(_check_query(source, present)).to_arrow_reader(BATCH_ROWS)
     except duckdb.Error as err:
@@ -391,9 +444,17 @@ def validate_table(
         quarantine.close()
     if report.bad_rows and quarantine is None:
         raise BadRowsError(report.describe())
+    staged = quarantine.staging if report.bad_rows else None
+    return _validated(con, source, present, report, staged)
+
+
+def _validated(con: duckdb.DuckDBPyConnection, source: TableSource, present: list[str],
+               report: TableReport, staged: Path | None = None) -> ValidatedTable:
+    """The checked table: the files typed, or the clean rows ``staged`` in quarantine."""
+    spec = source.spec
     relation = f"(SELECT {', '.join(typed_columns_sql(spec, present))} FROM {source.raw_scan()})"
-    if report.bad_rows:
-        relation = f"read_parquet('{quarantine.staging}')"
+    if staged is not None:
+        relation = f"read_parquet('{staged}')"
     else:
         report.rejects_file = None
     if spec.name == "events":

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from datetime import date
 
 import pandas as pd
 import pytest
 
-from features.contract import TABLES, ContractError
+from features.contract import TABLES, ContractError, duckdb_type
 from features.job import FeaturesJobConfig, run_features
 from features.validation import OnBadRows, frame_problems, id_problems
 from tests.conftest import build, write_table
@@ -292,3 +293,101 @@ def test_request_ids_meet_the_same_rules_as_files():
         pd.DataFrame({"customer_id": ids, "order_id": [str(i) for i in range(len(ids))],
                       "ordered_at": ["2025-01-01"] * len(ids), "amount": [1.0] * len(ids)}),
         TABLES["transactions"])
+
+
+# The screen: one DuckDB pass that lets a clean table skip the exact, row-by-row check.
+
+CLEAN = {
+    "transactions": transactions(channel=["web", "store", None]),
+    "events": pd.DataFrame({"customer_id": ["a", "b", "c"],
+                            "occurred_at": ["1997-01-01", "1997-01-02", "1997-01-03"],
+                            "event_type": ["site_visit", "email_open", "cart_add"]}),
+    "customers": pd.DataFrame({"customer_id": ["a", "b", "c"],
+                               "signed_up_at": ["1996-01-01", None, "1996-03-01"],
+                               "profiling_consent": ["true", "true", None],
+                               "marketing_consent": ["false", "true", "true"]}),
+    "exposures": pd.DataFrame({"customer_id": ["a", "b", "c"], "campaign_id": ["x", "x", "x"],
+                               "exposed_at": ["1997-05-01"] * 3,
+                               "treatment": ["1", "0", "1"]}),
+}
+# A value breaking each rule of the contract (by the rule's name).
+BREAKS = {"not_empty": " \t", "no NUL character": "a\x00b", "finite": "inf",
+          "within ±1e+09": "-2e9", "between 1900-01-01 and today": "1899-12-31",
+          "isin": "0.5"}
+CASES = [(table, column, check.name)
+         for table, spec in TABLES.items()
+         for column, rules in spec.schema.columns.items() for check in rules.checks]
+
+
+def screened(tmp_path, table: str, frame: pd.DataFrame, fmt: str = "parquet") -> int | None:
+    import duckdb
+
+    from features.sources import find_table, present_columns
+    from features.validation import passes_screen
+
+    write_table(tmp_path, table, frame.astype("string"), fmt)
+    source = find_table(tmp_path, TABLES[table])
+    con = duckdb.connect()
+    return passes_screen(con, source, present_columns(con, source))
+
+
+@pytest.mark.parametrize("table", list(CLEAN))
+def test_the_screen_passes_a_clean_table(tmp_path, table):
+    assert screened(tmp_path, table, CLEAN[table]) == 3
+
+
+@pytest.mark.parametrize(("table", "column", "rule"), CASES)
+def test_the_screen_flags_every_value_a_rule_refuses(tmp_path, table, column, rule):
+    frame = CLEAN[table].astype(object)
+    frame.loc[1, column] = BREAKS[rule]
+    assert screened(tmp_path, table, frame) is None
+    # ... and the exact check, which then runs, names the row.
+    with pytest.raises(ContractError, match=rf"(?s){table}: 1 row of 3 break.*'{column}', "
+                                            rf"rule '{re.escape(rule)}"):
+        build_table(tmp_path, table, frame)
+
+
+@pytest.mark.parametrize(("table", "column"), [
+    (t, c) for t, spec in TABLES.items() for c, rules in spec.schema.columns.items()
+    if not rules.nullable])
+def test_the_screen_flags_a_null_where_the_contract_wants_a_value(tmp_path, table, column):
+    frame = CLEAN[table].astype(object)
+    frame.loc[1, column] = None
+    assert screened(tmp_path, table, frame) is None
+
+
+@pytest.mark.parametrize(("table", "column"), [
+    (t, c) for t, spec in TABLES.items() for c in spec.columns
+    if duckdb_type(spec, c) != "VARCHAR"])
+def test_the_screen_flags_a_value_that_does_not_parse(tmp_path, table, column):
+    frame = CLEAN[table].astype(object)
+    frame.loc[1, column] = "not a value"
+    assert screened(tmp_path, table, frame) is None
+
+
+def test_the_screen_flags_repeated_keys_and_rows(tmp_path):
+    customers = CLEAN["customers"].astype(object)
+    customers.loc[2, "customer_id"] = "a"
+    assert screened(tmp_path, "customers", customers) is None
+    repeated = pd.concat([CLEAN["transactions"], CLEAN["transactions"].iloc[[0]]])
+    assert screened(tmp_path, "transactions", repeated) is None
+    # The same order id with another amount is a second line, not a repeat.
+    lines = transactions(order_id=["1", "1", "3"])
+    assert screened(tmp_path, "transactions", lines) == 3
+
+
+def test_a_value_the_screen_flags_but_the_rule_accepts_passes(tmp_path):
+    """A non-breaking space before an id: flagged (not plain ASCII), but not blank."""
+    data = tmp_path / "data"
+    write_table(data, "transactions", transactions(customer_id=["\u00a0a", "b", "c"]))
+    assert screened(tmp_path / "screen", "transactions",
+                    transactions(customer_id=["\u00a0a", "b", "c"])) is None
+    assert len(build(data, AS_OF)) == 3
+
+
+def build_table(folder, table: str, frame: pd.DataFrame) -> None:
+    data = folder / "data"
+    tables = {"transactions": CLEAN["transactions"], table: frame}
+    for name, rows in tables.items():
+        write_table(data, name, rows)
+    build(data, AS_OF)
