@@ -34,7 +34,7 @@ import pyarrow.parquet as pq  # noqa: E402
 from bench.pandas_features import pandas_features  # noqa: E402
 from features.contract import TABLES  # noqa: E402
 from features.job import FeaturesJobConfig, run_features  # noqa: E402
-from features.point_in_time import connect, feature_query, write_features  # noqa: E402
+from features.point_in_time import connect, write_features  # noqa: E402
 from features.sources import find_tables, typed_relation_sql  # noqa: E402
 from features.synthetic import GenerateConfig, as_of_default, generate  # noqa: E402
 
@@ -57,7 +57,7 @@ def run_engine(engine: str, data: Path, as_of: date, out: Path) -> dict:
         con = connect(MEMORY_LIMITS[engine], out.parent / "spill")
         tables = {name: typed_relation_sql(con, src) for name, src in find_tables(data).items()
                   if name in TABLES}
-        write_features(con, feature_query(tables, as_of), out, as_of)
+        write_features(con, tables, out, as_of)
     return {"engine": engine, "seconds": time.perf_counter() - started,
             "peak_gib": _peak_rss_gib()}
 

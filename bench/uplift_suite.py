@@ -40,6 +40,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from features.synthetic import GenerateConfig, generate  # noqa: E402
+from models.uplift_model import Effect  # noqa: E402
 from training.config import BaseParams, UpliftTrainConfig  # noqa: E402
 from training.train_uplift import _folds, load_experiment  # noqa: E402
 from training.uplift_learners import (  # noqa: E402
@@ -47,7 +48,6 @@ from training.uplift_learners import (  # noqa: E402
     make_learner,
     standardised_mean,
 )
-from models.uplift_model import Effect  # noqa: E402
 from training.uplift_metrics import UpliftMetrics, _area, qini_curve  # noqa: E402
 
 HILLSTROM = (Path(__file__).resolve().parents[2] / "shared" / "data" / "hillstrom"

@@ -80,8 +80,8 @@ def run_features(cfg: FeaturesJobConfig, progress: Progress | None = None,
     check_output_path(cfg.out)
     rejects = cfg.rejects or cfg.out.parent / f"{cfg.out.stem}.rejects"
     with _validated(cfg, rejects, progress) as (con, validated):
-        query = feature_query({name: v.relation for name, v in validated.items()}, cfg.as_of)
-        rows = write_features(con, query, cfg.out, cfg.as_of, build_progress)
+        rows = write_features(con, {name: v.relation for name, v in validated.items()},
+                              cfg.out, cfg.as_of, build_progress)
     return FeaturesJobResult(rows, len(FEATURES), time.perf_counter() - started,
                              [v.report for v in validated.values()])
 

@@ -9,17 +9,21 @@ values in LightGBM's order, so the margins are the same numbers, not approximati
 champion loader checks that on the model's own validation rows before it uses one.
 
 Supported: single-output models with numerical splits whose missing values are ``None``
-(NaN reads as 0) or ``NaN`` (NaN goes the way the split learned). Anything else (categorical
+(NaN reads as 0 at that split, as in LightGBM) or ``NaN`` (NaN goes the way the split
+learned). Anything else (categorical
 splits, ``zero_as_missing``, linear trees, multiclass) raises ``UnsupportedModel``, and the
 caller keeps the Booster.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import math
 import os
+import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -53,7 +57,6 @@ class CompiledForest:
     words: np.ndarray       # feature | NaN-goes-right | leaf | first child, per node
     thresholds: np.ndarray  # split threshold (leaves: +inf, never taken)
     values: np.ndarray      # leaf value (splits: 0)
-    nan_is_zero: np.ndarray  # per feature: no split learned where NaN goes
     done: int
 
     @classmethod
@@ -66,15 +69,14 @@ class CompiledForest:
         if n_features >= 1 << FEATURE_BITS:
             raise UnsupportedModel(f"{n_features} features; at most {(1 << FEATURE_BITS) - 1}")
         nodes = _Nodes()
-        learned_nan = np.zeros(n_features, dtype=bool)
-        roots = [nodes.add_tree(info["tree_structure"], cuts, learned_nan)
+        roots = [nodes.add_tree(info["tree_structure"], cuts)
                  for info, cuts in zip(dump["tree_info"], _thresholds(booster), strict=True)]
         done = nodes.add_done()
         roots.append(done)
         return cls(n_features, np.asarray(roots, dtype=np.int64),
                    np.asarray(nodes.words, dtype=np.int64),
                    np.asarray(nodes.thresholds, dtype=np.float64),
-                   np.asarray(nodes.values, dtype=np.float64), ~learned_nan, done)
+                   np.asarray(nodes.values, dtype=np.float64), done)
 
     def margins(self, matrix: np.ndarray, threads: int | None = None) -> np.ndarray:
         """Raw scores (``Booster.predict(..., raw_score=True)``) of a 2-D float matrix."""
@@ -82,11 +84,14 @@ class CompiledForest:
         if matrix.ndim != 2 or matrix.shape[1] != self.n_features:
             raise ValueError(f"need a 2-D matrix with {self.n_features} columns, "
                              f"got shape {matrix.shape}")
+        flat = inputs(matrix, threads)
         out = np.empty(len(matrix))
         parts = row_blocks(len(matrix), threads or CPUS)
         if len(parts) == 1:
-            return self._margins_of(matrix, out)
-        list(thread_pool().map(lambda part: self._margins_of(matrix[part], out[part]), parts))
+            return self._margins_of(flat, out)
+        p = self.n_features
+        list(thread_pool().map(
+            lambda part: self._margins_of(flat[part.start * p:part.stop * p], out[part]), parts))
         return out
 
     def probe_rows(self, rows: int = 2000, seed: int = 0) -> np.ndarray:
@@ -114,12 +119,57 @@ class CompiledForest:
             raise UnsupportedModel(f"margins differ from LightGBM's on probe rows "
                                    f"(largest difference {worst:.3g})")
 
-    def _margins_of(self, matrix: np.ndarray, out: np.ndarray) -> np.ndarray:
+    def _margins_of(self, flat: np.ndarray, out: np.ndarray) -> np.ndarray:
         from models import forest_kernels as kernels  # noqa: PLC0415 (numba, when first used)
 
-        flat = kernels.lightgbm_inputs(matrix, self.nan_is_zero)
         return kernels.margins(flat, self.n_features, self.roots, self.words, self.thresholds,
-                        self.values, self.done, out)
+                               self.values, self.done, out)
+
+
+def inputs(matrix: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """``matrix``'s rows, flattened, as LightGBM's predict reads them: values within
+    ±1e-35 are 0 (NaN stays NaN; each split decides where it goes). Inside
+    ``shared_inputs`` a matrix is flattened once for every forest that evaluates it."""
+    return _shared(matrix, lambda: _flatten(matrix, threads))
+
+
+def _flatten(matrix: np.ndarray, threads: int | None) -> np.ndarray:
+    from models import forest_kernels as kernels  # noqa: PLC0415 (numba, when first used)
+
+    flat = np.empty(matrix.size)
+    p = matrix.shape[1]
+    parts = row_blocks(len(matrix), threads or CPUS)
+    list(thread_pool().map(lambda part: kernels.lightgbm_inputs(
+        matrix[part], flat[part.start * p:part.stop * p]), parts))
+    return flat
+
+
+_scope = threading.local()
+
+
+@contextlib.contextmanager
+def shared_inputs() -> Iterator[None]:
+    """Within the block (one thread's), a matrix or frame that several forests evaluate
+    is converted and flattened once: a scoring chunk passes the same rows to a dozen
+    boosters. The rows must not change inside the block."""
+    outer = getattr(_scope, "cache", None)
+    _scope.cache = {} if outer is None else outer
+    try:
+        yield
+    finally:
+        _scope.cache = outer
+
+
+def _shared(source: object, make: Callable[[], np.ndarray]) -> np.ndarray:
+    """``make()``, made once per ``source`` object inside ``shared_inputs``."""
+    cache = getattr(_scope, "cache", None)
+    if cache is None:
+        return make()
+    # The source is held with its result, so its id cannot pass to another object.
+    held = cache.get(id(source))
+    if held is None or held[0] is not source:
+        held = cache[id(source)] = (source, make())
+    return held[1]
 
 
 class _Nodes:
@@ -137,7 +187,7 @@ class _Nodes:
         self.values.extend([0.0] * count)
         return first
 
-    def add_tree(self, root: dict, cuts: np.ndarray, learned_nan: np.ndarray) -> int:
+    def add_tree(self, root: dict, cuts: np.ndarray) -> int:
         start = self._slots(1)
         pending = [(root, start)]
         while pending:
@@ -154,10 +204,13 @@ class _Nodes:
                 raise UnsupportedModel(f"missing_type {node['missing_type']}")
             left = self._slots(2)
             feature = node["split_feature"]
-            nan_right = node["missing_type"] == "NaN" and not node["default_left"]
-            learned_nan[feature] |= node["missing_type"] == "NaN"
+            threshold = cuts[node["split_index"]]
+            # LightGBM: NaN goes the learned way where the split learned one; elsewhere it
+            # reads as 0, so it goes right when 0 > threshold.
+            nan_right = (not node["default_left"] if node["missing_type"] == "NaN"
+                         else threshold < 0.0)
             self.words[slot] = (left << CHILD_SHIFT) | (NAN_GOES_RIGHT * nan_right) | feature
-            self.thresholds[slot] = cuts[node["split_index"]]
+            self.thresholds[slot] = threshold
             pending += [(node["left_child"], left), (node["right_child"], left + 1)]
         return start
 
@@ -246,7 +299,8 @@ class CompiledBooster:
                 list(X.columns) != self.names
                 or not all(pd.api.types.is_numeric_dtype(t) for t in X.dtypes))):
             return self.booster.predict(X, **kwargs)
-        matrix = X.to_numpy(dtype=np.float64) if isinstance(X, pd.DataFrame) else X
+        matrix = (_shared(X, lambda: X.to_numpy(dtype=np.float64))
+                  if isinstance(X, pd.DataFrame) else X)
         return _apply_link(self.link, self.forest.margins(matrix))
 
     def __getattr__(self, name: str) -> object:

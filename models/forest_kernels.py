@@ -49,17 +49,14 @@ def margins(X, n_features, roots, words, thresholds, values, done, out):
 
 
 @numba.njit(nogil=True, cache=True)
-def lightgbm_inputs(matrix, nan_is_zero):
-    """The values as LightGBM's splits read them: tiny values are 0, and NaN is 0 for
-    features whose splits never learned a missing-value direction."""
-    out = np.empty(matrix.size)
+def lightgbm_inputs(matrix, out):
+    """The rows of ``matrix`` into the flat ``out`` as LightGBM's predict reads them: values
+    within ±1e-35 are 0 (NaN stays NaN: each split says where it goes)."""
     n, p = matrix.shape
     for i in range(n):
         for j in range(p):
             value = matrix[i, j]
-            if np.isnan(value):
-                out[i * p + j] = 0.0 if nan_is_zero[j] else value
-            elif -ZERO_THRESHOLD <= value <= ZERO_THRESHOLD:
+            if -ZERO_THRESHOLD <= value <= ZERO_THRESHOLD:
                 out[i * p + j] = 0.0
             else:
                 out[i * p + j] = value

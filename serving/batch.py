@@ -32,7 +32,7 @@ from features.contract import ContractError
 from features.engines import Engine
 from features.errors import setting
 from features.output import output_path, with_default_permissions
-from features.point_in_time import connect, feature_query
+from features.point_in_time import connect, copy_features, feature_query
 from features.tables import load_tables
 from features.validation import OnBadRows, Progress
 from models.drift import Profile
@@ -387,7 +387,7 @@ def _scoring_table(con: duckdb.DuckDBPyConnection, cfg: ScoreJobConfig, work: Pa
     tables = load_tables(con, cfg.data, work, cfg.on_bad_rows, progress=progress, keep=False)
     stale = tables.check_as_of(cfg.as_of)
     path = work / "scoring.parquet"
-    con.sql(f"COPY ({feature_query(tables.relations, cfg.as_of)}) TO '{path}' (FORMAT parquet)")
+    copy_features(con, tables.relations, cfg.as_of, path, "FORMAT parquet")
     total = con.sql(f"SELECT count(*) FROM read_parquet('{path}')").fetchall()[0][0]
     if total == 0:
         raise ContractError(f"no customer to score as of {cfg.as_of} (none with profiling "

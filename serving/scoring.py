@@ -10,6 +10,7 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
+from models.forest import shared_inputs
 from serving.champion import LoadedModel
 from serving.policy import (
     ArrayLike,
@@ -117,6 +118,15 @@ def score_matrix(ids: np.ndarray, as_of: np.ndarray | None, matrix: np.ndarray,
     The churn model speaks for its own base only (an order within the base window it was
     trained for); others get no probability.
     """
+    with shared_inputs():  # the rows are read once for the dozen boosters that score them
+        return _score_matrix(ids, as_of, matrix, contactable, loaded, policy, tier_cuts,
+                             explain)
+
+
+def _score_matrix(ids: np.ndarray, as_of: np.ndarray | None, matrix: np.ndarray,
+                  contactable: ArrayLike, loaded: LoadedModel, policy: SegmentPolicy,
+                  tier_cuts: tuple[float, float] | None, explain: bool
+                  ) -> dict[str, np.ndarray]:
     names = loaded.model.features
     columns = {name: matrix[:, i] for i, name in enumerate(names)}
     if tier_cuts is None:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from datetime import date
 
+import duckdb
 import numpy as np
 import pandas as pd
 import pytest
 
+from features import point_in_time
 from features.registry import feature_names
 from tests.conftest import build, write_table
 
@@ -146,3 +148,21 @@ def test_timestamps_with_offsets_are_read_as_utc(tmp_path):
     z = build(tmp_path / "data", AS_OF).loc["Z"]
     assert z["orders_total"] == 1
     assert z["recency_days"] == pytest.approx(1 / 24)
+
+
+def test_a_base_too_large_for_memory_is_built_a_range_of_customers_at_a_time(
+        synthetic_data, tmp_path, monkeypatch):
+    """Each range's query sees only its customers' rows, so the features are the same
+    to the bit, in the same customer order, as from one query over everyone."""
+    data, cfg = synthetic_data
+    whole = build(data, cfg.end, tmp_path / "whole.parquet")
+    # As if every customer took 100 MB: with 1GB, about 10 customers per range.
+    monkeypatch.setattr(point_in_time, "BYTES_PER_CUSTOMER", 100_000_000)
+    with duckdb.connect() as con:
+        con.sql("SET memory_limit = '1GB'")
+        ranges = point_in_time.customer_ranges(
+            con, f"read_parquet('{data / 'transactions.parquet'}')")
+    assert len(ranges) > 50
+    ranged = build(data, cfg.end, tmp_path / "ranged.parquet")
+    assert list(ranged.index) == sorted(ranged.index)
+    pd.testing.assert_frame_equal(ranged, whole)

@@ -7,12 +7,14 @@ import re
 import shutil
 from datetime import date
 
+import duckdb
 import pandas as pd
 import pytest
 
 from features.contract import TABLES, ContractError, duckdb_type
 from features.job import FeaturesJobConfig, run_features
-from features.validation import OnBadRows, frame_problems, id_problems
+from features.sources import find_table, present_columns
+from features.validation import OnBadRows, frame_problems, id_problems, passes_screen
 from tests.conftest import build, write_table
 
 AS_OF = date(1998, 1, 1)
@@ -320,11 +322,6 @@ CASES = [(table, column, check.name)
 
 
 def screened(tmp_path, table: str, frame: pd.DataFrame, fmt: str = "parquet") -> int | None:
-    import duckdb
-
-    from features.sources import find_table, present_columns
-    from features.validation import passes_screen
-
     write_table(tmp_path, table, frame.astype("string"), fmt)
     source = find_table(tmp_path, TABLES[table])
     con = duckdb.connect()

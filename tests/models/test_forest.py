@@ -9,7 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.forest import CompiledBooster, CompiledForest, UnsupportedModel, compiled
+from models.forest import (
+    CompiledBooster,
+    CompiledForest,
+    UnsupportedModel,
+    compiled,
+    shared_inputs,
+)
 
 
 def _data(rows: int = 3000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -151,3 +157,17 @@ def test_a_compiled_booster_pickles_and_saves_as_its_booster(tmp_path):
     fast.save_model(tmp_path / "model.txt")
     assert np.array_equal(lgb.Booster(model_file=tmp_path / "model.txt").predict(rows),
                           booster.predict(rows))
+
+
+def test_boosters_sharing_one_frame_in_a_block_predict_what_they_predict_alone():
+    X, y = _data()
+    first, second = (CompiledBooster(_train(X, y, rounds=r)) for r in (20, 40))
+    frame = pd.DataFrame(_awkward_rows(X, np.random.default_rng(3)),
+                         columns=first.feature_name())
+    alone = [first.predict(frame), second.predict(frame)]
+    with shared_inputs():
+        together = [first.predict(frame), second.predict(frame)]
+    assert all(np.array_equal(a, b) for a, b in zip(alone, together, strict=True))
+    # Outside the block nothing is kept: changed rows give new predictions.
+    frame.iloc[:, :] = 0.0
+    assert not np.array_equal(first.predict(frame), alone[0])
