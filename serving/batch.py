@@ -14,6 +14,7 @@ import re
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -363,6 +364,42 @@ def _chunks(con: duckdb.DuckDBPyConnection, scoring: Scoring) -> Iterator[pd.Dat
         yield scoring.with_consent(batch.to_pandas())
 
 
+def read_ahead(chunks: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    """``chunks``, the next one read on a thread of its own while the caller scores this
+    one (the forests keep both cores busy; reading would otherwise leave one idle)."""
+    with ThreadPoolExecutor(1, thread_name_prefix="read") as reader:
+        ahead = reader.submit(next, chunks, None)
+        while (chunk := ahead.result()) is not None:
+            ahead = reader.submit(next, chunks, None)
+            yield chunk
+
+
+class WriteBehind:
+    """A destination's ``write`` on a thread of its own, one chunk at a time and in order,
+    while the next chunk is scored; ``flush`` waits for the last one (and raises its
+    error)."""
+
+    def __init__(self, destination: Destination) -> None:
+        self.destination = destination
+        self.writer = ThreadPoolExecutor(1, thread_name_prefix="write")
+        self.pending: Future | None = None
+
+    def write(self, chunk: pd.DataFrame) -> None:
+        self.flush()
+        self.pending = self.writer.submit(self.destination.write, chunk)
+
+    def flush(self) -> None:
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            pending.result()
+
+    def close(self) -> None:
+        """Wait for a write in flight, without its error (the job is failing already)."""
+        if self.pending is not None:
+            self.pending.exception()
+        self.writer.shutdown()
+
+
 @dataclass(frozen=True)
 class Scoring:
     """Everyone to score: their features, by customer, in a Parquet file (a base larger than
@@ -436,13 +473,14 @@ def run_score(cfg: ScoreJobConfig, loaded: LoadedModel, progress: Progress | Non
         profile = reference.empty() if reference else None
         destination = destination_for(cfg.out, cfg.as_of, extra_columns(loaded))
         totals, probabilities, done = [], [], 0
+        writer, chunks = WriteBehind(destination), read_ahead(_chunks(con, scoring))
         try:
             if on_start:
                 on_start()
-            for chunk in _chunks(con, scoring):
+            for chunk in chunks:
                 scores = score_features(chunk, chunk["contactable"], loaded, cfg.policy, cuts,
                                         cfg.reasons)
-                destination.write(scores)
+                writer.write(scores)
                 totals.append(segment_totals(scores))
                 base = scores["churn_probability"].notna().to_numpy()
                 probabilities.append(scores["churn_probability"].to_numpy()[base])
@@ -451,6 +489,7 @@ def run_score(cfg: ScoreJobConfig, loaded: LoadedModel, progress: Progress | Non
                 done += len(chunk)
                 if on_rows:
                     on_rows(done, total)
+            writer.flush()
             scored = np.concatenate(probabilities) if probabilities else np.array([])
             result = ScoreJobResult(
                 done, destination_label(cfg.out), segment_summary(totals), 0.0,
@@ -461,7 +500,10 @@ def run_score(cfg: ScoreJobConfig, loaded: LoadedModel, progress: Progress | Non
                 on_commit(destination, result)
             destination.commit()
         except BaseException:
+            chunks.close()  # waits for a read in flight, before the connection closes
+            writer.close()
             destination.discard()
             raise
+        writer.close()
     result.seconds = time.perf_counter() - started
     return result

@@ -18,6 +18,7 @@ import pytest
 from mlflow import MlflowClient
 from rich.progress import Progress
 
+import serving.batch as batch
 from churn.model_steps import score
 from features.contract import ContractError
 from features.job import FeaturesJobConfig, run_features
@@ -460,3 +461,27 @@ def test_a_campaign_plan_draws_from_scores_in_postgres(champion, synthetic_data,
     assert plan.as_of == AS_OF  # the table's latest as-of
     assert set(exposures["customer_id"]) == at_risk
     assert (exposures["treatment"] == 0).mean() == pytest.approx(0.2, abs=0.02)
+
+
+def test_a_chunk_that_fails_to_write_fails_the_run_and_keeps_the_earlier_output(
+        champion, synthetic_data, tmp_path, monkeypatch):
+    """Chunks are written on a thread of their own while the next is scored: a failed
+    write still ends the run with its error, and the earlier output stays as it was."""
+    data, _ = synthetic_data
+    out = tmp_path / "scores.parquet"
+    score_to(str(out), data, champion)
+    before = out.read_bytes()
+    monkeypatch.setattr(batch, "CHUNK_ROWS", 400)
+    written = []
+
+    def write(self, chunk):
+        if len(written) == 2:
+            raise OSError("No space left on device")
+        written.append(len(chunk))
+
+    monkeypatch.setattr(batch.ParquetDestination, "write", write)
+    with pytest.raises(OSError, match="No space left"):
+        score_to(str(out), data, champion)
+    assert written == [400, 400]
+    assert out.read_bytes() == before
+    assert not list(tmp_path.glob(f".{out.name}.*.tmp"))
