@@ -41,6 +41,7 @@ IS_LEAF = 1 << (FEATURE_BITS + 1)
 CHILD_SHIFT = FEATURE_BITS + 2
 LANES = 6
 ROWS_PER_THREAD = 256
+PIECES_PER_THREAD = 4
 CPUS = os.cpu_count() or 1
 
 
@@ -232,8 +233,11 @@ def _thresholds(booster: lgb.Booster) -> list[np.ndarray]:
 
 
 def row_blocks(rows: int, threads: int) -> list[slice]:
-    """Up to ``threads`` contiguous slices of ``rows`` (none under ROWS_PER_THREAD rows)."""
-    count = max(1, min(threads, rows // ROWS_PER_THREAD))
+    """Contiguous slices of ``rows`` for ``threads`` threads to share: a few for each, so
+    that one thread slowed by other work (the job reading or writing a chunk) does not hold
+    the rest up; one for one thread, and none under ROWS_PER_THREAD rows."""
+    pieces = 1 if threads <= 1 else threads * PIECES_PER_THREAD
+    count = max(1, min(pieces, rows // ROWS_PER_THREAD))
     bounds = np.linspace(0, rows, count + 1).astype(int)
     return [slice(a, b) for a, b in itertools.pairwise(bounds)]
 
