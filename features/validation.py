@@ -173,18 +173,42 @@ def screen_query(source: TableSource, present: list[str]) -> str | None:
             f"FROM {source.raw_scan()})")
 
 
-def passes_screen(con: duckdb.DuckDBPyConnection, source: TableSource, present: list[str]
-                  ) -> int | None:
-    """The table's row count when the screen flags none of its rows, keys or whole rows
-    (the exact check would find nothing); None when it flags any, or cannot screen."""
+@dataclass(frozen=True)
+class Screen:
+    """What the screen found: the table's rows, and how many rows, keys and whole rows it
+    flags (keys and whole rows by hash, so a flag may be a collision)."""
+
+    rows: int
+    flagged: int
+    repeated_keys: int = 0
+    repeated_rows: int = 0
+
+    @property
+    def clean(self) -> bool:
+        return not (self.flagged or self.repeated_keys or self.repeated_rows)
+
+
+def screen_table(con: duckdb.DuckDBPyConnection, source: TableSource, present: list[str]
+                 ) -> Screen | None:
+    """The table screened in one pass; None where a rule has no screen."""
     query = screen_query(source, present)
     if query is None:
         return None
     try:
-        rows, *flagged = con.sql(query).fetchall()[0]
+        rows, flagged, *repeats = con.sql(query).fetchall()[0]
     except duckdb.Error as err:
         raise _unreadable(source, err) from None
-    return None if any(flagged) else rows
+    return Screen(rows, flagged,
+                  repeats.pop(0) if source.spec.unique_key else 0,
+                  repeats.pop(0) if source.spec.distinct_rows else 0)
+
+
+def passes_screen(con: duckdb.DuckDBPyConnection, source: TableSource, present: list[str]
+                  ) -> int | None:
+    """The table's row count when the screen flags none of its rows, keys or whole rows
+    (the exact check would find nothing); None when it flags any, or cannot screen."""
+    screen = screen_table(con, source, present)
+    return screen.rows if screen is not None and screen.clean else None
 
 
 def _parse_failures(df: pd.DataFrame, spec: TableSpec) -> list[tuple[int, str, str, object]]:
@@ -277,34 +301,12 @@ class SeenRows:
         return repeated
 
 
-class CollectedRows:
-    """The rows' 64-bit hashes, sorted once after the last batch: where bad rows stop the
-    job, no batch needs its repeats before then, and one sort of every hash is several
-    times cheaper than ``SeenRows``' runs. ``any_repeated`` says whether to look again."""
-
-    def __init__(self) -> None:
-        self.parts: list[np.ndarray] = []
-
-    def repeats(self, df: pd.DataFrame, hashes: np.ndarray | None = None) -> np.ndarray:
-        """None yet: the hashes are kept for ``any_repeated``."""
-        self.parts.append(row_hashes(df, hashes))
-        return np.zeros(len(df), dtype=bool)
-
-    def any_repeated(self) -> bool:
-        if not self.parts:
-            return False
-        everything = np.concatenate(self.parts)
-        self.parts = []
-        everything.sort()
-        return bool((everything[1:] == everything[:-1]).any())
-
-
 REPEATED_ROW = "unique row (every column equal to an earlier row)"
 ROW_HASH = "__row_hash"
 
 
-def _repeated_row_failures(df: pd.DataFrame, spec: TableSpec, seen: SeenRows | CollectedRows
-                           | None) -> list[tuple[int, str, str, object]]:
+def _repeated_row_failures(df: pd.DataFrame, spec: TableSpec, seen: SeenRows | None
+                           ) -> list[tuple[int, str, str, object]]:
     if not spec.distinct_rows or seen is None:
         return []
     hashes = df[ROW_HASH].to_numpy() if ROW_HASH in df.columns else None
@@ -321,7 +323,7 @@ def value_failures(df: pd.DataFrame, spec: TableSpec) -> list[tuple[int, str, st
 
 def row_failures(
     df: pd.DataFrame, spec: TableSpec, seen_keys: set[str],
-    seen_rows: SeenRows | CollectedRows | None = None
+    seen_rows: SeenRows | None = None
 ) -> pd.DataFrame:
     """One row per (row position, column) that breaks a rule; parse failures take precedence."""
     failures = value_failures(df, spec)
@@ -399,32 +401,29 @@ def validate_table(
     staging_dir: Path,
     rejects_dir: Path | None = None,
     progress: Progress | None = None,
-    exact: bool = False,
 ) -> ValidatedTable:
     """Check every row of one table against the contract.
 
     DuckDB first screens the whole table in one pass (``screen_query``); a table it flags
-    nothing in is clean. Otherwise the rules run exactly, in batches, and name the rows.
-    Where bad rows stop the job, repeated rows are first looked for all at once after the
-    last batch; only if there are any is the table read again (``exact``) to name them."""
+    nothing in is clean. Otherwise the rules run exactly, in batches, and name the rows;
+    repeated rows are looked for only where the screen saw any."""
     spec = source.spec
     present = present_columns(con, source)
     report = TableReport(spec.name)
-    deferred = not exact and on_bad_rows is OnBadRows.stop
     labels, seen_keys = _RowLabels(), set()
-    seen_rows = CollectedRows() if deferred else SeenRows()
     quarantine = None
     if on_bad_rows is OnBadRows.quarantine:
         rejects_dir = rejects_dir or staging_dir
         report.rejects_file = rejects_dir / f"{spec.name}.rejects.csv"
         report.rejects_file.unlink(missing_ok=True)
         quarantine = _Quarantine(spec, staging_dir / f"{spec.name}.parquet", report.rejects_file)
-    clean_rows = None if exact else passes_screen(con, source, present)
-    if clean_rows is not None:
-        report.rows = clean_rows
+    screen = screen_table(con, source, present)
+    if screen is not None and screen.clean:
+        report.rows = screen.rows
         if progress is not None:
-            progress(spec.name, clean_rows)
+            progress(spec.name, screen.rows)
         return _validated(con, source, present, report)
+    seen_rows = SeenRows() if screen is None or screen.repeated_rows else None
     try:
         reader = con.sql(_check_query(source, present)).to_arrow_reader(BATCH_ROWS)
     except duckdb.Error as err:
@@ -438,8 +437,6 @@ def validate_table(
             raise _unreadable(source, err) from None
         _check_batch(batch, spec, report, labels, (seen_keys, seen_rows), quarantine,
                      progress)
-    if deferred and spec.distinct_rows and seen_rows.any_repeated():
-        return validate_table(con, source, on_bad_rows, staging_dir, rejects_dir, exact=True)
     if quarantine is not None:
         quarantine.close()
     if report.bad_rows and quarantine is None:
@@ -469,7 +466,7 @@ def _unreadable(source: TableSource, err: Exception) -> ContractError:
 
 
 def _check_batch(batch: pyarrow.RecordBatch, spec: TableSpec, report: TableReport,
-                 labels: _RowLabels, seen: tuple[set, SeenRows | CollectedRows],
+                 labels: _RowLabels, seen: tuple[set, SeenRows | None],
                  quarantine: _Quarantine | None, progress: Progress | None) -> None:
     """The contract's rules on one batch of rows: counted, reported, set aside if asked."""
     df = batch.to_pandas(types_mapper={pyarrow.bool_(): pd.BooleanDtype()}.get)

@@ -87,12 +87,9 @@ class CompiledForest:
                              f"got shape {matrix.shape}")
         flat = inputs(matrix, threads)
         out = np.empty(len(matrix))
-        parts = row_blocks(len(matrix), threads or CPUS)
-        if len(parts) == 1:
-            return self._margins_of(flat, out)
         p = self.n_features
-        list(thread_pool().map(
-            lambda part: self._margins_of(flat[part.start * p:part.stop * p], out[part]), parts))
+        in_blocks(len(matrix), threads, lambda part: self._margins_of(
+            flat[part.start * p:part.stop * p], out[part]))
         return out
 
     def probe_rows(self, rows: int = 2000, seed: int = 0) -> np.ndarray:
@@ -139,9 +136,8 @@ def _flatten(matrix: np.ndarray, threads: int | None) -> np.ndarray:
 
     flat = np.empty(matrix.size)
     p = matrix.shape[1]
-    parts = row_blocks(len(matrix), threads or CPUS)
-    list(thread_pool().map(lambda part: kernels.lightgbm_inputs(
-        matrix[part], flat[part.start * p:part.stop * p]), parts))
+    in_blocks(len(matrix), threads, lambda part: kernels.lightgbm_inputs(
+        matrix[part], flat[part.start * p:part.stop * p]))
     return flat
 
 
@@ -240,6 +236,17 @@ def row_blocks(rows: int, threads: int) -> list[slice]:
     count = max(1, min(pieces, rows // ROWS_PER_THREAD))
     bounds = np.linspace(0, rows, count + 1).astype(int)
     return [slice(a, b) for a, b in itertools.pairwise(bounds)]
+
+
+def in_blocks(rows: int, threads: int | None, work: Callable[[slice], object]) -> None:
+    """``work`` on each of ``row_blocks`` of ``rows``: on the shared threads where there
+    are several, in the caller's thread where there is one (a request's few rows pay no
+    hand-off)."""
+    parts = row_blocks(rows, threads or CPUS)
+    if len(parts) == 1:
+        work(parts[0])
+        return
+    list(thread_pool().map(work, parts))
 
 
 @functools.cache

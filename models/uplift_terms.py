@@ -15,7 +15,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from models.forest import CPUS, row_blocks, thread_pool
+from models.forest import in_blocks
 
 
 class Regressor(Protocol):
@@ -60,8 +60,7 @@ class LinearEffect:
         values = X[self.numbers].to_numpy(dtype=float)
         out = np.empty(len(values))
         # Row blocks on the forest's threads: the logarithms dominate and release the GIL.
-        list(thread_pool().map(lambda part: self._numbers(values[part], out[part]),
-                         row_blocks(len(values), CPUS)))
+        in_blocks(len(values), None, lambda part: self._numbers(values[part], out[part]))
         for (column, levels), weights in zip(self.categories.items(), self._category_weights,
                                              strict=True):
             codes = pd.Categorical(X[column].astype(object), categories=levels).codes
