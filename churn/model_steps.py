@@ -26,7 +26,8 @@ from models.store import now_ms
 from operations import runlog
 from operations.monitor import MonitorConfig, MonitorReport, checks_table, log_monitor_run, monitor
 from operations.retrain import Retrained, retrain
-from serving.batch import Destination, ScoreJobConfig, ScoreJobResult, run_score
+from serving.batch import (Destination, ScoreJobConfig, ScoreJobResult, check_destination,
+                           run_score)
 from serving.champion import DataCheck, load_champion
 from serving.policy import DEFAULT_POLICY, SegmentPolicy
 from training.backtest import METRICS, BacktestResult, run_backtest
@@ -159,6 +160,7 @@ def where_to_look(uri: str, logged: LoggedRun, console: Console,
 
 def score(cfg: ScoreJobConfig, progress: Progress, compiled: bool = True) -> ScoreJobResult:
     """Load the champion and run the batch job with a progress bar over customers."""
+    check_destination(cfg.out)  # before the champions load and the data is read
     loaded = load_champion(cfg.model_name, uplift=cfg.uplift and cfg.policy.uses_uplift,
                            uplift_arm=cfg.policy.uplift_arm or None, compiled=compiled,
                            uplift_name=cfg.uplift_model_name,

@@ -38,7 +38,8 @@ ZERO_THRESHOLD = float(np.float32(1e-35))
 FEATURE_BITS = 16
 NAN_GOES_RIGHT = 1 << FEATURE_BITS
 IS_LEAF = 1 << (FEATURE_BITS + 1)
-CHILD_SHIFT = FEATURE_BITS + 2
+LEFT_IS_LEAF = FEATURE_BITS + 2  # the bit saying so; the right child's is the next one
+CHILD_SHIFT = FEATURE_BITS + 4
 LANES = 6
 ROWS_PER_THREAD = 256
 PIECES_PER_THREAD = 4
@@ -54,9 +55,9 @@ class CompiledForest:
     """A LightGBM model's trees as flat arrays, evaluated by ``margins``."""
 
     n_features: int
-    roots: np.ndarray       # first node of each tree, then the ``done`` nodes
-    words: np.ndarray       # feature | NaN-goes-right | leaf | first child, per node
-    thresholds: np.ndarray  # split threshold (leaves: +inf, never taken)
+    roots: np.ndarray       # first node of each tree, then ``done`` twice
+    words: np.ndarray       # feature | NaN-goes-right | leaf | children leaves | first child
+    thresholds: np.ndarray  # split threshold (leaves: +inf, never read)
     values: np.ndarray      # leaf value (splits: 0)
     done: int
 
@@ -73,11 +74,15 @@ class CompiledForest:
         roots = [nodes.add_tree(info["tree_structure"], cuts)
                  for info, cuts in zip(dump["tree_info"], _thresholds(booster), strict=True)]
         done = nodes.add_done()
-        roots.append(done)
+        roots += [done, done]  # after the last tree, and where a finished row waits
         return cls(n_features, np.asarray(roots, dtype=np.int64),
                    np.asarray(nodes.words, dtype=np.int64),
                    np.asarray(nodes.thresholds, dtype=np.float64),
                    np.asarray(nodes.values, dtype=np.float64), done)
+
+    @property
+    def trees(self) -> int:
+        return len(self.roots) - 2
 
     def margins(self, matrix: np.ndarray, threads: int | None = None) -> np.ndarray:
         """Raw scores (``Booster.predict(..., raw_score=True)``) of a 2-D float matrix."""
@@ -185,6 +190,12 @@ class _Nodes:
         return first
 
     def add_tree(self, root: dict, cuts: np.ndarray) -> int:
+        """The tree's nodes; returns its root, always a split: a row takes one step per
+        split and adds the leaf it lands on in the same step (a one-leaf tree becomes a
+        split whose two children are that leaf)."""
+        if "split_index" not in root:
+            root = {"split_index": None, "decision_type": "<=", "missing_type": "None",
+                    "split_feature": 0, "left_child": root, "right_child": root}
         start = self._slots(1)
         pending = [(root, start)]
         while pending:
@@ -201,12 +212,16 @@ class _Nodes:
                 raise UnsupportedModel(f"missing_type {node['missing_type']}")
             left = self._slots(2)
             feature = node["split_feature"]
-            threshold = cuts[node["split_index"]]
+            threshold = np.inf if node["split_index"] is None else cuts[node["split_index"]]
             # LightGBM: NaN goes the learned way where the split learned one; elsewhere it
             # reads as 0, so it goes right when 0 > threshold.
             nan_right = (not node["default_left"] if node["missing_type"] == "NaN"
                          else threshold < 0.0)
-            self.words[slot] = (left << CHILD_SHIFT) | (NAN_GOES_RIGHT * nan_right) | feature
+            leaves = sum(1 << (LEFT_IS_LEAF + k) for k, child in
+                         enumerate((node["left_child"], node["right_child"]))
+                         if "split_index" not in child)
+            self.words[slot] = ((left << CHILD_SHIFT) | leaves | (NAN_GOES_RIGHT * nan_right)
+                                | feature)
             self.thresholds[slot] = threshold
             pending += [(node["left_child"], left), (node["right_child"], left + 1)]
         return start

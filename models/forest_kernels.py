@@ -6,20 +6,23 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from models.forest import CHILD_SHIFT, FEATURE_BITS, LANES, NAN_GOES_RIGHT, ZERO_THRESHOLD
+from models.forest import CHILD_SHIFT, LANES, LEFT_IS_LEAF, NAN_GOES_RIGHT, ZERO_THRESHOLD
 
 
 @numba.njit(inline="always")
 def _step(node, row_start, total, tree, X, roots, words, thresholds, values):
-    """One row moves one node down; at a leaf it adds the value and moves to the next root."""
+    """One row takes one split; landing on a leaf it adds the leaf's value and moves to the
+    next tree's root (read before the split is decided, so the two loads overlap)."""
     word = words[node]
     value = X[row_start + (word & 0xFFFF)]
-    right = (value > thresholds[node]) | (np.isnan(value) & ((word & NAN_GOES_RIGHT) != 0))
-    leaf = (word >> (FEATURE_BITS + 1)) & 1
-    total += values[node]
+    following = roots[tree + 1]
+    right = np.int64((value > thresholds[node])
+                     | (np.isnan(value) & ((word & NAN_GOES_RIGHT) != 0)))
+    child = (word >> CHILD_SHIFT) + right
+    leaf = (word >> (LEFT_IS_LEAF + right)) & 1
+    total += values[child]
     tree += leaf
-    child = (word >> CHILD_SHIFT) + np.int64(right)
-    return child + leaf * (roots[tree] - child), total, tree
+    return child + leaf * (following - child), total, tree
 
 
 @numba.njit(nogil=True, cache=True)

@@ -170,9 +170,7 @@ class ParquetDestination:
     """
 
     def __init__(self, path: Path, extras: dict[str, str] | None = None) -> None:
-        if path.suffix != ".parquet":
-            raise ContractError(f"{setting('out')} {path}: use a .parquet file or a postgresql:// "
-                                "URL")
+        check_destination(str(path))
         path = output_path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
@@ -350,6 +348,14 @@ def copy_scores(con: psycopg.Connection, table: str, chunk: pd.DataFrame) -> Non
         copy.write(text)
 
 
+def check_destination(out: str) -> None:
+    """Refuse a destination the scores cannot go to, before any work is done."""
+    if out.startswith(("postgresql://", "postgres://")):
+        parse_postgres_url(out)
+    elif Path(out).suffix != ".parquet":
+        raise ContractError(f"{setting('out')} {out}: use a .parquet file or a postgresql:// URL")
+
+
 def destination_for(out: str, as_of: date, extras: dict[str, str] | None = None
                     ) -> Destination:
     """Where scores go; ``extras`` are the columns the propensity and value champions add."""
@@ -458,6 +464,7 @@ def run_score(cfg: ScoreJobConfig, loaded: LoadedModel, progress: Progress | Non
     leaves no run behind); ``on_commit`` with the destination and the result just before the
     rows are made visible (the run log adds its row to a PostgreSQL destination's
     transaction there)."""
+    check_destination(cfg.out)
     if cfg.engine is Engine.spark:
         # Spark is an optional extra: imported only when asked for.
         from serving.spark_batch import run_score_spark  # noqa: PLC0415

@@ -78,7 +78,7 @@ def test_regression_stumps_and_best_iteration():
                         callbacks=[lgb.early_stopping(5, verbose=False)])
     assert 0 < booster.best_iteration < 300
     forest = CompiledForest.from_booster(booster)
-    assert len(forest.roots) - 1 == booster.best_iteration
+    assert forest.trees == booster.best_iteration
     rows = _awkward_rows(X, np.random.default_rng(3))
     assert np.array_equal(forest.margins(rows), booster.predict(rows, raw_score=True))
 

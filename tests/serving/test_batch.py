@@ -384,6 +384,19 @@ def test_as_of_outside_the_data_is_refused_and_writes_nothing(champion, syntheti
     assert score_to(str(out), data, champion, date(2026, 1, 1)).warnings == []
 
 
+@pytest.mark.parametrize("out, message", [
+    ("scores", r"out scores: use a \.parquet file or a postgresql:// URL"),
+    ("scores.csv", r"out scores\.csv: use a \.parquet file"),
+    ("postgresql://127.0.0.1/db", r"out postgresql://127\.0\.0\.1/db: add \?table=NAME"),
+])
+def test_a_destination_it_cannot_write_is_refused_before_any_work(tmp_path, out, message):
+    """The data here does not exist and no champion is loaded: the destination is checked
+    first, so a typo in it costs nothing."""
+    cfg = ScoreJobConfig(data=tmp_path / "missing", as_of=AS_OF, out=out)
+    with pytest.raises(ContractError, match=message):
+        run_score(cfg, loaded=None)
+
+
 def test_each_dataset_keeps_its_own_champion(mlflow_store, trained, churn_config, uplift_trained,
                                              tmp_path):
     """A second business under its own model name leaves the first's champion alone, and is
