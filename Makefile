@@ -24,9 +24,10 @@ demo: $(APP)
 
 # One worker per core (pytest-xdist); the tests of a file run on one worker, so a module
 # fixture is built once. Extra pytest arguments: make test PYTEST_ARGS='-k monitor'.
+# The 15 slowest tests are listed at the end, to keep an eye on the suite's time.
 PYTEST_ARGS ?=
 test: $(STAMP) browser
-	$(BIN)/python -m pytest -n auto --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n auto --dist loadfile --durations=15 $(PYTEST_ARGS)
 
 # Execute every notebook in a Jupyter kernel and save it with its outputs.
 notebooks: $(STAMP)
