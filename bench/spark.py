@@ -12,11 +12,17 @@ sampled every 0.2 s):
   churn, uplift, propensity and value champions, segments, Parquet out, the run log);
   nightly-reasons: the same with reasons (TreeSHAP for every customer at risk), the default.
 
+``--trees`` says how the scoring and nightly stages evaluate the forests, one run each:
+"cold" (the default, as a new champion's first job: the forests are built to machine code
+during the job, from an empty cache), "cached" (machine code from the cache an earlier job
+left) and "walk" (the array walk only, ``CHURN_NATIVE_FORESTS=0``).
+
 The champions are trained once on a 20,000-customer base of the same generator (`churn demo`,
 then `churn train propensity|value` and their promotion) in a store of the bench's own.
 
     python bench/spark.py --customers 1000000 10000000
     python bench/spark.py --customers 1000000 --stages scoring --engines spark,udf
+    python bench/spark.py --customers 1000000 --stages nightly --engines duckdb --trees walk,cold
 """
 
 from __future__ import annotations
@@ -58,6 +64,8 @@ CHURN = str(Path(sys.executable).with_name("churn"))
 TRAIN_CUSTOMERS = 20_000
 STAGES = ("features", "scoring", "nightly", "nightly-reasons")
 ENGINES = ("duckdb", "spark", "udf")
+TREES = ("cold", "cached", "walk")
+RUN = {"trees": "cold"}  # how the current stage evaluates the forests
 
 
 def environment() -> dict[str, str]:
@@ -65,6 +73,11 @@ def environment() -> dict[str, str]:
     env = dict(os.environ)
     env["MLFLOW_TRACKING_URI"] = f"sqlite:///{WORK / 'mlflow.db'}"
     env.setdefault("SPARK_MASTER", "local[2]")
+    env["CHURN_NATIVE_FORESTS"] = "0" if RUN["trees"] == "walk" else "1"
+    cache = WORK / "forest-cache"
+    if RUN["trees"] == "cold":
+        shutil.rmtree(cache, ignore_errors=True)
+    env["CHURN_FOREST_CACHE"] = str(cache)
     return env
 
 
@@ -212,24 +225,34 @@ def glob(path: Path) -> str:
     return f"{path}/*.parquet" if path.is_dir() else str(path)
 
 
-def run(customers: int, stages: list[str], engines: list[str]) -> list[dict]:
+def run(customers: int, stages: list[str], engines: list[str], trees: list[str]) -> list[dict]:
     data, as_of = base(customers)
     here = WORK / f"out-{customers}"
     here.mkdir(exist_ok=True)
     rows: list[dict] = []
 
     def record(stage: str, engine: str, result: dict[str, float]) -> None:
-        rows.append({"customers": customers, "stage": stage, "engine": engine,
+        mode = "" if stage == "features" else RUN["trees"]
+        rows.append({"customers": customers, "stage": stage, "engine": engine, "trees": mode,
                      "seconds": result["seconds"], "peak_gib": result["peak_gib"],
                      "job_seconds": result.get("job_seconds")})
         inside = f" (scoring {result['job_seconds']:.1f} s)" if "job_seconds" in result else ""
-        print(f"{customers:>11,} {stage:<15} {engine:<7} {result['seconds']:8.1f} s "
+        print(f"{customers:>11,} {stage:<15} {engine:<7} {mode:<6} {result['seconds']:8.1f} s "
               f"{result['peak_gib']:6.2f} GiB{inside}", flush=True)
 
     for engine in [e for e in engines if e != "udf"]:
         if "features" in stages:
             record("features", engine,
                    features(engine, data, as_of, here / f"features-{engine}.parquet"))
+    for mode in trees:
+        RUN["trees"] = mode
+        scored(data, as_of, here, stages, engines, rows, record)
+    return rows
+
+
+def scored(data: Path, as_of: str, here: Path, stages: list[str], engines: list[str],
+           rows: list[dict], record) -> None:
+    """The scoring and nightly stages (into ``rows``), the forests as ``RUN`` says."""
     features_file = here / "features-duckdb.parquet"
     if "scoring" in stages:
         if not features_file.exists():
@@ -247,7 +270,6 @@ def run(customers: int, stages: list[str], engines: list[str]) -> list[dict]:
         for engine in [e for e in engines if e != "udf" and stage in stages]:
             out = here / f"scores-{engine}.parquet"
             record(stage, engine, nightly(engine, data, as_of, out, stage == "nightly-reasons"))
-    return rows
 
 
 def machine() -> str:
@@ -261,6 +283,7 @@ def main() -> None:
     parser.add_argument("--customers", type=int, nargs="+", default=[1_000_000])
     parser.add_argument("--stages", default=",".join(STAGES))
     parser.add_argument("--engines", default=",".join(ENGINES))
+    parser.add_argument("--trees", default="cold", help=f"any of {', '.join(TREES)}")
     parser.add_argument("--score-stage", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.score_stage:
@@ -272,7 +295,8 @@ def main() -> None:
     trained_store()
     results = []
     for customers in args.customers:
-        results += run(customers, args.stages.split(","), args.engines.split(","))
+        results += run(customers, args.stages.split(","), args.engines.split(","),
+                       args.trees.split(","))
     (WORK / f"results-{datetime.now(UTC):%Y%m%d-%H%M}.json").write_text(
         json.dumps(results, indent=1))
 

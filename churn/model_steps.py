@@ -26,8 +26,7 @@ from models.store import now_ms
 from operations import runlog
 from operations.monitor import MonitorConfig, MonitorReport, checks_table, log_monitor_run, monitor
 from operations.retrain import Retrained, retrain
-from serving.batch import (Destination, ScoreJobConfig, ScoreJobResult, check_destination,
-                           run_score)
+from serving.batch import Destination, ScoreJobConfig, ScoreJobResult, check_destination, run_score
 from serving.champion import DataCheck, load_champion
 from serving.policy import DEFAULT_POLICY, SegmentPolicy
 from training.backtest import METRICS, BacktestResult, run_backtest

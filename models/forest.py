@@ -20,18 +20,21 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
+import logging
 import math
 import os
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
 from features.errors import ChurnError
+from models import forest_native as native
 
 # LightGBM reads |x| <= 1e-35f (kZeroThreshold, a float) as exactly zero.
 ZERO_THRESHOLD = float(np.float32(1e-35))
@@ -44,6 +47,7 @@ LANES = 6
 ROWS_PER_THREAD = 256
 PIECES_PER_THREAD = 4
 CPUS = os.cpu_count() or 1
+LOG = logging.getLogger(__name__)
 
 
 class UnsupportedModel(ChurnError, ValueError):
@@ -60,6 +64,8 @@ class CompiledForest:
     thresholds: np.ndarray  # split threshold (leaves: +inf, never read)
     values: np.ndarray      # leaf value (splits: 0)
     done: int
+    native: native.NativeSlot = field(default_factory=native.NativeSlot, compare=False,
+                                      repr=False)
 
     @classmethod
     def from_booster(cls, booster: lgb.Booster) -> CompiledForest:
@@ -93,9 +99,46 @@ class CompiledForest:
         flat = inputs(matrix, threads)
         out = np.empty(len(matrix))
         p = self.n_features
-        in_blocks(len(matrix), threads, lambda part: self._margins_of(
+        walk = self._walk_for(len(matrix))
+        in_blocks(len(matrix), threads, lambda part: walk(
             flat[part.start * p:part.stop * p], out[part]))
         return out
+
+    def build_native(self) -> bool:
+        """Build (or load from the cache) this forest's machine code now and use it from
+        here on; False, with the reason logged, where that cannot be done."""
+        slot = self.native
+        with slot.lock:
+            if slot.function is None and not slot.failed:
+                try:
+                    function = native.load(native.library(self))
+                    rows = self.probe_rows()
+                    walked = self.margins(rows)
+                    built = np.empty(len(rows))
+                    native.call(function, _flatten(rows, 1), len(rows), self.n_features, built)
+                    if not np.array_equal(built, walked):
+                        raise UnsupportedModel("machine code's margins differ on probe rows")
+                    slot.function = function
+                except (OSError, subprocess.SubprocessError, UnsupportedModel) as err:
+                    slot.failed = True
+                    LOG.warning("forest of %d trees stays on the array walk: %s",
+                                self.trees, getattr(err, "stderr", None) or err)
+        return slot.function is not None
+
+    def _walk_for(self, rows: int) -> Callable[[np.ndarray, np.ndarray], object]:
+        """The machine code where it is built; else the array walk, starting the build in
+        the background once the forest has walked enough rows (in any number of calls: a
+        batch job's chunks, a Spark worker's Arrow batches, a service's requests) that
+        the rest are likely to repay it."""
+        slot = self.native
+        if slot.function is not None:
+            function, p = slot.function, self.n_features
+            return lambda flat, out: native.call(function, flat, len(out), p, out)
+        slot.rows += rows
+        if slot.rows >= native.NATIVE_MIN_ROWS and not slot.started and native.enabled():
+            slot.started = True
+            threading.Thread(target=self.build_native, name="forest-build", daemon=True).start()
+        return self._margins_of
 
     def probe_rows(self, rows: int = 2000, seed: int = 0) -> np.ndarray:
         """Rows that take every kind of turn: each value is one of its feature's split
@@ -127,6 +170,14 @@ class CompiledForest:
 
         return kernels.margins(flat, self.n_features, self.roots, self.words, self.thresholds,
                                self.values, self.done, out)
+
+
+def tree_evaluator(evaluator: Callable | None) -> str:
+    """What scores a churn model whose ``evaluator`` is this (None: its Booster)."""
+    forest = getattr(evaluator, "__self__", None)
+    if not isinstance(forest, CompiledForest):
+        return "lightgbm"
+    return "compiled forest, machine code" if forest.native.function else "compiled forest"
 
 
 def inputs(matrix: np.ndarray, threads: int | None = None) -> np.ndarray:

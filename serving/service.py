@@ -40,6 +40,7 @@ from features.errors import ChurnError
 from features.point_in_time import feature_query
 from features.registry import FEATURE_SET_VERSION, FEATURES, feature_names
 from features.validation import frame_problems, id_problems
+from models.forest import tree_evaluator
 from serving.api import EXAMPLE_HISTORY, ScoreResponse, Skipped
 from serving.bundle import BUNDLE, read_bundle
 from serving.champion import DataCheck, LoadedModel, champion_versions, load_champion
@@ -483,7 +484,7 @@ class ChurnService:
             service_version=api.package_version(), model_name=loaded.name,
             model_version=loaded.version, feature_set_version=FEATURE_SET_VERSION,
             features=feature_names(), policy=self.policy.__dict__,
-            tree_evaluator="lightgbm" if loaded.model.evaluator is None else "compiled forest",
+            tree_evaluator=tree_evaluator(loaded.model.evaluator),
             spend_tier_cuts=list(scorer.tier_cuts),
             uplift_model=None if loaded.uplift is None else {
                 "name": loaded.uplift.name, "version": loaded.uplift.version,

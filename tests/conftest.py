@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import functools
 import os
 import shutil
@@ -22,6 +23,11 @@ if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
     # threads made one LightGBM fit 15 times slower on 2 cores.
     _share = (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, _share)))
+
+if "CHURN_FOREST_CACHE" not in os.environ:
+    # Forests built to machine code are cached in a folder of the run's own, not the user's.
+    os.environ["CHURN_FOREST_CACHE"] = tempfile.mkdtemp(prefix="churn-forests-")
+    atexit.register(shutil.rmtree, os.environ["CHURN_FOREST_CACHE"], True)
 
 import mlflow
 import pandas as pd

@@ -1,0 +1,120 @@
+"""A forest built to machine code gives LightGBM's margins exactly, takes over from the array
+walk once a forest has walked enough rows, and leaves the walk in charge where it cannot be
+built."""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import time
+
+import lightgbm as lgb
+import numpy as np
+import pytest
+
+from models import forest_native
+from models.forest import CompiledForest, tree_evaluator
+from tests.models.test_forest import _awkward_rows, _data, _train
+
+
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("CHURN_FOREST_CACHE", str(tmp_path / "forests"))
+    monkeypatch.delenv("CHURN_NATIVE_FORESTS", raising=False)
+    monkeypatch.delenv("CC", raising=False)
+
+
+def _native(booster: lgb.Booster) -> CompiledForest:
+    forest = CompiledForest.from_booster(booster)
+    assert forest.build_native()
+    return forest
+
+
+def _models() -> dict[str, lgb.Booster]:
+    X, y = _data()
+    target = np.nan_to_num(X[:, 0]) * 3 + y
+    train = lgb.Dataset(X[:2000], target[:2000])
+    valid = lgb.Dataset(X[2000:], target[2000:], reference=train)
+    stopped = lgb.train({"objective": "regression", "num_leaves": 63, "verbose": -1,
+                         "min_data_in_leaf": 400}, train, 300, valid_sets=[valid],
+                        callbacks=[lgb.early_stopping(5, verbose=False)])
+    return {"nan learned": _train(X, y),
+            "nan read as zero": _train(np.nan_to_num(X, nan=0.5), y),
+            "best iteration": stopped,
+            "single leaves": _train(X[:200], y[:200], rounds=5, min_data_in_leaf=150)}
+
+
+def test_machine_code_gives_lightgbm_margins_exactly():
+    X, _ = _data()
+    rows = _awkward_rows(X, np.random.default_rng(4))
+    for name, booster in _models().items():
+        forest = _native(booster)
+        for n in (1, 5, 257, 1003):
+            expected = booster.predict(rows[:n], raw_score=True)
+            assert np.array_equal(forest.margins(rows[:n], threads=1), expected), (name, n)
+        assert np.array_equal(forest.margins(rows, threads=2),
+                              booster.predict(rows, raw_score=True)), name
+
+
+def _wait_for_build(forest: CompiledForest, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while forest.native.function is None and not forest.native.failed:
+        assert time.monotonic() < deadline, "the build did not finish"
+        time.sleep(0.05)
+
+
+def test_the_walk_hands_over_once_enough_rows_were_walked(monkeypatch):
+    monkeypatch.setattr(forest_native, "NATIVE_MIN_ROWS", 2500)
+    X, y = _data()
+    booster = _train(X, y)
+    forest = CompiledForest.from_booster(booster)
+    expected = booster.predict(X, raw_score=True)
+    assert np.array_equal(forest.margins(X[:1000]), expected[:1000])
+    assert not forest.native.started  # 1,000 rows walked: not yet worth a build
+    assert np.array_equal(forest.margins(X[1000:2000]), expected[1000:2000])
+    assert np.array_equal(forest.margins(X[2000:]), expected[2000:])  # 3,000 walked
+    assert forest.native.started
+    _wait_for_build(forest)
+    assert forest.native.function is not None
+    assert np.array_equal(forest.margins(X), expected)
+
+
+def test_a_built_forest_is_loaded_from_the_cache_and_not_pickled(tmp_path, monkeypatch):
+    X, y = _data()
+    booster = _train(X, y)
+    _native(booster)
+    assert len(list((tmp_path / "forests").glob("forest-*.so"))) == 1
+    monkeypatch.setenv("CC", "false")  # a compiler that fails: only the cache can serve
+    again = pickle.loads(pickle.dumps(CompiledForest.from_booster(booster)))
+    assert again.native.function is None and not again.native.started
+    assert again.build_native()
+    assert np.array_equal(again.margins(X), booster.predict(X, raw_score=True))
+
+
+def test_where_the_compiler_fails_the_walk_goes_on_and_says_why(monkeypatch, caplog):
+    monkeypatch.setenv("CC", "false")
+    X, y = _data()
+    booster = _train(X, y)
+    forest = CompiledForest.from_booster(booster)
+    with caplog.at_level(logging.WARNING):
+        assert not forest.build_native()
+    assert "stays on the array walk" in caplog.text
+    assert np.array_equal(forest.margins(X), booster.predict(X, raw_score=True))
+
+
+def test_switched_off_it_never_builds(monkeypatch):
+    monkeypatch.setenv("CHURN_NATIVE_FORESTS", "0")
+    monkeypatch.setattr(forest_native, "NATIVE_MIN_ROWS", 10)
+    X, y = _data()
+    forest = CompiledForest.from_booster(_train(X, y))
+    forest.margins(X)
+    assert not forest.native.started
+
+
+def test_metadata_names_the_evaluator_that_answers():
+    X, y = _data()
+    forest = CompiledForest.from_booster(_train(X, y, rounds=5))
+    assert tree_evaluator(None) == "lightgbm"
+    assert tree_evaluator(forest.margins) == "compiled forest"
+    forest.build_native()
+    assert tree_evaluator(forest.margins) == "compiled forest, machine code"
