@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 LOG = logging.getLogger(__name__)
 
 NATIVE_MIN_ROWS = 50_000
+BITS_MAX_LEAVES = 8     # trees this small are evaluated without branches
 TREES_PER_BLOCK = 32    # trees a row block walks before the next block (instruction cache)
 ROWS_PER_BLOCK = 256    # rows kept in the data cache while a block of trees walks them
 FLAGS = ("-O2", "-fPIC", "-shared", "-fno-fast-math")
@@ -96,6 +97,9 @@ def c_source(forest: CompiledForest) -> str:
     roots = forest.roots.tolist()
     lines = ["#include <math.h>", ""]
     for tree in range(trees):
+        if _leaves(roots[tree], words, IS_LEAF) <= BITS_MAX_LEAVES:
+            _emit_bits(tree, roots[tree], words, thresholds, values, IS_LEAF, lines)
+            continue
         lines.append(f"static double t{tree}(const double *x) {{")
         _emit(roots[tree], words, thresholds, values, IS_LEAF, lines, 1)
         lines.append("}")
@@ -142,6 +146,52 @@ def _emit(node: int, words: list, thresholds: list, values: list, is_leaf: int,
     lines.append(f"{pad}}} else {{")
     _emit(left, words, thresholds, values, is_leaf, lines, depth + 1)
     lines.append(f"{pad}}}")
+
+
+def _leaves(root: int, words: list, is_leaf: int) -> int:
+    from models.forest import CHILD_SHIFT  # noqa: PLC0415
+
+    pending, count = [root], 0
+    while pending:
+        word = words[pending.pop()]
+        if word & is_leaf:
+            count += 1
+        else:
+            pending += [(word >> CHILD_SHIFT), (word >> CHILD_SHIFT) + 1]
+    return count
+
+
+def _emit_bits(tree: int, root: int, words: list, thresholds: list, values: list,
+               is_leaf: int, lines: list[str]) -> None:
+    """A tree of at most 64 leaves without branches: every split is tested, and each one
+    the row passes to the right rules out the leaves of its left side (a bit per leaf,
+    left to right); the row's leaf is the first left standing (QuickScorer's rule)."""
+    from models.forest import CHILD_SHIFT, NAN_GOES_RIGHT  # noqa: PLC0415
+
+    leaves: list[float] = []
+    tests: list[str] = []
+
+    def visit(node: int) -> None:
+        word = words[node]
+        if word & is_leaf:
+            leaves.append(values[node])
+            return
+        value, threshold = f"x[{word & 0xFFFF}]", _literal(thresholds[node])
+        goes_right = (f"!({value} <= {threshold})" if word & NAN_GOES_RIGHT
+                      else f"{value} > {threshold}")
+        first = len(leaves)
+        visit(word >> CHILD_SHIFT)
+        keep = ~((1 << len(leaves)) - (1 << first)) & ((1 << 64) - 1)
+        tests.append(f"  v &= 0x{keep:016x}ULL | ((unsigned long long)({goes_right}) - 1ULL);")
+        visit((word >> CHILD_SHIFT) + 1)
+
+    visit(root)
+    lines.append(f"static const double leaf{tree}[] = {{{', '.join(map(_literal, leaves))}}};")
+    lines.append(f"static double t{tree}(const double *x) {{")
+    lines.append("  unsigned long long v = ~0ULL;")
+    lines.extend(tests)
+    lines.append(f"  return leaf{tree}[__builtin_ctzll(v)];")
+    lines.append("}")
 
 
 def _literal(number: float) -> str:

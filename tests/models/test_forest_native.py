@@ -40,11 +40,15 @@ def _models() -> dict[str, lgb.Booster]:
                         callbacks=[lgb.early_stopping(5, verbose=False)])
     return {"nan learned": _train(X, y),
             "nan read as zero": _train(np.nan_to_num(X, nan=0.5), y),
+            "seven leaves": _train(X, y, num_leaves=7),
+            "sixty-four leaves": _train(X, y, rounds=10, num_leaves=64, min_data_in_leaf=2),
             "best iteration": stopped,
             "single leaves": _train(X[:200], y[:200], rounds=5, min_data_in_leaf=150)}
 
 
-def test_machine_code_gives_lightgbm_margins_exactly():
+@pytest.mark.parametrize("bits_max_leaves", [0, 64], ids=["branches", "leaf bits"])
+def test_machine_code_gives_lightgbm_margins_exactly(bits_max_leaves, monkeypatch):
+    monkeypatch.setattr(forest_native, "BITS_MAX_LEAVES", bits_max_leaves)
     X, _ = _data()
     rows = _awkward_rows(X, np.random.default_rng(4))
     for name, booster in _models().items():
