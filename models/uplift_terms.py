@@ -72,9 +72,11 @@ class LinearEffect:
         raw, flags, logs, constant = self._folded
         missing = np.isnan(values)
         filled = np.where(missing, np.asarray(self.medians), values)
-        out[:] = filled @ raw + signed_log(filled) @ logs + constant
+        out[:] = constant
+        _add_products(out, filled, raw)
+        _add_products(out, signed_log(filled), logs)
         if self.flagged:
-            out += missing[:, self.flagged] @ flags
+            _add_products(out, missing[:, self.flagged], flags)
 
     @functools.cached_property
     def _folded(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
@@ -157,3 +159,12 @@ class Constant:
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         return np.full(len(X), self.value)
+
+
+def _add_products(out: np.ndarray, matrix: np.ndarray, weights: np.ndarray) -> None:
+    """``out += matrix @ weights``, each row's terms added in column order: the same bits
+    whatever the block of rows and its place in memory (a BLAS product's rounding follows
+    the alignment, so reruns differed in the last bit for a few customers)."""
+    columns = np.ascontiguousarray(matrix.T, dtype=np.float64)
+    for column, weight in zip(columns, weights, strict=True):
+        out += column * weight
