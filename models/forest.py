@@ -135,7 +135,7 @@ class CompiledForest:
             function, p = slot.function, self.n_features
             return lambda flat, out: native.call(function, flat, len(out), p, out)
         slot.rows += rows
-        if slot.rows >= native.NATIVE_MIN_ROWS and not slot.started and native.enabled():
+        if slot.rows >= native.min_rows() and not slot.started and native.enabled():
             slot.started = True
             threading.Thread(target=self.build_native, name="forest-build", daemon=True).start()
         return self._margins_of

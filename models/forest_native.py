@@ -9,10 +9,10 @@ the last bit), and each row adds its trees' values in LightGBM's order: the same
 checked against the array walk on the forest's probe rows before a library is used.
 
 Building costs the compiler some seconds per thousand trees, so a forest is built only for
-batch work (after ``NATIVE_MIN_ROWS`` rows walked), in the background while the array
-walk goes on, and kept in a cache folder by the hash of its source: the next job, or
-another Spark worker, loads it in milliseconds. Without a C compiler (or with
-``CHURN_NATIVE_FORESTS=0``) the array walk simply carries on.
+batch work (once it has walked ``$CHURN_NATIVE_MIN_ROWS`` rows, 50,000 by default), in the
+background while the array walk goes on, and kept in a cache folder by the hash of its
+source: the next job, or another Spark worker, loads it in milliseconds. Without a C
+compiler (or with ``CHURN_NATIVE_FORESTS=0``) the array walk simply carries on.
 """
 
 from __future__ import annotations
@@ -60,6 +60,11 @@ class NativeSlot:
 
     def __reduce__(self) -> tuple:
         return (NativeSlot, ())
+
+
+def min_rows() -> int:
+    """Rows a forest walks before it is built: ``$CHURN_NATIVE_MIN_ROWS``, else 50,000."""
+    return int(os.environ.get("CHURN_NATIVE_MIN_ROWS", NATIVE_MIN_ROWS))
 
 
 def enabled() -> bool:

@@ -22,6 +22,7 @@ def own_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("CHURN_FOREST_CACHE", str(tmp_path / "forests"))
     monkeypatch.delenv("CHURN_NATIVE_FORESTS", raising=False)
     monkeypatch.delenv("CC", raising=False)
+    monkeypatch.delenv("CHURN_NATIVE_MIN_ROWS", raising=False)
 
 
 def _native(booster: lgb.Booster) -> CompiledForest:
@@ -68,7 +69,7 @@ def _wait_for_build(forest: CompiledForest, seconds: float = 60) -> None:
 
 
 def test_the_walk_hands_over_once_enough_rows_were_walked(monkeypatch):
-    monkeypatch.setattr(forest_native, "NATIVE_MIN_ROWS", 2500)
+    monkeypatch.setenv("CHURN_NATIVE_MIN_ROWS", "2500")
     X, y = _data()
     booster = _train(X, y)
     forest = CompiledForest.from_booster(booster)
@@ -108,7 +109,7 @@ def test_where_the_compiler_fails_the_walk_goes_on_and_says_why(monkeypatch, cap
 
 def test_switched_off_it_never_builds(monkeypatch):
     monkeypatch.setenv("CHURN_NATIVE_FORESTS", "0")
-    monkeypatch.setattr(forest_native, "NATIVE_MIN_ROWS", 10)
+    monkeypatch.setenv("CHURN_NATIVE_MIN_ROWS", "10")
     X, y = _data()
     forest = CompiledForest.from_booster(_train(X, y))
     forest.margins(X)
