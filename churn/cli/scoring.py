@@ -32,7 +32,9 @@ from models.registry import CHURN_MODEL_NAME, UPLIFT_MODEL_NAME
 CompiledOption = Annotated[bool, typer.Option(
     "--compiled-forest/--lightgbm-predict",
     help="Score with the compiled forest (LightGBM's exact margins, checked at load, several "
-         "times faster) or with LightGBM's own Booster.predict.")]
+         "times faster; after 50,000 rows built to machine code by the C compiler, cached in "
+         "~/.cache/churn-forests; CHURN_NATIVE_FORESTS=0 turns that off) or with LightGBM's "
+         "own Booster.predict.")]
 
 @app.command("score")
 def score_command(
