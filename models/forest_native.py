@@ -219,6 +219,8 @@ def library(forest: CompiledForest) -> Path:
     target = folder / f"forest-{key}.so"
     with _locked(folder / ".lock"):
         if not target.exists():
+            for stale in folder.glob("build-*"):  # a job that ended during its build
+                shutil.rmtree(stale, ignore_errors=True)
             _build(source, target)
     return target
 
@@ -234,7 +236,7 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 def _build(source: str, target: Path) -> None:
-    with tempfile.TemporaryDirectory(dir=target.parent) as work:
+    with tempfile.TemporaryDirectory(prefix="build-", dir=target.parent) as work:
         c_file = Path(work) / "forest.c"
         c_file.write_text(source)
         built = Path(work) / "forest.so"

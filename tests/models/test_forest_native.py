@@ -87,8 +87,11 @@ def test_the_walk_hands_over_once_enough_rows_were_walked(monkeypatch):
 def test_a_built_forest_is_loaded_from_the_cache_and_not_pickled(tmp_path, monkeypatch):
     X, y = _data()
     booster = _train(X, y)
+    stale = tmp_path / "forests" / "build-left-by-a-job-that-ended"
+    stale.mkdir(parents=True)
     _native(booster)
     assert len(list((tmp_path / "forests").glob("forest-*.so"))) == 1
+    assert not stale.exists()
     monkeypatch.setenv("CC", "false")  # a compiler that fails: only the cache can serve
     again = pickle.loads(pickle.dumps(CompiledForest.from_booster(booster)))
     assert again.native.function is None and not again.native.started
