@@ -135,9 +135,12 @@ class CompiledForest:
             function, p = slot.function, self.n_features
             return lambda flat, out: native.call(function, flat, len(out), p, out)
         slot.rows += rows
-        if slot.rows >= native.min_rows() and not slot.started and native.enabled():
-            slot.started = True
-            threading.Thread(target=self.build_native, name="forest-build", daemon=True).start()
+        if not slot.checked and slot.rows >= native.min_rows():
+            slot.checked = True  # looking for a compiler once, not on every later call
+            if native.enabled():
+                slot.started = True
+                threading.Thread(target=self.build_native, name="forest-build",
+                                 daemon=True).start()
         return self._margins_of
 
     def probe_rows(self, rows: int = 2000, seed: int = 0) -> np.ndarray:

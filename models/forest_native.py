@@ -55,6 +55,7 @@ class NativeSlot:
 
     def __init__(self) -> None:
         self.function = None
+        self.checked = False  # whether a build was weighed, once enough rows were walked
         self.started = False
         self.failed = False
         self.rows = 0
@@ -136,19 +137,15 @@ def _emit(node: int, words: list, thresholds: list, values: list, is_leaf: int,
           lines: list[str], depth: int) -> None:
     """A node's code: a leaf returns its value; a split sends the row to the child its
     value chooses (NaN: right only where the split says so, as the array walk does)."""
-    from models.forest import CHILD_SHIFT, NAN_GOES_RIGHT  # noqa: PLC0415
+    from models.forest import CHILD_SHIFT  # noqa: PLC0415
 
     pad = "  " * depth
     word = words[node]
     if word & is_leaf:
         lines.append(f"{pad}return {_literal(values[node])};")
         return
-    value = f"x[{word & 0xFFFF}]"
-    threshold = _literal(thresholds[node])
-    goes_right = (f"!({value} <= {threshold})" if word & NAN_GOES_RIGHT
-                  else f"{value} > {threshold}")
     left = word >> CHILD_SHIFT
-    lines.append(f"{pad}if ({goes_right}) {{")
+    lines.append(f"{pad}if ({_goes_right(word, thresholds[node])}) {{")
     _emit(left + 1, words, thresholds, values, is_leaf, lines, depth + 1)
     lines.append(f"{pad}}} else {{")
     _emit(left, words, thresholds, values, is_leaf, lines, depth + 1)
@@ -173,7 +170,7 @@ def _emit_bits(tree: int, root: int, words: list, thresholds: list, values: list
     """A tree of at most 64 leaves without branches: every split is tested, and each one
     the row passes to the right rules out the leaves of its left side (a bit per leaf,
     left to right); the row's leaf is the first left standing (QuickScorer's rule)."""
-    from models.forest import CHILD_SHIFT, NAN_GOES_RIGHT  # noqa: PLC0415
+    from models.forest import CHILD_SHIFT  # noqa: PLC0415
 
     leaves: list[float] = []
     tests: list[str] = []
@@ -183,12 +180,10 @@ def _emit_bits(tree: int, root: int, words: list, thresholds: list, values: list
         if word & is_leaf:
             leaves.append(values[node])
             return
-        value, threshold = f"x[{word & 0xFFFF}]", _literal(thresholds[node])
-        goes_right = (f"!({value} <= {threshold})" if word & NAN_GOES_RIGHT
-                      else f"{value} > {threshold}")
         first = len(leaves)
         visit(word >> CHILD_SHIFT)
         keep = ~((1 << len(leaves)) - (1 << first)) & ((1 << 64) - 1)
+        goes_right = _goes_right(word, thresholds[node])
         tests.append(f"  v &= 0x{keep:016x}ULL | ((unsigned long long)({goes_right}) - 1ULL);")
         visit((word >> CHILD_SHIFT) + 1)
 
@@ -199,6 +194,15 @@ def _emit_bits(tree: int, root: int, words: list, thresholds: list, values: list
     lines.extend(tests)
     lines.append(f"  return leaf{tree}[__builtin_ctzll(v)];")
     lines.append("}")
+
+
+def _goes_right(word: int, threshold: float) -> str:
+    """The C test sending a row right at a split: value above the threshold, or NaN where
+    the split sends NaN right (as the array walk decides)."""
+    from models.forest import NAN_GOES_RIGHT  # noqa: PLC0415
+
+    value, cut = f"x[{word & 0xFFFF}]", _literal(threshold)
+    return f"!({value} <= {cut})" if word & NAN_GOES_RIGHT else f"{value} > {cut}"
 
 
 def _literal(number: float) -> str:

@@ -68,14 +68,19 @@ def test_features_trained_without_missing_values_read_nan_as_zero():
     assert np.array_equal(forest.margins(rows), booster.predict(rows, raw_score=True))
 
 
-def test_regression_stumps_and_best_iteration():
-    X, y = _data()
+def _early_stopped(X: np.ndarray, y: np.ndarray) -> lgb.Booster:
+    """A regression that early stopping cut short of its 300 rounds."""
     target = np.nan_to_num(X[:, 0]) * 3 + y
     train = lgb.Dataset(X[:2000], target[:2000])
     valid = lgb.Dataset(X[2000:], target[2000:], reference=train)
-    booster = lgb.train({"objective": "regression", "num_leaves": 63, "verbose": -1,
-                         "min_data_in_leaf": 400}, train, 300, valid_sets=[valid],
-                        callbacks=[lgb.early_stopping(5, verbose=False)])
+    return lgb.train({"objective": "regression", "num_leaves": 63, "verbose": -1,
+                      "min_data_in_leaf": 400}, train, 300, valid_sets=[valid],
+                     callbacks=[lgb.early_stopping(5, verbose=False)])
+
+
+def test_regression_stumps_and_best_iteration():
+    X, y = _data()
+    booster = _early_stopped(X, y)
     assert 0 < booster.best_iteration < 300
     forest = CompiledForest.from_booster(booster)
     assert forest.trees == booster.best_iteration

@@ -14,7 +14,7 @@ import pytest
 
 from models import forest_native
 from models.forest import CompiledForest, tree_evaluator
-from tests.models.test_forest import _awkward_rows, _data, _train
+from tests.models.test_forest import _awkward_rows, _data, _early_stopped, _train
 
 
 @pytest.fixture(autouse=True)
@@ -33,12 +33,7 @@ def _native(booster: lgb.Booster) -> CompiledForest:
 
 def _models() -> dict[str, lgb.Booster]:
     X, y = _data()
-    target = np.nan_to_num(X[:, 0]) * 3 + y
-    train = lgb.Dataset(X[:2000], target[:2000])
-    valid = lgb.Dataset(X[2000:], target[2000:], reference=train)
-    stopped = lgb.train({"objective": "regression", "num_leaves": 63, "verbose": -1,
-                         "min_data_in_leaf": 400}, train, 300, valid_sets=[valid],
-                        callbacks=[lgb.early_stopping(5, verbose=False)])
+    stopped = _early_stopped(X, y)
     return {"nan learned": _train(X, y),
             "nan read as zero": _train(np.nan_to_num(X, nan=0.5), y),
             "seven leaves": _train(X, y, num_leaves=7),
