@@ -3,9 +3,10 @@
 The files are found as on DuckDB (``features.sources``); each value is cast by the same select
 list (``features.validation.check_items``, transpiled); the rules that look at one row (parse,
 pandera's checks) run on every partition through ``mapInArrow``, those that compare rows
-(unique keys, repeated rows) as window functions over the whole table. A row is named by its
-file and its position in it, as on DuckDB: Spark's row ids grow with the file's order
-within each partition, and partitions follow the file's splits in order.
+(unique keys, repeated rows) as window functions over the whole table. As on DuckDB, one
+aggregate pass screens the table first; only a table it flags gets those exact checks.
+A row is named by its file and its position in it, as on DuckDB: Spark's row ids grow with
+the file's order within each partition, and partitions follow the file's splits in order.
 """
 
 from __future__ import annotations
@@ -40,8 +41,10 @@ from features.validation import (
     OnBadRows,
     Progress,
     Rendered,
+    Screen,
     TableReport,
     check_items,
+    screen_aggregates,
     shown_value,
     unknown_event_types,
     value_failures,
@@ -241,19 +244,27 @@ def validate_table(spark: SparkSession, source: TableSource, on_bad_rows: OnBadR
         present = check_columns(source, [c for c in raw.columns if c not in (FILE, ROW_ID)])
         raw.createOrReplaceTempView(f"{view}_raw")
         items = ", ".join([*check_items(spec, present), f'"{FILE}"', f'"{ROW_ID}"'])
-        typed = spark.sql(to_spark(f"SELECT {items} FROM {view}_raw")).persist(
-            StorageLevel.MEMORY_AND_DISK)
-        rows = typed.count()
+        typed = spark.sql(to_spark(f"SELECT {items} FROM {view}_raw"))
+        typed.createOrReplaceTempView(f"{view}_typed")
+        screen = _screen(spark, spec, present, f"{view}_typed")
+        if screen is None or not screen.clean:  # the exact checks read it several times
+            typed = typed.persist(StorageLevel.MEMORY_AND_DISK)
+        rows = typed.count() if screen is None else screen.rows
     except PySparkException as err:
         raise ContractError(f"{spec.name}: cannot read {where}: {_spark_error_line(err)}") \
             from None
-    values = typed.mapInArrow(_value_check(spec), _spark_schema(FAILURE_SCHEMA))
-    found = reduce(lambda a, b: a.unionByName(b), [values, *_key_failures(typed, spec)])
-    first = F.row_number().over(Window.partitionBy(ROW_ID, "column").orderBy("priority"))
-    failures = found.withColumn("_k", first).where("_k = 1").drop("_k").persist(
-        StorageLevel.MEMORY_AND_DISK)
-    positions = _Positions.of(typed, len(source.files) > 1)
-    report = _report(spec, rows, failures, positions)
+    if screen is not None and screen.clean:
+        report, failures, positions = TableReport(spec.name, rows=rows), None, None
+        typed = typed.select(*spec.columns).persist(StorageLevel.MEMORY_AND_DISK)
+        typed.count()  # held for the feature queries, which read it several times
+    else:
+        values = typed.mapInArrow(_value_check(spec), _spark_schema(FAILURE_SCHEMA))
+        found = reduce(lambda a, b: a.unionByName(b), [values, *_key_failures(typed, spec)])
+        first = F.row_number().over(Window.partitionBy(ROW_ID, "column").orderBy("priority"))
+        failures = found.withColumn("_k", first).where("_k = 1").drop("_k").persist(
+            StorageLevel.MEMORY_AND_DISK)
+        positions = _Positions.of(typed, len(source.files) > 1)
+        report = _report(spec, rows, failures, positions)
     if progress is not None:
         progress(spec.name, rows)
     clean = typed
@@ -267,6 +278,18 @@ def validate_table(spark: SparkSession, source: TableSource, on_bad_rows: OnBadR
     if spec.name == "events":
         report.unknown_event_types = unknown_event_types(SparkConnection(spark), view)
     return SparkTable(view, report)
+
+
+def _screen(spark: SparkSession, spec: TableSpec, present: list[str], typed: str
+            ) -> Screen | None:
+    """The screen of the typed rows (one aggregate pass, as on DuckDB): a table it flags
+    nothing in would pass the exact checks, which then need not run. None where a rule has
+    no screen."""
+    aggregates = screen_aggregates(spec, present)
+    if aggregates is None:
+        return None
+    return Screen.of(spec, tuple(spark.sql(
+        to_spark(f"SELECT {', '.join(aggregates)} FROM {typed}")).collect()[0]))
 
 
 def _spark_schema(schema: pa.Schema):

@@ -143,10 +143,10 @@ def _check_query(source: TableSource, present: list[str]) -> str:
     return f"SELECT {', '.join(items)} FROM {source.raw_scan(with_filename=multi)}"
 
 
-def screen_query(source: TableSource, present: list[str]) -> str | None:
-    """One pass of DuckDB over the table: its rows, and how many rows, keys and whole rows
-    may break a rule (see ``contract.rule_screen``). None when a rule has no screen."""
-    spec = source.spec
+def screen_aggregates(spec: TableSpec, present: list[str]) -> list[str] | None:
+    """The screen's aggregates over the typed rows (``check_items``): the rows, and how many
+    rows, keys and whole rows may break a rule (see ``contract.rule_screen``). None when a
+    rule has no screen."""
     flags = []
     for column in spec.columns:
         quoted = f'"{column}"'
@@ -169,6 +169,16 @@ def screen_query(source: TableSource, present: list[str]) -> str | None:
     if spec.distinct_rows:
         everything = ", ".join(f'"{c}"' for c in spec.columns)
         aggregates.append(f"count(*) - count(DISTINCT hash({everything}))")
+    return aggregates
+
+
+def screen_query(source: TableSource, present: list[str]) -> str | None:
+    """One pass of DuckDB over the table (``screen_aggregates``); None when a rule has no
+    screen."""
+    spec = source.spec
+    aggregates = screen_aggregates(spec, present)
+    if aggregates is None:
+        return None
     return (f"SELECT {', '.join(aggregates)} FROM (SELECT {', '.join(check_items(spec, present))} "
             f"FROM {source.raw_scan()})")
 
@@ -187,6 +197,13 @@ class Screen:
     def clean(self) -> bool:
         return not (self.flagged or self.repeated_keys or self.repeated_rows)
 
+    @classmethod
+    def of(cls, spec: TableSpec, row: tuple) -> Screen:
+        """The screen from the row of ``screen_aggregates``."""
+        rows, flagged, *repeats = row
+        return cls(rows, flagged, repeats.pop(0) if spec.unique_key else 0,
+                   repeats.pop(0) if spec.distinct_rows else 0)
+
 
 def screen_table(con: duckdb.DuckDBPyConnection, source: TableSource, present: list[str]
                  ) -> Screen | None:
@@ -195,12 +212,10 @@ def screen_table(con: duckdb.DuckDBPyConnection, source: TableSource, present: l
     if query is None:
         return None
     try:
-        rows, flagged, *repeats = con.sql(query).fetchall()[0]
+        row = con.sql(query).fetchall()[0]
     except duckdb.Error as err:
         raise _unreadable(source, err) from None
-    return Screen(rows, flagged,
-                  repeats.pop(0) if source.spec.unique_key else 0,
-                  repeats.pop(0) if source.spec.distinct_rows else 0)
+    return Screen.of(source.spec, row)
 
 
 def passes_screen(con: duckdb.DuckDBPyConnection, source: TableSource, present: list[str]

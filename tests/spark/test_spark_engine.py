@@ -116,6 +116,32 @@ def test_both_engines_find_the_same_bad_rows_in_the_same_words(tmp_path):
     assert not (tmp_path / "s.parquet").exists()
 
 
+ONE_FAULT = {  # each breaks one rule only, so the screen alone must send it to the exact check
+    "a row loaded twice": ("transactions", 2, ("C1", "o1", "2025-01-03", "10.5")),
+    "an infinite amount": ("transactions", 3, ("C4", "o4", "2025-02-01", "inf")),
+    "a date after today": ("transactions", 3, ("C4", "o4", "2999-02-01", "4")),
+    "a repeated customer": ("customers", 1, ("C1", "2024-02-01")),
+}
+
+
+@pytest.mark.parametrize("fault", list(ONE_FAULT))
+def test_a_table_with_one_fault_is_refused_in_the_same_words(fault, tmp_path):
+    table, row, bad = ONE_FAULT[fault]
+    rows = {"transactions": [("C1", "o1", "2025-01-03", "10.5"), ("C2", "o2", "2025-01-04", "20"),
+                             ("C3", "o3", "2025-01-05", "5")],
+            "customers": [("C1", "2024-01-01"), ("C2", "2024-01-01")]}
+    rows[table].insert(row - 1, bad)
+    columns = {"transactions": ["customer_id", "order_id", "ordered_at", "amount"],
+               "customers": ["customer_id", "signed_up_at"]}
+    data = tmp_path / "data"
+    data.mkdir()
+    for name, listed in rows.items():
+        write_table(data, name, pd.DataFrame(listed, columns=columns[name]))
+    on_duckdb = contract_error(Engine.duckdb, data, tmp_path / "d.parquet")
+    assert f"{table}: 1 row of {len(rows[table])} break the contract" in on_duckdb
+    assert contract_error(Engine.spark, data, tmp_path / "s.parquet") == on_duckdb
+
+
 def test_quarantine_sets_aside_the_same_rows_with_the_same_reasons(tmp_path):
     data = broken_tables(tmp_path / "data")
     rejects = {}
