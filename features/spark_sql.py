@@ -48,3 +48,17 @@ def to_spark(duckdb_sql: str) -> str:
     """``duckdb_sql`` in Spark SQL."""
     tree = sqlglot.parse_one(duckdb_sql, read="duckdb")
     return tree.transform(_rewrite).sql(dialect="spark")
+
+
+def split_order(duckdb_sql: str) -> tuple[str, list[tuple[str, bool, bool]]]:
+    """``duckdb_sql`` in Spark SQL without its final ORDER BY, and that order as (output
+    column, descending, nulls first) triples; the query whole, and no order, where the order
+    is not by plain columns."""
+    tree = sqlglot.parse_one(to_spark(duckdb_sql), read="spark")
+    order = tree.args.get("order")
+    if order is None or not all(isinstance(o.this, exp.Column) for o in order.expressions):
+        return tree.sql(dialect="spark"), []
+    tree.set("order", None)
+    return tree.sql(dialect="spark"), [
+        (o.this.name, bool(o.args.get("desc")), bool(o.args.get("nulls_first")))
+        for o in order.expressions]
