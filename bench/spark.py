@@ -7,7 +7,9 @@ sampled every 0.2 s):
 - scoring: the same features file scored by the churn champion alone (reasons off):
   "duckdb" streams it through ``score_features`` (the DuckDB job's path), "spark" is the
   Spark job's ``mapInArrow`` around the same code, and the peer is ``mlflow.pyfunc.spark_udf``
-  of the same registered model (probability only), all writing Parquet.
+  of the same registered model (probability only), all writing Parquet; "floor" is the
+  part of the Spark side no model can remove: the features read and handed to the Python
+  workers as Arrow, counted there and nothing else.
 - nightly: ``churn score --no-reasons`` end to end (contract validation, features, the
   churn, uplift, propensity and value champions, segments, Parquet out, the run log);
   nightly-reasons: the same with reasons (TreeSHAP for every customer at risk), the default.
@@ -46,6 +48,7 @@ import duckdb  # noqa: E402
 import mlflow.pyfunc  # noqa: E402
 import numpy as np  # noqa: E402
 import psutil  # noqa: E402
+import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 from pyspark.sql.pandas.types import from_arrow_schema  # noqa: E402
@@ -63,7 +66,8 @@ WORK = HERE / "data" / "spark"
 CHURN = str(Path(sys.executable).with_name("churn"))
 TRAIN_CUSTOMERS = 20_000
 STAGES = ("features", "scoring", "nightly", "nightly-reasons")
-ENGINES = ("duckdb", "spark", "udf")
+ENGINES = ("duckdb", "spark", "udf", "floor")
+SCORING_ONLY = ("udf", "floor")  # sides of the scoring stage only
 TREES = ("cold", "cached", "walk")
 RUN = {"trees": "cold"}  # how the current stage evaluates the forests
 
@@ -206,7 +210,21 @@ def score_udf(features_file: Path, out: Path) -> int:
     return spark.read.parquet(str(out)).count(), time.perf_counter() - started
 
 
-SCORERS = {"duckdb": score_duckdb, "spark": score_spark, "udf": score_udf}
+def score_floor(features_file: Path, out: Path) -> int:
+    """What no model can take off the Spark side: the rows read and handed to the Python
+    workers as Arrow, which only count them (nothing scored, nothing written)."""
+    spark = spark_session()
+    started = time.perf_counter()
+
+    def count(batches):
+        yield pa.RecordBatch.from_pydict({"rows": [sum(b.num_rows for b in batches)]})
+
+    frame = spark.read.parquet(str(features_file)).withColumn("contactable", F.lit(True))
+    rows = sum(frame.mapInArrow(count, "rows long").toArrow()["rows"].to_pylist())
+    return rows, time.perf_counter() - started
+
+
+SCORERS = {"duckdb": score_duckdb, "spark": score_spark, "udf": score_udf, "floor": score_floor}
 
 
 def score_stage(engine: str, features_file: Path, out: Path) -> None:
@@ -240,7 +258,7 @@ def run(customers: int, stages: list[str], engines: list[str], trees: list[str])
         print(f"{customers:>11,} {stage:<15} {engine:<7} {mode:<6} {result['seconds']:8.1f} s "
               f"{result['peak_gib']:6.2f} GiB{inside}", flush=True)
 
-    for engine in [e for e in engines if e != "udf"]:
+    for engine in [e for e in engines if e not in SCORING_ONLY]:
         if "features" in stages:
             record("features", engine,
                    features(engine, data, as_of, here / f"features-{engine}.parquet"))
@@ -260,14 +278,15 @@ def scored(data: Path, as_of: str, here: Path, stages: list[str], engines: list[
         for engine in engines:
             record("scoring", engine,
                    scoring(engine, features_file, here / f"scoring-{engine}.parquet"))
-        compared = [e for e in engines if e != "duckdb"]
+        compared = [e for e in engines if e not in ("duckdb", "floor")]
         for engine in compared if "duckdb" in engines else []:
             gap = same_probabilities(here / "scoring-duckdb.parquet",
                                      here / f"scoring-{engine}.parquet")
             print(f"  largest |churn_probability difference| duckdb vs {engine}: {gap:.3g}")
-            rows[-1 - compared[::-1].index(engine)]["max_difference"] = gap
+            next(r for r in reversed(rows) if r["stage"] == "scoring"
+                 and r["engine"] == engine)["max_difference"] = gap
     for stage in ("nightly", "nightly-reasons"):
-        for engine in [e for e in engines if e != "udf" and stage in stages]:
+        for engine in [e for e in engines if e not in SCORING_ONLY and stage in stages]:
             out = here / f"scores-{engine}.parquet"
             record(stage, engine, nightly(engine, data, as_of, out, stage == "nightly-reasons"))
 

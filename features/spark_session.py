@@ -74,7 +74,11 @@ def spark_session(master: str | None = None, driver_memory: str = "4g",
     session = builder.getOrCreate()
     conf = {"spark.sql.session.timeZone": "UTC",
             "spark.sql.execution.arrow.pyspark.enabled": "true",
-            "spark.sql.execution.arrow.maxRecordsPerBatch": "100000"}
+            "spark.sql.execution.arrow.maxRecordsPerBatch": "100000",
+            # Results held in memory (the features, the scores) get partitions sized by
+            # adaptive execution too, not spark.sql.shuffle.partitions' 200: a scoring task
+            # of a few thousand rows paid more for loading the champions than for scoring.
+            "spark.sql.optimizer.canChangeCachedPlanOutputPartitioning": "true"}
     if shuffle_partitions:
         conf["spark.sql.shuffle.partitions"] = str(shuffle_partitions)
     for key, value in conf.items():

@@ -126,14 +126,18 @@ class CompiledForest:
         return slot.function is not None
 
     def _walk_for(self, rows: int) -> Callable[[np.ndarray, np.ndarray], object]:
-        """The machine code where it is built; else the array walk, starting the build in
-        the background once the forest has walked enough rows (in any number of calls: a
-        batch job's chunks, a Spark worker's Arrow batches, a service's requests) that
-        the rest are likely to repay it."""
+        """The machine code where it is built (or, on the first call, in the cache already);
+        else the array walk, starting the build in the background once the forest has
+        walked enough rows (in any number of calls: a batch job's chunks, a Spark worker's
+        Arrow batches, a service's requests) that the rest are likely to repay it."""
         slot = self.native
         if slot.function is not None:
             function, p = slot.function, self.n_features
             return lambda flat, out: native.call(function, flat, len(out), p, out)
+        if not slot.looked:
+            slot.looked = True  # once per forest: a hash of its nodes and a file lookup
+            if native.allowed() and native.cached(self) and self.build_native():
+                return self._walk_for(rows)
         slot.rows += rows
         if not slot.checked and slot.rows >= native.min_rows():
             slot.checked = True  # looking for a compiler once, not on every later call

@@ -13,7 +13,9 @@ forest's probe rows before a library is used.
 Building costs the compiler some seconds per thousand trees, so a forest is built only for
 batch work (once it has walked ``$CHURN_NATIVE_MIN_ROWS`` rows, 50,000 by default), in the
 background while the array walk goes on, and kept in a cache folder by the hash of its
-source: the next job, or another Spark worker, loads it in milliseconds. Without a C
+nodes and of this generator: a forest whose library is there already (the next job, every
+task of a Spark job after the first, a service after a batch job) loads it on its first
+call, in milliseconds. Without a C
 compiler (or with ``CHURN_NATIVE_FORESTS=0``) the array walk simply carries on.
 """
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import fcntl
+import functools
 import hashlib
 import logging
 import os
@@ -55,6 +58,7 @@ class NativeSlot:
 
     def __init__(self) -> None:
         self.function = None
+        self.looked = False  # whether the cache was looked in for a library already built
         self.checked = False  # whether a build was weighed, once enough rows were walked
         self.started = False
         self.failed = False
@@ -70,8 +74,14 @@ def min_rows() -> int:
     return int(os.environ.get("CHURN_NATIVE_MIN_ROWS", NATIVE_MIN_ROWS))
 
 
+def allowed() -> bool:
+    """Whether machine code may be used at all (``CHURN_NATIVE_FORESTS=0`` says no)."""
+    return os.environ.get("CHURN_NATIVE_FORESTS", "1") != "0"
+
+
 def enabled() -> bool:
-    return os.environ.get("CHURN_NATIVE_FORESTS", "1") != "0" and compiler() is not None
+    """Whether a forest may be built here: allowed, and a compiler found."""
+    return allowed() and compiler() is not None
 
 
 def compiler() -> str | None:
@@ -212,20 +222,46 @@ def _literal(number: float) -> str:
     return repr(float(number))
 
 
+@functools.lru_cache(maxsize=1)
+def _generator() -> bytes:
+    """This code generator and the node layout it reads, as a digest: a library built by
+    another version of either is never loaded."""
+    here = Path(__file__)
+    return hashlib.sha256(here.read_bytes() + here.with_name("forest.py").read_bytes()).digest()
+
+
+def fingerprint(forest: CompiledForest) -> str:
+    """The name of the forest's library in the cache: its nodes, the code generator and the
+    build settings, hashed (in milliseconds, without writing the source out)."""
+    digest = hashlib.sha256(_generator())
+    digest.update(repr((FLAGS, BITS_MAX_LEAVES, TREES_PER_BLOCK, ROWS_PER_BLOCK,
+                        forest.n_features, forest.done)).encode())
+    for array in (forest.roots, forest.words, forest.thresholds, forest.values):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()[:24]
+
+
+def _target(forest: CompiledForest) -> Path:
+    return cache_dir() / f"forest-{fingerprint(forest)}.so"
+
+
+def cached(forest: CompiledForest) -> bool:
+    """Whether the forest's library is in the cache already (an earlier job, or another
+    task of this one, built it)."""
+    return _target(forest).exists()
+
+
 def library(forest: CompiledForest) -> Path:
     """The forest's shared library: from the cache, or built (one build at a time in the
     folder, across processes: a second Spark worker waits and loads the first's) and put
     there."""
-    source = c_source(forest)
-    key = hashlib.sha256("\n".join([*FLAGS, source]).encode()).hexdigest()[:24]
-    folder = cache_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / f"forest-{key}.so"
-    with _locked(folder / ".lock"):
+    target = _target(forest)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(target.parent / ".lock"):
         if not target.exists():
-            for stale in folder.glob("build-*"):  # a job that ended during its build
+            for stale in target.parent.glob("build-*"):  # a job that ended during its build
                 shutil.rmtree(stale, ignore_errors=True)
-            _build(source, target)
+            _build(c_source(forest), target)
     return target
 
 

@@ -50,15 +50,26 @@ PROFILE_SCHEMA = pa.schema([("column", pa.string()), ("counts", pa.list_(pa.floa
 
 
 def scorer(loaded: LoadedModel, policy: SegmentPolicy, cuts: tuple[float, float],
-           explain: bool, schema: pa.Schema) -> Callable[[Iterator[pa.RecordBatch]],
-                                                         Iterator[pa.RecordBatch]]:
-    """The function ``mapInArrow`` runs on each partition: feature batches in, scores out."""
+           explain: bool, schema: pa.Schema, carried: tuple[str, ...] = ()
+           ) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    """The function ``mapInArrow`` runs on each partition: feature batches in, scores out
+    (with the ``carried`` feature columns beside them, at the end of ``schema``)."""
     def score(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
             chunk = batch.to_pandas()
             scores = score_features(chunk, chunk["contactable"], loaded, policy, cuts, explain)
+            for column in carried:
+                scores[column] = chunk[column].to_numpy()
             yield pa.RecordBatch.from_pandas(scores, schema=schema, preserve_index=False)
     return score
+
+
+def carried_columns(reference: Profile | None, schema: pa.Schema) -> tuple[str, ...]:
+    """The features the drift profile counts, carried beside the scores so that the profile
+    is counted from the scores alone (not a join of the scores back to the features)."""
+    if reference is None:
+        return ()
+    return tuple(c for c in reference.edges if c not in schema.names)
 
 
 def profiler(reference: Profile) -> Callable[[Iterator[pa.RecordBatch]],
@@ -153,13 +164,12 @@ def _summary(scored: DataFrame) -> tuple[pd.DataFrame, list[float] | None, int]:
     return segment_summary([totals]), quantiles, int(row["n"])
 
 
-def _profile(features: DataFrame, scored: DataFrame, reference: Profile | None) -> Profile | None:
+def _profile(scored: DataFrame, reference: Profile | None) -> Profile | None:
     if reference is None:
         return None
     from pyspark.sql.pandas.types import from_arrow_schema
 
-    base = features.join(scored.where("churn_probability IS NOT NULL")
-                         .select("customer_id", "churn_probability"), "customer_id")
+    base = scored.where("churn_probability IS NOT NULL")
     parts = base.mapInArrow(profiler(reference), from_arrow_schema(PROFILE_SCHEMA))
     profile = reference.empty()
     for part in parts.toArrow().to_pylist():
@@ -194,15 +204,18 @@ def run_score_spark(cfg: ScoreJobConfig, loaded: LoadedModel, progress: Progress
     try:
         if on_start:
             on_start()
+        reference = loaded.model.reference
+        carried = carried_columns(reference, schema)
+        wide = pa.schema([*schema, *[pa.field(c, pa.float64()) for c in carried]])
         scored = features.mapInArrow(
-            scorer(loaded, cfg.policy, tier_cuts_for(loaded, cfg.policy), cfg.reasons, schema),
-            from_arrow_schema(schema)).persist(StorageLevel.MEMORY_AND_DISK)
-        destination.write(scored.orderBy("customer_id"))
+            scorer(loaded, cfg.policy, tier_cuts_for(loaded, cfg.policy), cfg.reasons, wide,
+                   carried), from_arrow_schema(wide)).persist(StorageLevel.MEMORY_AND_DISK)
+        destination.write(scored.select(*schema.names).orderBy("customer_id"))
         summary, quantiles, scored_rows = _summary(scored)
+        features.unpersist()  # the scores hold all that is read from here on
         result = ScoreJobResult(total, destination_label(cfg.out), summary, 0.0,
-                                [stale] if stale else [],
-                                _profile(features, scored, loaded.model.reference), quantiles,
-                                (tables.start, tables.end), scored_rows)
+                                [stale] if stale else [], _profile(scored, reference),
+                                quantiles, (tables.start, tables.end), scored_rows)
         if on_rows:
             on_rows(total, total)
         if on_commit:

@@ -94,6 +94,20 @@ def test_a_built_forest_is_loaded_from_the_cache_and_not_pickled(tmp_path, monke
     assert np.array_equal(again.margins(X), booster.predict(X, raw_score=True))
 
 
+def test_a_forest_already_in_the_cache_uses_it_from_its_first_row(monkeypatch):
+    X, y = _data()
+    booster = _train(X, y)
+    other = _train(X, y, rounds=7)
+    _native(booster)
+    monkeypatch.setenv("CC", "false")  # nothing can be built: only the cache serves
+    again = pickle.loads(pickle.dumps(CompiledForest.from_booster(booster)))  # a Spark task's
+    assert np.array_equal(again.margins(X[:10]), booster.predict(X[:10], raw_score=True))
+    assert again.native.function is not None and not again.native.started
+    never_built = CompiledForest.from_booster(other)
+    assert np.array_equal(never_built.margins(X[:10]), other.predict(X[:10], raw_score=True))
+    assert never_built.native.function is None
+
+
 def test_where_the_compiler_fails_the_walk_goes_on_and_says_why(monkeypatch, caplog):
     monkeypatch.setenv("CC", "false")
     X, y = _data()
