@@ -109,6 +109,7 @@ class CompiledForest:
         here on; False, with the reason logged, where that cannot be done."""
         slot = self.native
         with slot.lock:
+            slot.looked = True  # the probe rows below must walk, not come back here
             if slot.function is None and not slot.failed:
                 try:
                     function = native.load(native.library(self))
