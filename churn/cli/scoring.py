@@ -33,7 +33,8 @@ CompiledOption = Annotated[bool, typer.Option(
     "--compiled-forest/--lightgbm-predict",
     help="Score with the compiled forest (LightGBM's exact margins, checked at load, several "
          "times faster; after 50,000 rows built to machine code by the C compiler, cached in "
-         "~/.cache/churn-forests; CHURN_NATIVE_FORESTS=0 turns that off) or with LightGBM's "
+         "~/.cache/churn-forests and used from the first row by later jobs; "
+         "CHURN_NATIVE_FORESTS=0 turns that off) or with LightGBM's "
          "own Booster.predict.")]
 
 @app.command("score")
