@@ -247,8 +247,11 @@ def _target(forest: CompiledForest) -> Path:
 
 def cached(forest: CompiledForest) -> bool:
     """Whether the forest's library is in the cache already (an earlier job, or another
-    task of this one, built it)."""
-    return _target(forest).exists()
+    task of this one, built it). A cache this user may not read is no cache."""
+    try:
+        return _target(forest).exists()
+    except OSError:
+        return False
 
 
 def library(forest: CompiledForest) -> Path:

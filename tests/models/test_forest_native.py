@@ -108,6 +108,18 @@ def test_a_forest_already_in_the_cache_uses_it_from_its_first_row(monkeypatch):
     assert never_built.native.function is None
 
 
+def test_a_cache_this_user_may_not_read_is_no_cache(monkeypatch):
+    def unreadable(forest):
+        raise PermissionError(13, "Permission denied", "/shared/churn-forests/forest-x.so")
+
+    monkeypatch.setattr(forest_native, "_target", unreadable)
+    X, y = _data()
+    booster = _train(X, y)
+    forest = CompiledForest.from_booster(booster)
+    assert np.array_equal(forest.margins(X[:10]), booster.predict(X[:10], raw_score=True))
+    assert forest.native.function is None
+
+
 def test_where_the_compiler_fails_the_walk_goes_on_and_says_why(monkeypatch, caplog):
     monkeypatch.setenv("CC", "false")
     X, y = _data()
