@@ -15,8 +15,8 @@ batch work (once it has walked ``$CHURN_NATIVE_MIN_ROWS`` rows, 50,000 by defaul
 background while the array walk goes on, and kept in a cache folder by the hash of its
 nodes and of this generator: a forest whose library is there already (the next job, every
 task of a Spark job after the first, a service after a batch job) loads it on its first
-call, in milliseconds. Without a C
-compiler (or with ``CHURN_NATIVE_FORESTS=0``) the array walk simply carries on.
+call, in milliseconds. Without a C compiler (or with ``CHURN_NATIVE_FORESTS=0``) the array
+walk simply carries on.
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ class NativeSlot:
     def __init__(self) -> None:
         self.function = None
         self.looked = False  # whether the cache was looked in for a library already built
+        self.key: str | None = None  # the library's name in the cache, once hashed
         self.checked = False  # whether a build was weighed, once enough rows were walked
         self.started = False
         self.failed = False
@@ -242,7 +243,10 @@ def fingerprint(forest: CompiledForest) -> str:
 
 
 def _target(forest: CompiledForest) -> Path:
-    return cache_dir() / f"forest-{fingerprint(forest)}.so"
+    slot = forest.native
+    if slot.key is None:  # hashed once per forest: the lookup and the build both need it
+        slot.key = fingerprint(forest)
+    return cache_dir() / f"forest-{slot.key}.so"
 
 
 def cached(forest: CompiledForest) -> bool:
