@@ -13,7 +13,6 @@ import hashlib
 import math
 import re
 import tempfile
-import warnings
 from pathlib import Path
 
 import mlflow
@@ -25,7 +24,7 @@ from models.registry import UPLIFT_MODEL_NAME
 from models.store import run_name, start_run, use_experiment
 from models.uplift_model import ARTIFACT_KEY
 from training.config import UpliftTrainConfig
-from training.tracking import PYFUNC_REQUIREMENTS, LoggedRun, log_pyfunc
+from training.tracking import PYFUNC_REQUIREMENTS, LoggedRun, log_pyfunc, logged_dataset
 from training.train_uplift import UpliftResult
 from training.uplift_metrics import uplift_by_decile
 from training.uplift_plots import qini_figure, uplift_decile_figure
@@ -145,12 +144,9 @@ def _log_tables(result: UpliftResult, rows: pd.DataFrame, work: Path) -> None:
 
 def _log_input(cfg: UpliftTrainConfig, result: UpliftResult, rows: pd.DataFrame) -> None:
     source = None if cfg.source else cfg.data_source()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        dataset = mlflow.data.from_pandas(rows.drop(columns=["uplift_score"]), source=source,
-                                          targets="spend", name="uplift-experiment",
-                                          digest=validation_digest(rows))
-        mlflow.log_input(dataset, context="training")
+    mlflow.log_input(logged_dataset(rows.drop(columns=["uplift_score"]), source=source,
+                                    targets="spend", name="uplift-experiment",
+                                    digest=validation_digest(rows)), context="training")
 
 
 def _log_model(cfg: UpliftTrainConfig, result: UpliftResult, work: Path,
