@@ -38,14 +38,19 @@ class BGNBD:
 
     def fit(self, summary: pd.DataFrame) -> BGNBD:
         """Fit on a frame with columns ``x, t_x, T``."""
-        x, t_x, big_t = (summary[c].to_numpy(dtype=float) for c in ("x", "t_x", "T"))
-        if len(x) == 0:
+        histories = summary[["x", "t_x", "T"]].to_numpy(dtype=float)
+        if len(histories) == 0:
             raise ValueError("BG/NBD needs at least one customer to fit")
+        # Customers with the same history add the same term: each distinct one is computed
+        # once, weighted by how many share it (a one-time buyer's history is their first
+        # day alone, so a cohort's thousands of them are a few hundred terms).
+        distinct, customers = np.unique(histories, axis=0, return_counts=True)
+        x, t_x, big_t = distinct.T
 
         def loss(log_params: np.ndarray) -> float:
-            return -self._log_likelihood(np.exp(log_params), x, t_x, big_t).sum()
+            return -customers @ self._log_likelihood(np.exp(log_params), x, t_x, big_t)
 
-        start = np.log([1.0, max(big_t.mean(), 1.0), 1.0, 1.0])
+        start = np.log([1.0, max(float(histories[:, 2].mean()), 1.0), 1.0, 1.0])
         result = minimize(loss, start, method="Nelder-Mead",
                           options={"maxiter": self.max_iter, "xatol": 1e-7, "fatol": 1e-7})
         result = minimize(loss, result.x, method="L-BFGS-B")
