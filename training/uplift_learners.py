@@ -503,15 +503,15 @@ class AdaptiveLearner(EnsembleLearner):
        its own). Each member fitted on one fold estimates the other fold's rows.
     2. Skill: each member's held-out R-loss (Nie and Wager) against a constant effect, each
        calibrated (scale, constant) on one fold and judged on the other (see
-       ``cross_fitted_gain``). A member worse than the constant
-       effect on rows it never saw, by more than two standard errors of the per-row gain,
-       or calibrated to no spread at all on both folds, gets no weight and is not fitted
-       again.
+       ``cross_fitted_gain``). Unless some member beats the constant effect by more than
+       two standard errors of the per-row gain, the gains are noise: every member is kept
+       and they get the plain average of all (step 3's standardised mean). Otherwise a
+       member worse than the constant effect on rows it never saw, by more than two
+       standard errors, or calibrated to no spread at all on both folds, gets no weight
+       and is not fitted again.
     3. Weights: the other members' standardised mean (the plain ensemble's rule, on their
        fits on every row), unless R-loss weights, fitted on one fold and judged on the
-       other, beat that mean by more than one standard error of the per-row gain. When no
-       member beats a constant effect held out, the evidence is too weak to choose among
-       them: the plain average of all.
+       other, beat that mean by more than one standard error of the per-row gain.
     4. Scale: the weighted held-out estimate's own R-loss fit gives how far effects may
        spread; they are shrunk toward the average effect by it, never stretched (at most 1)
        and never below ``MIN_SCALE``. Scaling does not change the ranking.
@@ -531,8 +531,10 @@ class AdaptiveLearner(EnsembleLearner):
     name = "adaptive"
     standard_errors = 1.0
     # A member is left out when it is worse than a constant effect held out by more than
-    # this many standard errors of the per-row gain.
+    # this many standard errors of the per-row gain, and only when some member beats the
+    # constant by more than ``skill_errors``: until then the gains are noise.
     drop_errors = 2.0
+    skill_errors = 2.0
 
     def fit(self, X: pd.DataFrame, y: np.ndarray, treatment: np.ndarray) -> AdaptiveLearner:
         t, c, share = _split(treatment)
@@ -551,10 +553,11 @@ class AdaptiveLearner(EnsembleLearner):
         # when its held-out estimate earned no weight on either fold (a gain of exactly 0).
         skilled = [name for name, (gain, error) in self.skill_.items()
                    if gain > -self.drop_errors * error]
-        # Every member worse than a constant is evidence too weak to pick among them (one
-        # inner split of a weak effect): the plain average of all, shrunk.
-        weak = not skilled
-        skilled = skilled or list(held_out)
+        # Unless some member beats a constant effect by two standard errors, the held-out
+        # gains are noise (one inner split of a weak effect) and choosing by them loses to
+        # the plain average of all: every member kept, averaged, shrunk.
+        weak = not any(gain > self.skill_errors * error for gain, error in self.skill_.values())
+        skilled = list(held_out) if weak else skilled
         self.weights_ = dict.fromkeys(held_out, 0.0)
         final = self._final(X, y, t, c, share, pseudo, ["two_part", *skilled])
         # One scale for the members, read off their fits on every row (as the plain ensemble
@@ -562,7 +565,8 @@ class AdaptiveLearner(EnsembleLearner):
         on_rows: dict = {}  # every booster's predictions on X, made once
         equal = standardised_mean([predict_terms(final[n], X, on_rows) for n in skilled])
         if weak:
-            self.rule_ = "no member beat a constant effect held out: the plain average"
+            self.rule_ = ("no member beat a constant effect held out by two standard errors: "
+                          "the plain average")
             weights, constant = equal
         else:
             weights, constant = self._weights(skilled, held_out, fold, residual_y, residual_t,

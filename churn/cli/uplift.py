@@ -34,11 +34,12 @@ UpliftIgnore = Annotated[list[str] | None, typer.Option(
                      "repeat as needed.")]
 UpliftLearner = Annotated[str, typer.Option(
     help="adaptive (the default): every learner below is fitted on half the rows and "
-         "scores the other half; one that does not beat a constant effect there gets no "
-         "weight; the rest are averaged on one scale (or weighted by their held-out R-loss "
-         "when that is better by more than one standard error), shrunk to the effect scale "
-         "the held-out rows support, and fitted again on every row; with no learner "
-         "beating a constant effect, every customer gets the average effect. Or ensemble "
+         "scores the other half. Unless one beats a constant effect there by two standard "
+         "errors, that evidence is noise and all are averaged on one scale. Otherwise a "
+         "learner worse than the constant by two standard errors gets no weight and the rest "
+         "are averaged (or weighted by their held-out R-loss when that is better by more "
+         "than one standard error). Effects are shrunk to the scale the held-out rows "
+         "support and the learners fitted again on every row. Or ensemble "
          "(all averaged, always), ensemble_or_distilled (the average, distilled into small "
          "trees when held-out rows say so), auto (pick one by out-of-fold Qini), stacked "
          "(R-loss weights), or one of t_learner, x_learner, dr_learner, dr_linear, "
