@@ -416,3 +416,13 @@ def test_the_parts_add_up_to_the_spend_effect_and_never_contradict_it(tmp_path):
     raw = ((spend > 0) & (raw_conversion < 0) & (raw_order_value < 0)) | (
         (spend < 0) & (raw_conversion > 0) & (raw_order_value > 0))
     assert raw.sum() > 0
+
+
+def test_with_no_effect_to_find_the_default_keeps_every_member_in_the_plain_average():
+    """Held-out gains of pure noise are no evidence: no member is dropped on them."""
+    X, y, t, _ = simulated(lambda X: 0.0 * X["x0"] + 0.5)
+    learner = make_learner("adaptive").fit(X, y, t)
+    assert not any(gain > 2 * error for gain, error in learner.skill_.values())
+    assert "plain average" in learner.rule_
+    assert all(weight > 0 for weight in learner.weights_.values()), learner.weights_
+    assert learner.predict(X).mean() == pytest.approx(0.5, abs=0.15)
