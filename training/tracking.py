@@ -114,9 +114,9 @@ SCHEMA_SAMPLE_ROWS = 1000
 
 def logged_dataset(frame: pd.DataFrame, **kwargs) -> mlflow.data.dataset.Dataset:
     """``mlflow.data.from_pandas(frame, **kwargs)`` with its schema worked out by column, not
-    by value: MLflow tests every value of every column in Python for missing ones (9 s of a
-    30 s CDNOW training run); here each column's type comes from a sample and whether it
-    has missing values from pandas."""
+    by value: MLflow tests every value of every column in Python for missing ones (about a
+    third of a CDNOW training run); here each column's type comes from a sample and whether
+    it has missing values from pandas."""
     with warnings.catch_warnings():
         # MLflow hints that integer columns cannot hold missing values; these never do.
         warnings.simplefilter("ignore", UserWarning)
