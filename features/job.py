@@ -74,8 +74,10 @@ def run_features(cfg: FeaturesJobConfig, progress: Progress | None = None,
     if cfg.engine is Engine.spark:
         # Spark is an optional extra: imported only when asked for.
         from features.spark_job import run_features_spark  # noqa: PLC0415
+        from features.spark_session import spark_job_errors  # noqa: PLC0415
 
-        return run_features_spark(cfg, progress)
+        with spark_job_errors():
+            return run_features_spark(cfg, progress)
     started = time.perf_counter()
     check_output_path(cfg.out)
     rejects = cfg.rejects or cfg.out.parent / f"{cfg.out.stem}.rejects"

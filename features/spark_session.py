@@ -12,6 +12,8 @@ import os
 import shutil
 import sys
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from features.errors import ChurnError
@@ -27,6 +29,31 @@ PANDAS_WARNING = "PySpark does not yet fully support pandas"
 
 class SparkUnavailable(ChurnError):
     """PySpark or Java is missing, so the Spark engine cannot start."""
+
+
+class SparkStopped(ChurnError):
+    """Spark's context stopped in the middle of a job; most often its memory ran out."""
+
+
+# What a job's call into Spark raises when the context under it died (an OutOfMemoryError
+# in any of the JVM's threads stops it): the cause is in Spark's own log, above.
+STOPPED = ("SparkContext was shut down", "OutOfMemoryError")
+
+
+@contextmanager
+def spark_job_errors() -> Iterator[None]:
+    """A job whose Spark context died ends in one line that says what to try, not in a
+    Java stack trace; any other error passes on as it is."""
+    try:
+        yield
+    except Exception as err:
+        if not any(sign in str(err) for sign in STOPPED):
+            raise
+        raise SparkStopped(
+            "Spark stopped in the middle of the job (its log above says why; most often "
+            f"the driver's memory, {default_driver_memory()} here, ran out): give it more "
+            "with SPARK_DRIVER_MEMORY (e.g. SPARK_DRIVER_MEMORY=16g), or run on a cluster "
+            "(SPARK_MASTER, SPARK_REMOTE)") from None
 
 
 def spark_problem() -> str | None:

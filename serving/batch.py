@@ -467,9 +467,11 @@ def run_score(cfg: ScoreJobConfig, loaded: LoadedModel, progress: Progress | Non
     check_destination(cfg.out)
     if cfg.engine is Engine.spark:
         # Spark is an optional extra: imported only when asked for.
+        from features.spark_session import spark_job_errors  # noqa: PLC0415
         from serving.spark_batch import run_score_spark  # noqa: PLC0415
 
-        return run_score_spark(cfg, loaded, progress, on_rows, on_commit, on_start)
+        with spark_job_errors():
+            return run_score_spark(cfg, loaded, progress, on_rows, on_commit, on_start)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="churn-score-") as work, \
             connect(cfg.memory_limit, Path(work) / "spill") as con:

@@ -12,8 +12,8 @@ from rich.table import Table
 
 from churn.cli.app import app
 from churn.cli.common import ENGINE_OPTION, fail, iso_date, one_line, out_console, progress_bar
-from features.contract import ContractError
 from features.engines import Engine
+from features.errors import ChurnError
 from features.job import FeaturesJobConfig, FeaturesJobResult, run_features
 from features.synthetic import GenerateConfig, generate
 from features.validation import OnBadRows
@@ -134,6 +134,6 @@ def features_command(
                             engine=engine)
     try:
         result = features_with_progress(cfg)
-    except (ContractError, duckdb.Error, OSError) as err:
+    except (ChurnError, duckdb.Error, OSError) as err:  # the contract, Spark, the files
         fail(one_line(err))
     print_features_summary(result, cfg)

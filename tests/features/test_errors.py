@@ -45,3 +45,22 @@ def test_errors_raised_to_python_name_keywords_not_flags(tmp_path):
     with pytest.raises(ChurnError) as caught:
         churn.features_at(tmp_path / "missing", as_of="2025-01-01")
     assert "--" not in str(caught.value)
+
+
+STOPPED_MID_JOB = ("An error occurred while calling o88.count.\n: org.apache.spark."
+                   "SparkException: Job 10 cancelled because SparkContext was shut down\n"
+                   "\tat org.apache.spark.scheduler.DAGScheduler.cleanUpAfterSchedulerStop")
+
+
+def test_a_spark_context_that_died_mid_job_is_one_line_saying_what_to_try(monkeypatch):
+    """What a 10M base on a 4g driver raised from the clean events table's count."""
+    from features.spark_session import SparkStopped, spark_job_errors  # noqa: PLC0415
+
+    monkeypatch.setenv("SPARK_DRIVER_MEMORY", "6g")
+    with pytest.raises(SparkStopped) as stopped, spark_job_errors():
+        raise RuntimeError(STOPPED_MID_JOB)
+    message = stopped.value.for_command_line()
+    assert "\n" not in message and "6g here" in message
+    assert "SPARK_DRIVER_MEMORY" in message and "at org.apache" not in message
+    with pytest.raises(ValueError, match="another error"), spark_job_errors():
+        raise ValueError("another error")  # passes on as it is
