@@ -21,7 +21,14 @@ Where the true effects are known (the simulated sets), they are scored as one mo
 "true effect": where even they fall short of the best single learner minus its standard
 error, that learner's lead is noise the target cannot ask anyone to match.
 
+With ``--replicates R`` the protocol runs R times: each simulated set draws new data every
+time and every set gets new folds. A learner's figure is then the mean over the replicates
+of its mean over the folds, and its standard error the replicates' mean standard error over
+the folds (one run's, as the target defines it): one run's best single learner is partly a
+lucky draw of the folds, and the mean over replicates says how much.
+
     python bench/uplift_suite.py [--sets hillstrom synthetic nie_wager own] [--folds 5]
+                                 [--replicates 1]
 """
 
 from __future__ import annotations
@@ -61,7 +68,12 @@ TRUTH = "true effect"
 SIZES = (2_000, 10_000, 50_000)
 
 
-def hillstrom_sets() -> Iterator[tuple[str, pd.DataFrame, np.ndarray, np.ndarray]]:
+# Each generator takes the replicate number: a simulated set draws new data for each (its own
+# seed); a real experiment (Hillstrom) is what it is, and only its folds change.
+Sets = Iterator[tuple[str, pd.DataFrame, np.ndarray, np.ndarray]]
+
+
+def hillstrom_sets(replicate: int = 0) -> Sets:
     for outcome in ("spend", "conversion"):
         other = "conversion" if outcome == "spend" else "spend"
         cfg = UpliftTrainConfig(table=HILLSTROM, treatments=("segment=Womens E-Mail",
@@ -75,9 +87,9 @@ def hillstrom_sets() -> Iterator[tuple[str, pd.DataFrame, np.ndarray, np.ndarray
             yield name, part.features, part.outcome(), part.treated()
 
 
-def synthetic_sets() -> Iterator[tuple[str, pd.DataFrame, np.ndarray, np.ndarray]]:
+def synthetic_sets(replicate: int = 0) -> Sets:
     with tempfile.TemporaryDirectory(prefix="churn-uplift-suite-") as tmp:
-        generate(GenerateConfig(customers=20_000, seed=7), Path(tmp) / "data")
+        generate(GenerateConfig(customers=20_000, seed=7 + replicate), Path(tmp) / "data")
         experiment = load_experiment(UpliftTrainConfig(data=Path(tmp) / "data"))
         part = experiment.arm(experiment.arms[0])
         yield "synthetic campaign spend", part.features, part.outcome(), part.treated()
@@ -96,27 +108,28 @@ def randomised(X: np.ndarray, b: np.ndarray, tau: np.ndarray, seed: int, sigma: 
 TRUE_EFFECTS: dict[str, np.ndarray] = {}
 
 
-def nie_wager_sets() -> Iterator[tuple[str, pd.DataFrame, np.ndarray, np.ndarray]]:
+def nie_wager_sets(replicate: int = 0) -> Sets:
     from causalml.dataset import synthetic_data  # noqa: PLC0415 - the bench extra only
 
     for mode, setup in zip((1, 2, 3, 4), "ABCD", strict=True):
         for n in SIZES:
-            np.random.seed(mode * 100 + n % 97)  # causalml draws from numpy's global state
+            # causalml draws from numpy's global state
+            np.random.seed(mode * 100 + n % 97 + 1000 * replicate)
             _, X, _, tau, b, _ = synthetic_data(mode=mode, n=n, p=6, sigma=1.0)
-            features, y, w = randomised(X, b, tau, seed=n + mode)
+            features, y, w = randomised(X, b, tau, seed=n + mode + 1000 * replicate)
             TRUE_EFFECTS[f"Nie-Wager {setup} n={n:,}"] = tau
             yield f"Nie-Wager {setup} n={n:,}", features, y, w
 
 
-def own_sets(n: int = 20_000) -> Iterator[tuple[str, pd.DataFrame, np.ndarray, np.ndarray]]:
-    rng = np.random.default_rng(11)
+def own_sets(replicate: int = 0, n: int = 20_000) -> Sets:
+    rng = np.random.default_rng(11 + 1000 * replicate)
     X = rng.normal(size=(n, 6))
     baseline = 2 * np.sin(X[:, 2]) + X[:, 3] ** 2 + X[:, 4]
     effects = {"linear effect": 1.0 + 0.5 * X[:, 0] + 0.3 * X[:, 1],
                "no effect": np.zeros(n),
                "effect in 5% only": np.where(X[:, 0] > 1.645, 2.0, 0.0)}
     for seed, (name, tau) in enumerate(effects.items()):
-        features, y, w = randomised(X, baseline, tau, seed=seed)
+        features, y, w = randomised(X, baseline, tau, seed=seed + 1000 * replicate)
         TRUE_EFFECTS[f"{name} n={n:,}"] = tau
         yield f"{name} n={n:,}", features, y, w
 
@@ -147,18 +160,19 @@ def interval_checks(learner, estimate: np.ndarray, tau: np.ndarray) -> list[tupl
 
 
 def fold_qini(X: pd.DataFrame, y: np.ndarray, t: np.ndarray, folds: int, extra: list[str],
-              params: BaseParams, tau: np.ndarray | None = None
+              params: BaseParams, tau: np.ndarray | None = None, seed: int = 0
               ) -> tuple[dict[str, list[float]], dict[str, list[float]], dict[str, float],
                          list[tuple[bool, float]]]:
     """Per learner, the Qini of each held-out fold; seconds spent fitting the plain
     ensemble (its six members) and each extra learner; and, where the true effects ``tau``
-    are known, the default's interval checks (see ``interval_checks``)."""
+    are known, the default's interval checks (see ``interval_checks``). ``seed`` draws
+    the folds."""
     checks: list[tuple[bool, float]] = []
     qini: dict[str, list[float]] = {}
     coefficient: dict[str, list[float]] = {}
     spread = float(np.std(y))
     seconds = dict.fromkeys(["ensemble", *extra], 0.0)
-    for fit, held in _folds(t, folds, 0):
+    for fit, held in _folds(t, folds, seed):
         X_fit, X_held = X.iloc[fit], X.iloc[held]
         estimates, fitted = {}, {}
         started = time.perf_counter()
@@ -189,21 +203,45 @@ def fold_qini(X: pd.DataFrame, y: np.ndarray, t: np.ndarray, folds: int, extra: 
     return qini, coefficient, seconds, checks
 
 
-def summarise(name: str, qini: dict[str, list[float]], coefficient: dict[str, list[float]],
-              seconds: dict[str, float], checks: list[tuple[bool, float]]) -> dict:
-    mean = {k: float(np.mean(v)) for k, v in qini.items()}
-    classic = {k: float(np.mean(v)) for k, v in coefficient.items()}
-    error = {k: float(np.std(v, ddof=1) / np.sqrt(len(v))) for k, v in qini.items()}
-    singles = [k for k in SINGLES if k in mean]
-    best = max(singles, key=lambda k: mean[k])
+Run = tuple[dict[str, list[float]], dict[str, list[float]], dict[str, float],
+            list[tuple[bool, float]]]
+
+
+def target(mean: dict[str, float], error: dict[str, float]) -> tuple[str, float, bool, bool]:
+    """The best single learner, the floor it sets (its Qini minus its standard error), and
+    whether the default meets that floor and is not below random."""
+    best = max((k for k in SINGLES if k in mean), key=lambda k: mean[k])
     floor = mean[best] - error[best]
+    return best, floor, mean[DEFAULT] >= floor, mean[DEFAULT] + error[DEFAULT] >= 0
+
+
+def fold_figures(qini: dict[str, list[float]]) -> tuple[dict[str, float], dict[str, float]]:
+    """Each learner's mean Qini over one run's folds and its standard error."""
+    return ({k: float(np.mean(v)) for k, v in qini.items()},
+            {k: float(np.std(v, ddof=1) / np.sqrt(len(v))) for k, v in qini.items()})
+
+
+def summarise(name: str, runs: list[Run]) -> dict:
+    """One set's row over its replicates: each learner's Qini is the mean over the
+    replicates of its mean over the folds, and its standard error the replicates' mean
+    standard error over the folds (one run's, as the target defines it, estimated on
+    every replicate); the target is judged on these, and on each replicate alone."""
+    figures = [fold_figures(qini) for qini, *_ in runs]
+    mean = {k: float(np.mean([m[k] for m, _ in figures])) for k in figures[0][0]}
+    error = {k: float(np.mean([e[k] for _, e in figures])) for k in figures[0][1]}
+    classic = {k: float(np.mean([np.mean(c[k]) for _, c, *_ in runs])) for k in runs[0][1]}
+    seconds = {k: sum(r[2][k] for r in runs) for k in runs[0][2]}
+    checks = [check for *_, run_checks in runs for check in run_checks]
+    best, floor, meets, not_below = target(mean, error)
+    singles = [k for k in SINGLES if k in mean]
     return {"set": name, "best single": best, "best": mean[best], "best se": error[best],
             "truth": mean.get(TRUTH, np.nan),
             "truth meets best - se": mean.get(TRUTH, np.inf) >= floor,
             "ensemble": mean["ensemble"], "default": mean[DEFAULT],
             "default se": error[DEFAULT],
-            "meets best - se": mean[DEFAULT] >= floor,
-            "not below random": mean[DEFAULT] + error[DEFAULT] >= 0,
+            "meets best - se": meets, "not below random": not_below,
+            "replicates": len(runs),
+            "replicates meeting": sum(all(target(*f)[2:]) for f in figures),
             "cost vs ensemble": seconds[DEFAULT] / seconds["ensemble"],
             "coefficient default": classic[DEFAULT], "coefficient ensemble": classic["ensemble"],
             "coefficient best single": max(classic[k] for k in singles),
@@ -221,38 +259,47 @@ def main() -> None:
     parser.add_argument("--also", nargs="*", default=[],
                         help="other learners to fit beside the default (e.g. "
                              "ensemble_or_distilled)")
+    parser.add_argument("--replicates", type=int, default=1,
+                        help="run the protocol this many times: new data for each simulated "
+                             "set, new folds for every set; a set's figures are the means "
+                             "over the replicates")
     parser.add_argument("--out", type=Path, default=None, help="also write the rows as CSV")
     args = parser.parse_args()
     started = time.time()
     params = BaseParams(threads=os.cpu_count() or 1)
-    rows = []
-    for group in args.sets:
-        for name, X, y, t in SETS[group]():
-            qini, coefficient, seconds, checks = fold_qini(
-                X, y, t, args.folds, [DEFAULT, *args.also], params, TRUE_EFFECTS.get(name))
-            rows.append(summarise(name, qini, coefficient, seconds, checks))
-            row = rows[-1]
-            print(f"[{time.time() - started:5.0f} s] {name} ({len(y):,} rows): default "
-                  f"{row['default']:.3f} ± {row['default se']:.3f}, best single "
-                  f"{row['best single']} {row['best']:.3f} ± {row['best se']:.3f}, ensemble "
-                  f"{row['ensemble']:.3f}; cost {row['cost vs ensemble']:.2f}x", flush=True)
+    runs: dict[str, list[Run]] = {}
+    for replicate in range(args.replicates):
+        for group in args.sets:
+            for name, X, y, t in SETS[group](replicate):
+                runs.setdefault(name, []).append(fold_qini(
+                    X, y, t, args.folds, [DEFAULT, *args.also], params,
+                    TRUE_EFFECTS.get(name), seed=replicate))
+                row = summarise(name, runs[name][-1:])
+                print(f"[{time.time() - started:5.0f} s] {name} ({len(y):,} rows, replicate "
+                      f"{replicate}): default {row['default']:.3f} ± {row['default se']:.3f}, "
+                      f"best single {row['best single']} {row['best']:.3f} ± "
+                      f"{row['best se']:.3f}, ensemble {row['ensemble']:.3f}; cost "
+                      f"{row['cost vs ensemble']:.2f}x", flush=True)
+    rows = [summarise(name, set_runs) for name, set_runs in runs.items()]
     frame = pd.DataFrame(rows)
     if args.out:
         frame.to_csv(args.out, index=False)
     print(f"\n# Uplift suite, {date.today()}, {platform.machine()}, {os.cpu_count()} cores, "
           f"python {platform.python_version()}, lightgbm {lgb.__version__}, {args.folds} "
-          f"folds, {time.time() - started:.0f} s\n")
+          f"folds, {args.replicates} replicate(s), {time.time() - started:.0f} s\n")
     print("| set | best single (Qini ± se) | ensemble | default (Qini ± se) | >= best - se | "
-          "not below random | default's fit / ensemble's | the true effects as the score |")
-    print("|---|---|---:|---:|---|---|---:|---:|")
+          "not below random | replicates meeting both | default's fit / ensemble's | "
+          "the true effects as the score |")
+    print("|---|---|---:|---:|---|---|---:|---:|---:|")
     for r in rows:
         truth = "" if np.isnan(r["truth"]) else (
             f"{r['truth']:.3f}{'' if r['truth meets best - se'] else ' (misses too)'}")
         print(f"| {r['set']} | {r['best single']} {r['best']:.3f} ± {r['best se']:.3f} | "
               f"{r['ensemble']:.3f} | {r['default']:.3f} ± {r['default se']:.3f} | "
               f"{'yes' if r['meets best - se'] else 'NO'} | "
-              f"{'yes' if r['not below random'] else 'NO'} | {r['cost vs ensemble']:.2f}x | "
-              f"{truth} |")
+              f"{'yes' if r['not below random'] else 'NO'} | "
+              f"{r['replicates meeting']} of {r['replicates']} | "
+              f"{r['cost vs ensemble']:.2f}x | {truth} |")
     learners = [c.removeprefix("qini ") for c in frame.columns if c.startswith("qini ")]
     print("\nEvery learner's mean Qini over the folds:\n")
     print("| set | " + " | ".join(learners) + " |")
