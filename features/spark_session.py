@@ -39,6 +39,10 @@ class SparkStopped(ChurnError):
 # in any of the JVM's threads stops it): the cause is in Spark's own log, above.
 STOPPED = ("SparkContext was shut down", "OutOfMemoryError")
 
+# The driver memory the running local session started with, as it reports it (a session
+# that was already running keeps its own): what a job that ran it out names.
+_driver_memory: dict[str, str] = {}
+
 
 @contextmanager
 def spark_job_errors() -> Iterator[None]:
@@ -51,7 +55,7 @@ def spark_job_errors() -> Iterator[None]:
             raise
         raise SparkStopped(
             "Spark stopped in the middle of the job (its log above says why; most often "
-            f"the driver's memory, {default_driver_memory()} here, ran out): give it more "
+            f"the driver's memory, {driver_memory()} here, ran out): give it more "
             "with SPARK_DRIVER_MEMORY (e.g. SPARK_DRIVER_MEMORY=16g), or run on a cluster "
             "(SPARK_MASTER, SPARK_REMOTE)") from None
 
@@ -79,6 +83,11 @@ def quiet_pandas_warning() -> None:
     current = os.environ.get("PYTHONWARNINGS", "")
     if ignore not in current:
         os.environ["PYTHONWARNINGS"] = f"{current},{ignore}" if current else ignore
+
+
+def driver_memory() -> str:
+    """The running local session's driver memory, or the default a new one would get."""
+    return _driver_memory.get("local") or default_driver_memory()
 
 
 def default_driver_memory() -> str:
@@ -128,4 +137,5 @@ def spark_session(master: str | None = None, driver_memory: str | None = None,
         session.conf.set(key, value)
     if not os.environ.get("SPARK_REMOTE"):
         session.sparkContext.setLogLevel("ERROR")
+        _driver_memory["local"] = session.sparkContext.getConf().get("spark.driver.memory")
     return session

@@ -54,8 +54,10 @@ STOPPED_MID_JOB = ("An error occurred while calling o88.count.\n: org.apache.spa
 
 def test_a_spark_context_that_died_mid_job_is_one_line_saying_what_to_try(monkeypatch):
     """What a 10M base on a 4g driver raised from the clean events table's count."""
+    from features import spark_session  # noqa: PLC0415
     from features.spark_session import SparkStopped, spark_job_errors  # noqa: PLC0415
 
+    monkeypatch.setattr(spark_session, "_driver_memory", {})  # no session running here
     monkeypatch.setenv("SPARK_DRIVER_MEMORY", "6g")
     with pytest.raises(SparkStopped) as stopped, spark_job_errors():
         raise RuntimeError(STOPPED_MID_JOB)

@@ -49,6 +49,15 @@ def spark():
     session.stop()
 
 
+def test_a_job_that_ran_the_driver_out_names_the_memory_it_had(monkeypatch):
+    """Not the default a new session would get: the running one was started with 2g."""
+    from features.spark_session import SparkStopped, spark_job_errors  # noqa: PLC0415
+
+    monkeypatch.setenv("SPARK_DRIVER_MEMORY", "6g")
+    with pytest.raises(SparkStopped, match="2g here"), spark_job_errors():
+        raise RuntimeError("java.lang.OutOfMemoryError: Java heap space")
+
+
 @pytest.fixture(scope="module")
 def cdnow(tmp_path_factory):
     folder = tmp_path_factory.mktemp("cdnow")
