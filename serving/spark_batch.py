@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import psycopg
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from features.contract import ContractError
 from features.spark_job import check_parquet_out, write_parquet_folder
@@ -41,13 +42,16 @@ from serving.batch import (
 )
 from serving.champion import LoadedModel
 from serving.policy import SegmentPolicy
-from serving.scoring import extra_columns, score_features, segment_summary, tier_cuts_for
+from serving.scoring import (
+    extra_columns,
+    score_features,
+    segment_summary,
+    segment_totals,
+    tier_cuts_for,
+)
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
-
-PROFILE_SCHEMA = pa.schema([("column", pa.string()), ("counts", pa.list_(pa.float64()))])
-
 
 def scorer(loaded: LoadedModel, policy: SegmentPolicy, cuts: tuple[float, float],
            explain: bool, schema: pa.Schema, carried: tuple[str, ...] = ()
@@ -72,17 +76,41 @@ def carried_columns(reference: Profile | None, schema: pa.Schema) -> tuple[str, 
     return tuple(c for c in reference.edges if c not in schema.names)
 
 
-def profiler(reference: Profile) -> Callable[[Iterator[pa.RecordBatch]],
-                                               Iterator[pa.RecordBatch]]:
-    """Per partition, the scored base counted into the model's reference bins."""
-    def count(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        profile = reference.empty()
+# What each partition hands the driver in the one pass over the scores: a segment's totals
+# (``TOTALS``, in that order), the churn probabilities one Arrow batch scored, or a profile
+# column's counts.
+SUMMARY_SCHEMA = pa.schema([("kind", pa.string()), ("key", pa.string()),
+                            ("values", pa.list_(pa.float64()))])
+TOTALS = ["customers", "scored", "churn_sum", "value_at_risk", "contactable"]
+
+
+def summariser(reference: Profile | None) -> Callable[[Iterator[pa.RecordBatch]],
+                                                        Iterator[pa.RecordBatch]]:
+    """Per partition, what the job's result needs from the scores: the segment totals, the
+    churn probabilities (for their percentiles) and the scored base counted into the
+    model's reference bins, all from one read."""
+    def summarise(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        totals, probabilities = [], []
+        profile = reference.empty() if reference else None
         for batch in batches:
-            profile.add(batch.to_pandas())
-        yield pa.RecordBatch.from_pydict(
-            {"column": list(profile.counts),
-             "counts": [c.tolist() for c in profile.counts.values()]}, schema=PROFILE_SCHEMA)
-    return count
+            scores = batch.to_pandas()
+            totals.append(segment_totals(scores))
+            base = scores[scores["churn_probability"].notna()]
+            probabilities.append(base["churn_probability"].to_numpy(dtype=float))
+            if profile is not None:
+                profile.add(base)
+        summed = pd.concat(totals).groupby(level=0).sum() if totals else pd.DataFrame()
+        rows = [("totals", segment, row[TOTALS].to_numpy(dtype=float).tolist())
+                for segment, row in summed.iterrows()]
+        rows += [("probabilities", "churn_probability", part.tolist())
+                 for part in probabilities]
+        rows += [("profile", column, counts.tolist())
+                 for column, counts in (profile.counts.items() if profile else [])]
+        if rows:
+            yield pa.RecordBatch.from_pylist(
+                [dict(zip(SUMMARY_SCHEMA.names, row, strict=True)) for row in rows],
+                schema=SUMMARY_SCHEMA)
+    return summarise
 
 
 class SparkParquet:
@@ -145,38 +173,32 @@ def spark_destination(out: str, as_of: date, extras: dict[str, str]
     return SparkParquet(Path(out))
 
 
-def _summary(scored: DataFrame) -> tuple[pd.DataFrame, list[float] | None, int]:
-    """Per-segment totals, the churn probabilities' percentiles and how many got one."""
-    from pyspark.sql import functions as F
-
-    totals = scored.groupBy("segment").agg(
-        F.count("*").alias("customers"),
-        F.count("churn_probability").alias("scored"),
-        F.sum("churn_probability").alias("churn_sum"),
-        F.sum("value_at_risk").alias("value_at_risk"),
-        F.sum(F.col("contactable").cast("long")).alias("contactable"),
-    ).toArrow().to_pandas().set_index("segment").fillna({"churn_sum": 0.0, "value_at_risk": 0.0})
-    levels = F.array(*[F.lit(q / 100) for q in range(101)])
-    row = scored.where("churn_probability IS NOT NULL").agg(
-        F.percentile("churn_probability", levels).alias("q"),
-        F.count("*").alias("n")).collect()[0]
-    quantiles = [float(v) for v in row["q"]] if row["n"] else None
-    return segment_summary([totals]), quantiles, int(row["n"])
-
-
-def _profile(scored: DataFrame, reference: Profile | None) -> Profile | None:
-    if reference is None:
-        return None
+def _summary(scored: DataFrame, reference: Profile | None
+             ) -> tuple[pd.DataFrame, list[float] | None, int, Profile | None]:
+    """Per-segment totals, the churn probabilities' percentiles, how many got one and the
+    drift profile, from one pass over the scores (each partition's part summed here)."""
     from pyspark.sql.pandas.types import from_arrow_schema
 
-    base = scored.where("churn_probability IS NOT NULL")
-    parts = base.mapInArrow(profiler(reference), from_arrow_schema(PROFILE_SCHEMA))
-    profile = reference.empty()
-    for part in parts.toArrow().to_pylist():
-        counts = np.asarray(part["counts"], dtype=float)
-        previous = profile.counts.get(part["column"])
-        profile.counts[part["column"]] = counts if previous is None else previous + counts
-    return profile
+    parts = scored.mapInArrow(summariser(reference),
+                              from_arrow_schema(SUMMARY_SCHEMA)).toArrow()
+
+    def of_kind(kind: str) -> pa.Table:
+        return parts.filter(pc.equal(parts["kind"], kind))
+
+    totals = of_kind("totals")
+    summed = pd.DataFrame(totals["values"].to_pylist(), columns=TOTALS,
+                          index=pd.Index(totals["key"].to_pylist(), name="segment"))
+    summed = summed.astype({"customers": "int64", "scored": "int64", "contactable": "int64"})
+    probabilities = pc.list_flatten(of_kind("probabilities")["values"]).to_numpy()
+    profile = reference.empty() if reference else None
+    for column, values in zip(*of_kind("profile").select(["key", "values"]).to_pydict().values(),
+                              strict=True):
+        counts = np.asarray(values, dtype=float)
+        previous = profile.counts.get(column)
+        profile.counts[column] = counts if previous is None else previous + counts
+    quantiles = (np.percentile(probabilities, np.arange(101)).tolist() if len(probabilities)
+                 else None)
+    return segment_summary([summed]), quantiles, len(probabilities), profile
 
 
 def run_score_spark(cfg: ScoreJobConfig, loaded: LoadedModel, progress: Progress | None = None,
@@ -211,11 +233,11 @@ def run_score_spark(cfg: ScoreJobConfig, loaded: LoadedModel, progress: Progress
             scorer(loaded, cfg.policy, tier_cuts_for(loaded, cfg.policy), cfg.reasons, wide,
                    carried), from_arrow_schema(wide)).persist(StorageLevel.MEMORY_AND_DISK)
         destination.write(scored.select(*schema.names).orderBy("customer_id"))
-        summary, quantiles, scored_rows = _summary(scored)
+        summary, quantiles, scored_rows, profile = _summary(scored, reference)
         features.unpersist()  # the scores hold all that is read from here on
         result = ScoreJobResult(total, destination_label(cfg.out), summary, 0.0,
-                                [stale] if stale else [], _profile(scored, reference),
-                                quantiles, (tables.start, tables.end), scored_rows)
+                                [stale] if stale else [], profile, quantiles,
+                                (tables.start, tables.end), scored_rows)
         if on_rows:
             on_rows(total, total)
         if on_commit:
