@@ -53,6 +53,7 @@ from serving.scoring import (
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
+
 def scorer(loaded: LoadedModel, policy: SegmentPolicy, cuts: tuple[float, float],
            explain: bool, schema: pa.Schema, carried: tuple[str, ...] = ()
            ) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
