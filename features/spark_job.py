@@ -14,7 +14,7 @@ from features.output import output_path
 from features.point_in_time import feature_query
 from features.registry import FEATURES
 from features.spark_session import spark_session
-from features.spark_sql import held_ctes, shared_ctes, to_spark
+from features.spark_sql import to_spark
 from features.spark_tables import validated_relations
 from features.validation import Progress
 
@@ -67,7 +67,6 @@ def run_features_spark(cfg: FeaturesJobConfig, progress: Progress | None = None
     rejects = cfg.rejects or cfg.out.parent / f"{cfg.out.stem}.rejects"
     relations, reports, _ = validated_relations(spark, cfg.data, cfg.on_bad_rows, rejects,
                                                 progress)
-    query = feature_query(relations, cfg.as_of)
-    with held_ctes(spark, to_spark(query), shared_ctes(query)) as held:
-        rows = write_parquet_folder(spark.sql(held), cfg.out)
+    frame = spark.sql(to_spark(feature_query(relations, cfg.as_of)))
+    rows = write_parquet_folder(frame, cfg.out)
     return FeaturesJobResult(rows, len(FEATURES), time.perf_counter() - started, reports)

@@ -7,26 +7,14 @@ such as ``86400.0``, a DECIMAL in Spark's arithmetic (rounded to six places), is
 as DuckDB divides with it. The contract's screen needs two more: DuckDB's 64-bit ``hash``
 is Spark's ``xxhash64`` (Spark's ``hash`` has 32 bits, so tens of millions of rows would
 collide by the hundred thousand), and ``isfinite``, which Spark lacks, is spelled out.
-
-Spark computes a common table expression again for every reference, each pruned to other
-columns, so not even a shuffle is shared (the feature query read the transactions seven
-times); ``held_ctes`` computes the ones a query reads more than once a single time.
 """
 
 from __future__ import annotations
 
-import uuid
-from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from functools import lru_cache
-from typing import TYPE_CHECKING
 
 import sqlglot
 from sqlglot import exp
-
-if TYPE_CHECKING:
-    from pyspark.sql import SparkSession
 
 
 def _double(value: str) -> exp.Expression:
@@ -74,52 +62,3 @@ def split_order(duckdb_sql: str) -> tuple[str, list[tuple[str, bool, bool]]]:
     return tree.sql(dialect="spark"), [
         (o.this.name, bool(o.args.get("desc")), bool(o.args.get("nulls_first")))
         for o in order.expressions]
-
-
-def shared_ctes(duckdb_sql: str) -> tuple[str, ...]:
-    """The common table expressions ``duckdb_sql`` reads more than once, in the order they
-    are defined; not those marked NOT MATERIALIZED (a scan, cheaper to repeat than to hold)."""
-    tree = sqlglot.parse_one(duckdb_sql, read="duckdb")
-    definitions = tree.find(exp.With)
-    if definitions is None:
-        return ()
-    reads = Counter(table.name for table in tree.find_all(exp.Table))
-    return tuple(cte.alias for cte in definitions.expressions
-                 if reads[cte.alias] > 1 and cte.args.get("materialized") is not False)
-
-
-@contextmanager
-def held_ctes(spark: SparkSession, spark_sql: str, names: tuple[str, ...]) -> Iterator[str]:
-    """``spark_sql`` with each common table expression of ``names`` computed once and held
-    (memory, then disk) as a view of this call's own; yields the query that reads those
-    views. They are let go when the block ends: hold (or write) what is needed after it."""
-    from pyspark import StorageLevel
-
-    tree = sqlglot.parse_one(spark_sql, read="spark")
-    definitions = tree.find(exp.With)
-    token = uuid.uuid4().hex[:8]
-    views = {name: f"{name}_{token}" for name in names}
-    for table in tree.find_all(exp.Table):
-        if table.name in views:
-            table.set("this", exp.to_identifier(views[table.name]))
-    held, kept = [], []
-    try:
-        for cte in definitions.expressions if definitions else []:
-            if cte.alias not in views:
-                kept.append(cte)
-                continue
-            earlier = f"WITH {', '.join(k.sql('spark') for k in kept)} " if kept else ""
-            frame = spark.sql(earlier + cte.this.sql("spark"))
-            held.append(frame.persist(StorageLevel.MEMORY_AND_DISK))
-            frame.createOrReplaceTempView(views[cte.alias])
-        if definitions is not None:
-            if kept:
-                definitions.set("expressions", kept)
-            else:
-                definitions.pop()
-        yield tree.sql(dialect="spark")
-    finally:
-        for frame in held:
-            frame.unpersist()
-        for view in views.values():
-            spark.catalog.dropTempView(view)

@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 from features.contract import ContractError
 from features.spark_job import check_parquet_out, write_parquet_folder
 from features.spark_session import spark_session
-from features.spark_sql import held_ctes, shared_ctes, split_order
+from features.spark_sql import split_order
 from features.spark_tables import load_tables
 from features.validation import Progress
 from models.drift import Profile
@@ -215,10 +215,9 @@ def run_score_spark(cfg: ScoreJobConfig, loaded: LoadedModel, progress: Progress
     tables = load_tables(spark, cfg.data, cfg.on_bad_rows, progress=progress)
     stale = tables.check_as_of(cfg.as_of)
     # Unsorted: the scores are sorted at the end.
-    query = scoring_query(tables.relations, cfg.as_of)
-    with held_ctes(spark, split_order(query)[0], shared_ctes(query)) as unsorted:
-        features = spark.sql(unsorted).persist(StorageLevel.MEMORY_AND_DISK)
-        total = features.count()
+    unsorted, _ = split_order(scoring_query(tables.relations, cfg.as_of))
+    features = spark.sql(unsorted).persist(StorageLevel.MEMORY_AND_DISK)
+    total = features.count()
     if total == 0:
         raise ContractError(f"no customer to score as of {cfg.as_of} (none with profiling "
                             f"consent has a row before it); nothing was written")
