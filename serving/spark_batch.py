@@ -101,17 +101,25 @@ def summariser(reference: Profile | None) -> Callable[[Iterator[pa.RecordBatch]]
             if profile is not None:
                 profile.add(base)
         summed = pd.concat(totals).groupby(level=0).sum() if totals else pd.DataFrame()
-        rows = [("totals", segment, row[TOTALS].to_numpy(dtype=float).tolist())
+        rows = [("totals", segment, row[TOTALS].to_numpy(dtype=float))
                 for segment, row in summed.iterrows()]
-        rows += [("probabilities", "churn_probability", part.tolist())
-                 for part in probabilities]
-        rows += [("profile", column, counts.tolist())
+        rows += [("probabilities", "churn_probability", part) for part in probabilities]
+        rows += [("profile", column, counts)
                  for column, counts in (profile.counts.items() if profile else [])]
         if rows:
-            yield pa.RecordBatch.from_pylist(
-                [dict(zip(SUMMARY_SCHEMA.names, row, strict=True)) for row in rows],
-                schema=SUMMARY_SCHEMA)
+            yield summary_batch(rows)
     return summarise
+
+
+def summary_batch(rows: list[tuple[str, str, np.ndarray]]) -> pa.RecordBatch:
+    """``SUMMARY_SCHEMA``'s rows, their values handed to Arrow as arrays (not Python lists:
+    a partition's probabilities run to millions)."""
+    kinds, keys, values = zip(*rows, strict=True)
+    offsets = np.concatenate([[0], np.cumsum([len(v) for v in values])]).astype(np.int32)
+    flat = np.concatenate([np.asarray(v, dtype=float) for v in values])
+    return pa.RecordBatch.from_arrays(
+        [pa.array(kinds, pa.string()), pa.array(keys, pa.string()),
+         pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat))], schema=SUMMARY_SCHEMA)
 
 
 class SparkParquet:
