@@ -162,17 +162,15 @@ abandoned AS (
     WHERE ev.event_type = 'cart_add' AND ev.occurred_at >= {c.since(30)}
       AND (o.last_order_at IS NULL OR ev.occurred_at > o.last_order_at)
     GROUP BY ev.customer_id),
-signups AS (
-    SELECT customer_id, min(signed_up_at) AS signed_up_at
-    FROM {tables['customers']} WHERE signed_up_at < {c.t} GROUP BY customer_id),
-no_consent AS (
-    SELECT customer_id FROM {tables['customers']} WHERE profiling_consent IS NOT TRUE),
-population AS (
-    -- Everyone with an order or a return, an event or a sign-up, from the per-customer
-    -- tables (the same customers as the raw rows', without a pass over every event).
-    (SELECT customer_id FROM spend_stats UNION SELECT customer_id FROM event_stats
-     UNION SELECT customer_id FROM signups)
-    EXCEPT SELECT customer_id FROM no_consent)"""
+people AS (
+    -- One pass over customers: the first sign-up before T (none: not a reason to score) and
+    -- whether any row withholds profiling consent.
+    SELECT customer_id,
+           min(signed_up_at) FILTER (WHERE signed_up_at < {c.t}) AS signed_up_at,
+           max(CASE WHEN profiling_consent IS NOT TRUE THEN 1 ELSE 0 END) AS no_consent,
+           -- Without marketing consent on every row, a customer is scored but not contacted.
+           min(CASE WHEN marketing_consent IS TRUE THEN 1 ELSE 0 END) AS marketing_consent
+    FROM {tables['customers']} GROUP BY customer_id)"""
 
 
 def _expressions(c: _Cutoff) -> dict[str, str]:
@@ -214,11 +212,13 @@ def _expressions(c: _Cutoff) -> dict[str, str]:
 
 
 def feature_query(tables: dict[str, str], as_of: date,
-                  customers: CustomerRange | None = None) -> str:
+                  customers: CustomerRange | None = None, contactable: bool = False) -> str:
     """SQL for the feature table as of ``as_of`` from typed contract relations.
 
     ``tables`` maps table names to SQL relations; transactions is required, other tables
-    default to empty ones. With ``customers``, only the customers in that range.
+    default to empty ones. With ``customers``, only the customers in that range. With
+    ``contactable``, a last column says whether marketing may contact the customer (one
+    with no customers row may be).
     """
     relations = {name: empty_relation_sql(spec) for name, spec in TABLES.items()}
     relations.update(tables)
@@ -229,17 +229,24 @@ def feature_query(tables: dict[str, str], as_of: date,
     exprs = _expressions(c)
     # KeyError here means the registry lists a feature this engine does not compute.
     select = ",\n    ".join(f"CAST({exprs[f.name]} AS DOUBLE) AS {f.name}" for f in FEATURES)
+    if contactable:
+        select += ",\n    coalesce(s.marketing_consent, 1) = 1 AS contactable"
+    # Everyone with an order or a return, an event or a sign-up before T, and no row that
+    # withholds profiling consent: full joins of the per-customer tables, each named once.
+    # Spark computes a CTE again wherever it is named (a union of their ids scanned the
+    # event table three times and the transactions seven).
     return f"""WITH {_ctes(relations, c)}
-SELECT p.customer_id, DATE '{c.date}' AS as_of,
+SELECT customer_id, DATE '{c.date}' AS as_of,
     {select}
-FROM population p
-LEFT JOIN order_stats o ON o.customer_id = p.customer_id
-LEFT JOIN spend_stats m ON m.customer_id = p.customer_id
-LEFT JOIN gap_stats g ON g.customer_id = p.customer_id
-LEFT JOIN event_wide e ON e.customer_id = p.customer_id
-LEFT JOIN abandoned a ON a.customer_id = p.customer_id
-LEFT JOIN signups s ON s.customer_id = p.customer_id
-ORDER BY p.customer_id"""
+FROM spend_stats m
+FULL JOIN event_wide e USING (customer_id)
+FULL JOIN people s USING (customer_id)
+LEFT JOIN order_stats o USING (customer_id)
+LEFT JOIN gap_stats g USING (customer_id)
+LEFT JOIN abandoned a USING (customer_id)
+WHERE (m.customer_id IS NOT NULL OR e.customer_id IS NOT NULL OR s.signed_up_at IS NOT NULL)
+  AND coalesce(s.no_consent, 0) = 0
+ORDER BY customer_id"""
 
 
 @contextmanager
@@ -317,14 +324,16 @@ def customer_ranges(con: duckdb.DuckDBPyConnection, transactions: str) -> list[C
 
 def copy_features(con: duckdb.DuckDBPyConnection, tables: dict[str, str], as_of: date,
                   target: Path, options: str,
-                  progress: Callable[[float], None] | None = None) -> None:
-    """COPY the feature table to ``target`` with ``options``, in customer order: a range
-    of customers at a time where the base outgrows DuckDB's memory (the ranges' files,
-    beside ``target``, are then read into it in order)."""
+                  progress: Callable[[float], None] | None = None,
+                  contactable: bool = False) -> None:
+    """COPY the feature table (``contactable``: with that column) to ``target`` with
+    ``options``, in customer order: a range of customers at a time where the base outgrows
+    DuckDB's memory (the ranges' files, beside ``target``, are then read into it in order)."""
     ranges = customer_ranges(con, tables["transactions"])
     if len(ranges) == 1:
         with query_progress(con, progress):
-            con.sql(f"COPY ({feature_query(tables, as_of)}) TO '{target}' ({options})")
+            con.sql(f"COPY ({feature_query(tables, as_of, contactable=contactable)}) "
+                    f"TO '{target}' ({options})")
         return
     parts = [target.with_name(f".{target.name}.part{k}.parquet") for k in range(len(ranges))]
     try:
@@ -332,8 +341,8 @@ def copy_features(con: duckdb.DuckDBPyConnection, tables: dict[str, str], as_of:
             share = None if progress is None else (
                 lambda percent, k=k: progress((k + percent / 100) / len(ranges) * 100))
             with query_progress(con, share):
-                con.sql(f"COPY ({feature_query(tables, as_of, customers)}) TO '{part}' "
-                        f"(FORMAT parquet)")
+                con.sql(f"COPY ({feature_query(tables, as_of, customers, contactable)}) "
+                        f"TO '{part}' (FORMAT parquet)")
         files = ", ".join(f"'{part}'" for part in parts)
         con.sql(f"COPY (SELECT * FROM read_parquet([{files}])) TO '{target}' ({options})")
     finally:

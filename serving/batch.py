@@ -121,19 +121,10 @@ class ScoreJobResult:
     run_id: str | None = None
 
 
-def consent_query(relations: dict[str, str]) -> str:
-    """Per customer with a consent row, whether marketing may contact them; without marketing
-    consent a customer is scored but not contactable (null means no)."""
-    return f"""SELECT customer_id, bool_and(marketing_consent IS TRUE) AS contactable
-FROM {relations['customers']} GROUP BY customer_id"""
-
-
 def scoring_query(relations: dict[str, str], as_of: date) -> str:
     """The features of everyone to score, with ``contactable`` (a customer with no consent
     row is contactable)."""
-    return f"""SELECT f.*, coalesce(c.contactable, TRUE) AS contactable
-FROM ({feature_query(relations, as_of)}) f
-LEFT JOIN ({consent_query(relations)}) c USING (customer_id)"""
+    return feature_query(relations, as_of, contactable=True)
 
 
 class Destination(Protocol):
@@ -367,7 +358,7 @@ def destination_for(out: str, as_of: date, extras: dict[str, str] | None = None
 def _chunks(con: duckdb.DuckDBPyConnection, scoring: Scoring) -> Iterator[pd.DataFrame]:
     reader = con.sql(f"SELECT * FROM read_parquet('{scoring.path}')").to_arrow_reader(CHUNK_ROWS)
     for batch in reader:
-        yield scoring.with_consent(batch.to_pandas())
+        yield batch.to_pandas()
 
 
 def read_ahead(chunks: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
@@ -408,19 +399,12 @@ class WriteBehind:
 
 @dataclass(frozen=True)
 class Scoring:
-    """Everyone to score: their features, by customer, in a Parquet file (a base larger than
-    DuckDB's memory limit spills there rather than failing), and the customers marketing may
-    not contact (``consent_query`` applied a chunk at a time, so no join holds the base)."""
+    """Everyone to score: their features and whether marketing may contact them, by
+    customer, in a Parquet file (a base larger than DuckDB's memory limit spills there
+    rather than failing)."""
 
     path: Path
     rows: int
-    not_contactable: pd.Index
-
-    def with_consent(self, chunk: pd.DataFrame) -> pd.DataFrame:
-        # The index's hash table is built once and kept; ``isin`` would build one from every
-        # blocked id for each chunk (quadratic in the base).
-        return chunk.assign(
-            contactable=self.not_contactable.get_indexer(chunk["customer_id"]) < 0)
 
 
 def _scoring_table(con: duckdb.DuckDBPyConnection, cfg: ScoreJobConfig, work: Path,
@@ -430,14 +414,12 @@ def _scoring_table(con: duckdb.DuckDBPyConnection, cfg: ScoreJobConfig, work: Pa
     tables = load_tables(con, cfg.data, work, cfg.on_bad_rows, progress=progress, keep=False)
     stale = tables.check_as_of(cfg.as_of)
     path = work / "scoring.parquet"
-    copy_features(con, tables.relations, cfg.as_of, path, "FORMAT parquet")
+    copy_features(con, tables.relations, cfg.as_of, path, "FORMAT parquet", contactable=True)
     total = con.sql(f"SELECT count(*) FROM read_parquet('{path}')").fetchall()[0][0]
     if total == 0:
         raise ContractError(f"no customer to score as of {cfg.as_of} (none with profiling "
                             f"consent has a row before it); nothing was written")
-    blocked = con.sql(f"SELECT customer_id FROM ({consent_query(tables.relations)}) "
-                      f"WHERE NOT contactable").df()["customer_id"]
-    return Scoring(path, total, pd.Index(blocked.unique())), stale, (tables.start, tables.end)
+    return Scoring(path, total), stale, (tables.start, tables.end)
 
 
 def score_frame(cfg: ScoreJobConfig, loaded: LoadedModel,
@@ -447,7 +429,7 @@ def score_frame(cfg: ScoreJobConfig, loaded: LoadedModel,
     with tempfile.TemporaryDirectory(prefix="churn-score-") as work, \
             connect(cfg.memory_limit, Path(work) / "spill") as con:
         scoring, stale, _ = _scoring_table(con, cfg, Path(work), progress)
-        rows = scoring.with_consent(con.sql(f"SELECT * FROM read_parquet('{scoring.path}')").df())
+        rows = con.sql(f"SELECT * FROM read_parquet('{scoring.path}')").df()
     cuts = tier_cuts_for(loaded, cfg.policy)
     scores = score_features(rows, rows["contactable"], loaded, cfg.policy, cuts, cfg.reasons)
     return scores, [stale] if stale else []

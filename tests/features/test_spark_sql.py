@@ -17,7 +17,9 @@ def test_duckdb_functions_get_their_spark_names():
 def test_the_scoring_query_can_leave_the_sort_to_the_scores():
     unsorted, order = split_order(feature_query({"transactions": "tx_view"}, date(2025, 1, 1)))
     assert order == [("customer_id", False, False)]  # DuckDB puts nulls last
-    assert "ORDER BY P.CUSTOMER_ID" not in unsorted.upper()
+    assert "ORDER BY CUSTOMER_ID" not in unsorted.upper()
+    assert "ORDER BY CUSTOMER_ID" in to_spark(feature_query({"transactions": "t"},
+                                                            date(2025, 1, 1))).upper()
 
 
 def test_an_order_that_is_not_by_columns_stays_in_the_query():
