@@ -7,6 +7,10 @@ from typing import Annotated
 
 import typer
 
+# Help text is Markdown: a docstring's paragraphs are reflowed to the terminal's width and
+# `code` is set off (typer's "rich" mode kept the source's line breaks, choppy at 80 columns).
+MARKUP = "markdown"
+
 app = typer.Typer(
     help=(
         "Churn, purchase propensity, predicted value and spend-uplift models for marketing "
@@ -25,23 +29,25 @@ app = typer.Typer(
         "Runs go to $MLFLOW_TRACKING_URI, or to ./mlflow.db when it is not set."
     ),
     no_args_is_help=True,
+    rich_markup_mode=MARKUP,
     pretty_exceptions_enable=False,
     add_completion=False,
 )
 train_app = typer.Typer(help="Train a model and record the run in MLflow.",
-                        no_args_is_help=True)
+                        no_args_is_help=True, rich_markup_mode=MARKUP)
 promote_app = typer.Typer(help="Move a registered model's `champion` alias when it earns it.",
-                          no_args_is_help=True)
+                          no_args_is_help=True, rich_markup_mode=MARKUP)
 evaluate_app = typer.Typer(help="Evaluate a model out of fold and write its scores.",
-                           no_args_is_help=True)
+                           no_args_is_help=True, rich_markup_mode=MARKUP)
 backtest_app = typer.Typer(help="Measure a model the way it would have done in the past.",
-                           no_args_is_help=True)
+                           no_args_is_help=True, rich_markup_mode=MARKUP)
 app.add_typer(train_app, name="train")
 app.add_typer(backtest_app, name="backtest")
 app.add_typer(evaluate_app, name="evaluate")
 app.add_typer(promote_app, name="promote")
 campaign_app = typer.Typer(help="Run a campaign as an experiment: a randomised holdout, then "
-                                "the measured readout.", no_args_is_help=True)
+                                "the measured readout.", no_args_is_help=True,
+                            rich_markup_mode=MARKUP)
 app.add_typer(campaign_app, name="campaign")
 # Piped or logged, rich would cut tables to 80 columns: lay them out at their full width.
 
