@@ -227,9 +227,14 @@ def summarise(name: str, runs: list[Run]) -> dict:
     standard error over the folds (one run's, as the target defines it, estimated on
     every replicate); the target is judged on these, and on each replicate alone."""
     figures = [fold_figures(qini) for qini, *_ in runs]
-    mean = {k: float(np.mean([m[k] for m, _ in figures])) for k in figures[0][0]}
-    error = {k: float(np.mean([e[k] for _, e in figures])) for k in figures[0][1]}
-    classic = {k: float(np.mean([np.mean(c[k]) for _, c, *_ in runs])) for k in runs[0][1]}
+    # A learner that failed on some replicate (a part with no buyers in an arm, say) is
+    # left out of the row rather than averaged over fewer replicates than the rest.
+    kept = [k for k in figures[0][0] if all(k in m for m, _ in figures)]
+    if dropped := sorted({k for m, _ in figures for k in m} - set(kept)):
+        print(f"  {name}: left out, not fitted on every replicate: {', '.join(dropped)}")
+    mean = {k: float(np.mean([m[k] for m, _ in figures])) for k in kept}
+    error = {k: float(np.mean([e[k] for _, e in figures])) for k in kept}
+    classic = {k: float(np.mean([np.mean(c[k]) for _, c, *_ in runs])) for k in kept}
     seconds = {k: sum(r[2][k] for r in runs) for k in runs[0][2]}
     checks = [check for *_, run_checks in runs for check in run_checks]
     best, floor, meets, not_below = target(mean, error)
